@@ -1,0 +1,173 @@
+"""Autoregressive decoding with caches.
+
+The encoder runs once per source. The first decoder call in decode mode builds the cache:
+empty self-attention K/V for `max_len` steps and the cross-attention K/V of each layer,
+projected once from the encoder output. Every step then feeds one token per row.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PAD, BOS, EOS = 0, 1, 2
+
+
+def init_cache(module: nn.Module, variables: Any, src: jax.Array, max_len: int,
+               encoded: jax.Array | None = None) -> Any:
+  """The decoding cache for `src` [B, S]: self-attention K/V for max_len steps, cross K/V."""
+  if encoded is None:
+    encoded = module.apply(variables, src, method=module.encode)           # [B, S, d]
+  dummy = jnp.zeros((src.shape[0], 1), jnp.int32)
+  _, state = module.apply(variables, encoded, src, dummy, decode=True, cache_length=max_len,
+                          method=module.decode, mutable=["cache"])
+  return state["cache"]
+
+
+def decode_step(module: nn.Module, variables: Any, cache: Any, src: jax.Array,
+                tokens: jax.Array, position: jax.Array):
+  """One step: tokens [B*G] at `position` --> (log-probs float32 [B*G, V], new cache)."""
+  positions = jnp.full((tokens.shape[0], 1), position, jnp.int32)
+  logits, state = module.apply({**variables, "cache": cache}, None, src, tokens[:, None],
+                               tgt_positions=positions, decode=True, method=module.decode,
+                               mutable=["cache"])
+  return jax.nn.log_softmax(logits[:, 0]), state["cache"]                  # [B*G, V]
+
+
+def finalize(tokens: jax.Array) -> jax.Array:
+  """Everything after the first EOS becomes PAD: [B, L] --> [B, L]."""
+  seen_eos = jnp.cumsum(tokens == EOS, axis=1) - (tokens == EOS)
+  return jnp.where(seen_eos > 0, PAD, tokens)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "max_len"))
+def greedy(module: nn.Module, variables: Any, src: jax.Array, max_len: int) -> jax.Array:
+  """Greedy decoding: src int32 [B, S] --> int32 [B, max_len] (tokens, EOS, then PAD).
+
+  Stops as soon as every row has produced EOS.
+  """
+  variables = {"params": variables["params"]}
+  batch = src.shape[0]
+  cache = init_cache(module, variables, src, max_len)
+  out = jnp.zeros((batch, max_len), jnp.int32)
+  done = jnp.zeros((batch,), bool)
+
+  def cond(carry):
+    step, _, _, done, _ = carry
+    return (step < max_len) & ~jnp.all(done)
+
+  def body(carry):
+    step, prev, out, done, cache = carry
+    log_probs, cache = decode_step(module, variables, cache, src, prev, step)
+    token = jnp.where(done, PAD, jnp.argmax(log_probs, axis=-1).astype(jnp.int32))  # [B]
+    out = out.at[:, step].set(token)
+    return step + 1, token, out, done | (token == EOS), cache
+
+  start = (jnp.array(0), jnp.full((batch,), BOS, jnp.int32), out, done, cache)
+  _, _, out, _, _ = jax.lax.while_loop(cond, body, start)
+  return finalize(out)
+
+
+# ------------------------------------------------------------------------------ beam search
+NEG_INF = -1.0e9
+
+
+def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
+  """GNMT length penalty ((5 + |Y|) / 6) ** alpha (Wu et al., 2016)."""
+  return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
+
+
+def _gather_beams(x: jax.Array, beam_indices: jax.Array) -> jax.Array:
+  """x [B, K_old, ...], beam_indices [B, K_new] --> [B, K_new, ...]."""
+  return jnp.take_along_axis(x, beam_indices.reshape(beam_indices.shape + (1,) * (x.ndim - 2)),
+                             axis=1)
+
+
+def reorder_cache(cache: Any, beam_indices: jax.Array, beams: int) -> Any:
+  """Select the self-attention cache rows of the surviving beams.
+
+  Self-attention K/V leaves are [..., B*K, length, H, D] (a leading layer axis when scanned);
+  the cross-attention K/V (kept at source batch B) and step indices are left untouched.
+  """
+  def reorder(path, x):
+    name = path[-1].key if isinstance(path[-1], jax.tree_util.DictKey) else None
+    if name not in ("key", "value"):
+      return x
+    axis = x.ndim - 4                                                      # the B*K axis
+    batch = x.shape[axis] // beams
+    x = jnp.moveaxis(x, axis, 0).reshape((batch, beams) + x.shape[:axis] + x.shape[axis + 1:])
+    x = _gather_beams(x, beam_indices)                                     # [B, K, ...]
+    return jnp.moveaxis(x.reshape((batch * beams,) + x.shape[2:]), 0, axis)
+  return jax.tree_util.tree_map_with_path(reorder, cache)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "beam_size", "max_len", "return_all"))
+def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: int, max_len: int,
+                alpha: float = 0.6, return_all: bool = False):
+  """Batched beam search with the GNMT length penalty: src [B, S] --> int32 [B, max_len].
+
+  The best hypothesis per source (tokens, EOS, then PAD). With `return_all`, returns
+  (tokens [B, K, max_len], scores [B, K]) sorted best first; scores are log P / penalty.
+  Cross-attention K/V are computed once per source at batch size B and shared by its beams.
+  The search stops once no live beam can beat the finished hypotheses being returned
+  (the best one, or all K with `return_all`); a live beam's score can at most reach
+  log P / penalty(max_len), since log P only falls as tokens are added.
+  """
+  variables = {"params": variables["params"]}
+  batch, k = src.shape[0], beam_size
+  encoded = module.apply(variables, src, method=module.encode)             # [B, S, d]
+  dummy = jnp.zeros((batch * k, 1), jnp.int32)
+  _, cache = module.apply(variables, encoded, src, dummy, decode=True, cache_length=max_len,
+                          method=module.decode, mutable=["cache"])
+  carry = dict(
+      step=jnp.array(0),
+      cache=cache["cache"],
+      live_tokens=jnp.zeros((batch, k, max_len), jnp.int32),
+      # Only beam 0 is live at the start, so the first step does not pick K copies.
+      live_logp=jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1)), (batch, 1)),   # [B, K]
+      done_tokens=jnp.zeros((batch, k, max_len), jnp.int32),
+      done_scores=jnp.full((batch, k), NEG_INF),                                  # [B, K]
+  )
+
+  def can_improve(c):
+    bound = c["live_logp"][:, 0] / length_penalty(jnp.array(max_len), alpha)   # [B]
+    target = c["done_scores"][:, -1] if return_all else c["done_scores"][:, 0]
+    return jnp.any(bound > target)
+
+  def cond(c):
+    return (c["step"] < max_len) & can_improve(c)
+
+  def body(c):
+    step = c["step"]
+    prev = jnp.where(step == 0, BOS, c["live_tokens"][:, :, jnp.maximum(step - 1, 0)])
+    log_probs, cache = decode_step(module, variables, c["cache"], src, prev.reshape(-1), step)
+    vocab = log_probs.shape[-1]
+    scores = c["live_logp"][:, :, None] + log_probs.reshape(batch, k, vocab)   # [B, K, V]
+    top_logp, top_ids = jax.lax.top_k(scores.reshape(batch, k * vocab), 2 * k)  # [B, 2K]
+    top_beam, top_token = top_ids // vocab, (top_ids % vocab).astype(jnp.int32)
+    top_tokens = _gather_beams(c["live_tokens"], top_beam)                    # [B, 2K, L]
+    top_tokens = top_tokens.at[:, :, step].set(top_token)
+    is_eos = top_token == EOS
+    # Finished: merge the new EOS hypotheses into the K best finished ones.
+    new_done = jnp.where(is_eos, top_logp / length_penalty(step + 1, alpha), NEG_INF)
+    all_scores = jnp.concatenate([c["done_scores"], new_done], axis=1)        # [B, 3K]
+    all_tokens = jnp.concatenate([c["done_tokens"], top_tokens], axis=1)      # [B, 3K, L]
+    done_scores, done_idx = jax.lax.top_k(all_scores, k)
+    # Live: the K best that did not end.
+    live_logp, live_idx = jax.lax.top_k(jnp.where(is_eos, NEG_INF, top_logp), k)
+    beam_indices = _gather_beams(top_beam[..., None], live_idx)[..., 0]        # [B, K]
+    return dict(step=step + 1, cache=reorder_cache(cache, beam_indices, k),
+                live_tokens=_gather_beams(top_tokens, live_idx), live_logp=live_logp,
+                done_tokens=_gather_beams(all_tokens, done_idx), done_scores=done_scores)
+
+  c = jax.lax.while_loop(cond, body, carry)
+  # Sources where no hypothesis finished within max_len fall back to their live beams.
+  live_scores = c["live_logp"] / length_penalty(jnp.array(max_len), alpha)
+  use_live = c["done_scores"][:, :1] <= NEG_INF / 2                           # [B, 1]
+  tokens = jnp.where(use_live[..., None], c["live_tokens"], c["done_tokens"])
+  scores = jnp.where(use_live, live_scores, c["done_scores"])
+  tokens = finalize(tokens.reshape(batch * k, max_len)).reshape(batch, k, max_len)
+  return (tokens, scores) if return_all else tokens[:, 0]

@@ -1,0 +1,61 @@
+"""Decode a split and score it with the task's metrics."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import pathlib
+from typing import Any
+
+import flax.linen as nn
+import numpy as np
+
+from encdec import decoding, metrics
+from encdec.data import pipeline
+
+
+@dataclasses.dataclass
+class Prediction:
+  src: str
+  refs: tuple[str, ...]
+  prediction: str
+
+
+def decode_split(module: nn.Module, params: Any, task, task_cfg, split: str, *, batch_size: int,
+                 max_len: int, max_examples: int = 0) -> list[Prediction]:
+  """Greedy-decode the first `max_examples` (0: all) examples of `split`."""
+  out = []
+  for src, examples in pipeline.eval_batches(task, task_cfg, split, batch_size=batch_size):
+    tokens = np.asarray(decoding.greedy(module, {"params": params}, src, max_len))  # [B, L]
+    for example, row in zip(examples, tokens):
+      out.append(Prediction(example.src, tuple(example.refs), task.tgt_tokenizer.decode(row)))
+    if max_examples and len(out) >= max_examples:
+      return out[:max_examples]
+  return out
+
+
+def score(task, predictions: list[Prediction]) -> dict[str, Any]:
+  """The task's metric family (WER/PER, BLEU/chrF or exact match) over `predictions`."""
+  return metrics.compute(task.metric_family, [p.prediction for p in predictions],
+                         [list(p.refs) for p in predictions])
+
+
+def format_samples(predictions: list[Prediction], n: int) -> str:
+  """A few lines 'source -> prediction (reference)' marking errors with '✗'."""
+  lines = []
+  for p in itertools.islice(predictions, n):
+    mark = "✓" if p.prediction in p.refs else "✗"
+    lines.append(f"  {mark} {p.src!r} -> {p.prediction!r}   (ref: {' | '.join(p.refs)})")
+  return "\n".join(lines)
+
+
+def write_outputs(directory, split: str, step: int, scores: dict[str, Any],
+                  predictions: list[Prediction]) -> None:
+  """<dir>/<split>-<step>.json (scores) and <split>-<step>-predictions.tsv."""
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  (directory / f"{split}-{step}.json").write_text(json.dumps(scores, indent=2) + "\n")
+  with (directory / f"{split}-{step}-predictions.tsv").open("w") as f:
+    f.write("source\treferences\tprediction\n")
+    for p in predictions:
+      f.write(f"{p.src}\t{' | '.join(p.refs)}\t{p.prediction}\n")

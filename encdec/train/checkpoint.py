@@ -1,0 +1,46 @@
+"""Orbax checkpoints of the train state and the data iterator: WORKDIR/checkpoints/<step>/."""
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves {state, data-iterator position} every `every_steps`, keeps the newest `keep`.
+
+  Writes are atomic (Orbax writes to a temporary directory and renames it), optionally
+  asynchronous; the newest finished step is what `restore` reads.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path, *, every_steps: int, keep: int,
+               async_save: bool = True):
+    self.directory = pathlib.Path(workdir).resolve() / "checkpoints"
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps,
+                                           enable_async_checkpointing=async_save, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> bool:
+    """Saves when `step` is on the interval (or `force`); returns whether it saved."""
+    return self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
+
+  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, int]:
+    """(state, data-iterator state, step) of `step` (default: the newest checkpoint)."""
+    step = self.latest_step() if step is None else step
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+    return restored["state"], restored["data"], step
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+

@@ -1,0 +1,199 @@
+"""The training loop: wires config -> task -> data -> model -> jitted step -> logs/ckpts/eval.
+
+Each piece lives elsewhere (train/step.py, train/checkpoint.py, data/, evaluate.py); this file
+only sequences them. Re-running `train` on the same workdir resumes from its newest checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from encdec import evaluate, model, parallel, writers
+from encdec.config import ConfigError
+from encdec.data import tasks, pipeline
+from encdec.train import checkpoint, optim, progress, state as state_lib, step as step_lib
+
+# Config sections that must match a workdir's saved config to resume from its checkpoints.
+RESUME_SECTIONS = ("model", "task")
+
+
+def prepare_workdir(workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict) -> pathlib.Path:
+  """Create the workdir and write config.json; refuse a config that cannot resume its state."""
+  workdir = pathlib.Path(workdir)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"cannot create workdir {workdir}: {e.strerror}") from e
+  path = workdir / "config.json"
+  new = json.loads(cfg.to_json())
+  if path.exists():
+    old = json.loads(path.read_text())
+    for section in RESUME_SECTIONS:
+      if old.get(section) != new.get(section):
+        raise ConfigError(f"the {section} config differs from the one in {path}; use another "
+                          "--workdir or the same config to resume")
+  if jax.process_index() == 0:
+    path.write_text(json.dumps(new, indent=2) + "\n")
+  return workdir
+
+
+def model_config(model_cfg: ml_collections.ConfigDict, task) -> dict[str, Any]:
+  """cfg.model with vocabulary sizes filled from the task where they are 0."""
+  values = model_cfg.to_dict()
+  for key, tokenizer in (("src_vocab_size", task.src_tokenizer),
+                         ("tgt_vocab_size", task.tgt_tokenizer)):
+    if values[key] == 0:
+      values[key] = tokenizer.vocab_size
+    elif values[key] < tokenizer.vocab_size:
+      raise ConfigError(f"model.{key}={values[key]} is smaller than the task's vocabulary "
+                        f"({tokenizer.vocab_size}); set it to 0 to use the task's")
+  if values["share_embeddings"]:
+    values["src_vocab_size"] = values["tgt_vocab_size"] = max(values["src_vocab_size"],
+                                                              values["tgt_vocab_size"])
+  return values
+
+
+def decode_max_len(cfg: ml_collections.ConfigDict) -> int:
+  return cfg.decode.max_len or cfg.task.max_tgt_len + 1
+
+
+class Trainer:
+  """Everything a run needs, built once from the config."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+    self.cfg = cfg
+    self.workdir = prepare_workdir(workdir, cfg)
+    self.task = tasks.build(cfg.task)
+    self.module = model.build(model_config(cfg.model, self.task))
+    self.tx = optim.optimizer(cfg.optim, cfg.train.num_steps)
+    self.learning_rate = optim.schedule(cfg.optim, cfg.train.num_steps)
+    self.batches = pipeline.train_batches(
+        self.task, cfg.task, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+        pack=cfg.train.pack, shard_index=jax.process_index(), shard_count=jax.process_count())
+    self.checkpointer = checkpoint.Checkpointer(self.workdir, every_steps=cfg.checkpoint.every_steps,
+                                                keep=cfg.checkpoint.keep,
+                                                async_save=cfg.checkpoint.async_save)
+    self.mesh = parallel.make_mesh(cfg.mesh)
+    self.batch_sharding = parallel.batch_sharding(self.mesh)
+    self.state_shardings = state_lib.shardings(self.module, self.tx, *self.example_inputs(),
+                                               self.mesh)
+    self.train_step = step_lib.make_train_step(
+        self.module, self.tx, self.learning_rate, label_smoothing=cfg.train.label_smoothing,
+        accum_steps=cfg.train.accum_steps, skip_nonfinite=cfg.train.skip_nonfinite,
+        state_shardings=self.state_shardings, batch_sharding=self.batch_sharding)
+    self.writer = writers.MetricWriter(self.workdir, cfg.logging.tensorboard) \
+        if jax.process_index() == 0 else None
+    self.rng = jax.random.key(cfg.train.seed)
+
+  def example_inputs(self) -> tuple[jax.Array, jax.Array]:
+    """Dummy [1, S] / [1, T] inputs for shape inference (do not consume the data iterator)."""
+    return (jnp.zeros((1, self.cfg.task.max_src_len + 1), jnp.int32),
+            jnp.zeros((1, self.cfg.task.max_tgt_len + 1), jnp.int32))
+
+  def initial_state(self) -> state_lib.TrainState:
+    """The newest checkpoint's state (and data position), or a freshly initialised one."""
+    src, tgt = self.example_inputs()
+    if self.checkpointer.latest_step() is None:
+      init_rng = jax.random.fold_in(self.rng, 1 << 20)
+      return state_lib.create(self.module, self.tx, init_rng, src, tgt, self.state_shardings)
+    abstract = state_lib.abstract(self.module, self.tx, src, tgt, self.state_shardings)
+    restored, data_state, step = self.checkpointer.restore(abstract)
+    self.batches.set_state(data_state)
+    logging.info("resumed from step %d (%s)", step, self.checkpointer.directory / str(step))
+    return restored
+
+  def global_batch(self, local: dict[str, Any]) -> dict[str, jax.Array]:
+    """This process's rows --> global arrays sharded over the mesh's batch axes."""
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+            for k, v in local.items()}
+
+  def log(self, step: int, metrics: dict[str, Any]) -> None:
+    if self.writer is not None:
+      self.writer.write(step, metrics)
+
+  def run(self) -> dict[str, Any]:
+    """Train to cfg.train.num_steps (resuming if possible), then evaluate the final split."""
+    cfg = self.cfg
+    state = self.initial_state()
+    start = int(state.step)
+    logging.info("training %s: %s parameters, steps %d -> %d, batch %d", cfg.task.name,
+                 f"{_num_params(state.params):,}", start, cfg.train.num_steps,
+                 cfg.train.batch_size)
+    state = self.train_until(state, start)
+    self.checkpointer.save(int(state.step), state, self.batches.get_state(), force=True)
+    self.checkpointer.close()
+    result = self.final_eval(state)
+    if self.writer is not None:
+      self.writer.close()
+    return result
+
+  def train_until(self, state: state_lib.TrainState, start: int) -> state_lib.TrainState:
+    cfg = self.cfg
+    meter = progress.Progress(start, cfg.train.num_steps)
+    for step in range(start + 1, cfg.train.num_steps + 1):
+      local = next(self.batches)
+      state, metrics = self.train_step(state, self.global_batch(local), self.rng)
+      meter.add_tokens(float((local["tgt_out"] != 0).sum()) * jax.process_count())
+      if step % cfg.logging.every_steps == 0 or step == cfg.train.num_steps:
+        self.report(step, jax.device_get(metrics), meter.report(step))
+      if step % cfg.eval.every_steps == 0 and step != cfg.train.num_steps:
+        self.periodic_eval(step, state)
+        meter.restart(step)
+      self.checkpointer.save(step, state, self.batches.get_state())
+    return state
+
+  def report(self, step: int, metrics: dict[str, Any], rates: dict[str, float]) -> None:
+    if not metrics["finite"] and not self.cfg.train.skip_nonfinite:
+      last = self.checkpointer.latest_step()
+      raise FloatingPointError(
+          f"non-finite loss or gradient at step {step} (loss={float(metrics['loss'])}); last "
+          f"good checkpoint: {'none' if last is None else self.checkpointer.directory / str(last)}")
+    logging.info("step %d/%d  loss %.4f  acc %.3f  |g| %.3f  lr %.2e  %.2f steps/s  "
+                 "%.0f tok/s  ETA %s", step, self.cfg.train.num_steps, metrics["loss"],
+                 metrics["accuracy"], metrics["grad_norm"], metrics["learning_rate"],
+                 rates["steps_per_s"], rates["tokens_per_s"],
+                 progress.format_duration(rates["eta_s"]))
+    self.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"},
+                    **{f"train/{k}": v for k, v in rates.items()}})
+
+  def evaluate(self, state, split: str, max_examples: int):
+    predictions = evaluate.decode_split(
+        self.module, state.params, self.task, self.cfg.task, split,
+        batch_size=self.cfg.eval.batch_size, max_len=decode_max_len(self.cfg),
+        max_examples=max_examples)
+    return evaluate.score(self.task, predictions), predictions
+
+  def periodic_eval(self, step: int, state) -> None:
+    scores, _ = self.evaluate(state, self.cfg.eval.split, self.cfg.eval.max_examples)
+    logging.info("eval %s @ %d: %s", self.cfg.eval.split, step, _fmt(scores))
+    self.log(step, {f"eval/{k}": v for k, v in scores.items() if not isinstance(v, str)})
+
+  def final_eval(self, state) -> dict[str, Any]:
+    split, step = self.cfg.eval.final_split, int(state.step)
+    scores, predictions = self.evaluate(state, split, 0)
+    logging.info("final %s @ %d: %s\n%s", split, step, _fmt(scores),
+                 evaluate.format_samples(predictions, self.cfg.eval.num_samples_to_print))
+    self.log(step, {f"{split}/{k}": v for k, v in scores.items() if not isinstance(v, str)})
+    if jax.process_index() == 0:
+      evaluate.write_outputs(self.workdir / "eval", split, step, scores, predictions)
+    return scores
+
+
+def _num_params(params) -> int:
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def _fmt(scores: dict[str, Any]) -> str:
+  return "  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                   for k, v in scores.items() if "signature" not in k)
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Train (or resume) the run in `workdir`; returns the final split's scores."""
+  return Trainer(cfg, workdir).run()

@@ -1,0 +1,125 @@
+"""Pure train and eval steps: (state, batch, rng) -> (state, metrics). No side effects."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from encdec.train.state import TrainState
+
+PAD = 0
+MODEL_INPUTS = ("src_segment_ids", "src_positions", "tgt_segment_ids", "tgt_positions")
+
+
+def token_losses(logits: jax.Array, targets: jax.Array, label_smoothing: float):
+  """Per-token (loss, nll), both [B, T], without materialising one-hot targets.
+
+  With smoothing eps the target is q = (1 - eps) one_hot + eps / V, so the cross-entropy is
+  (1 - eps) nll + eps mean_v(-log p_v); its minimum, the entropy of q, is subtracted so a
+  perfect prediction scores 0.
+  """
+  log_z = jax.nn.logsumexp(logits, axis=-1)                                # [B, T]
+  nll = log_z - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  if label_smoothing == 0.0:
+    return nll, nll
+  vocab, eps = logits.shape[-1], label_smoothing
+  on, off = 1.0 - eps + eps / vocab, eps / vocab
+  entropy = -(on * math.log(on) + (vocab - 1) * off * math.log(off))
+  loss = (1.0 - eps) * nll + eps * (log_z - jnp.mean(logits, axis=-1))
+  return loss - entropy, nll
+
+
+def batch_sums(module: nn.Module, params: Any, batch: dict[str, jax.Array], *, train: bool,
+               rng: jax.Array | None, label_smoothing: float) -> tuple[jax.Array, dict]:
+  """Summed loss over real target tokens, and summed statistics for logging."""
+  extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+  logits = module.apply({"params": params}, batch["src"], batch["tgt_in"], train=train,
+                        rngs={"dropout": rng} if train else None, **extra)   # [B, T, V]
+  targets = batch["tgt_out"]
+  weights = (targets != PAD).astype(jnp.float32)
+  loss, nll = token_losses(logits, targets, label_smoothing)
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  sums = {"loss": jnp.sum(loss * weights), "nll": jnp.sum(nll * weights),
+          "correct": jnp.sum(correct * weights), "tokens": jnp.sum(weights)}
+  return sums["loss"], sums
+
+
+def summarize(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Sums over tokens --> per-token means (loss, nll, accuracy, perplexity)."""
+  tokens = jnp.maximum(sums["tokens"], 1.0)
+  nll = sums["nll"] / tokens
+  return {"loss": sums["loss"] / tokens, "nll": nll, "accuracy": sums["correct"] / tokens,
+          "perplexity": jnp.exp(nll), "tokens": sums["tokens"]}
+
+
+def _split_microbatches(batch: dict[str, jax.Array], num: int) -> dict[str, jax.Array]:
+  """[B, ...] --> [num, B / num, ...]."""
+  return jax.tree_util.tree_map(lambda x: x.reshape(num, x.shape[0] // num, *x.shape[1:]), batch)
+
+
+def accumulated_grads(module, params, batch, rng, *, accum_steps: int, label_smoothing: float):
+  """Gradients of the summed loss over `accum_steps` micro-batches (lax.scan) and sums."""
+  grad_fn = jax.grad(lambda p, b, r: batch_sums(module, p, b, train=True, rng=r,
+                                                label_smoothing=label_smoothing), has_aux=True)
+  if accum_steps == 1:
+    return grad_fn(params, batch, rng)
+
+  def body(carry, xs):
+    micro, index = xs
+    grads, sums = grad_fn(params, micro, jax.random.fold_in(rng, index))
+    return jax.tree_util.tree_map(jnp.add, carry, (grads, sums)), None
+
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+  zero_sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "nll", "correct", "tokens")}
+  (grads, sums), _ = jax.lax.scan(body, (zeros, zero_sums),
+                                  (_split_microbatches(batch, accum_steps),
+                                   jnp.arange(accum_steps)))
+  return grads, sums
+
+
+def make_train_step(module: nn.Module, tx: optax.GradientTransformation,
+                    learning_rate: Callable[[jax.Array], jax.Array], *, label_smoothing: float,
+                    accum_steps: int = 1, skip_nonfinite: bool = False,
+                    state_shardings: TrainState | None = None,
+                    batch_sharding: jax.sharding.NamedSharding | None = None):
+  """train_step(state, batch, rng) -> (state, metrics): one optimizer update, pure.
+
+  `rng` is the run's dropout key; the step folds in its own step number, so a resumed run
+  draws exactly the masks of an uninterrupted one. Gradients are per real target token.
+  With `skip_nonfinite`, an update with a NaN/Inf gradient is skipped (and counted).
+  With shardings, the step is compiled for them (state donated, metrics replicated).
+  """
+  def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+    step_rng = jax.random.fold_in(rng, state.step)
+    grads, sums = accumulated_grads(module, state.params, batch, step_rng,
+                                    accum_steps=accum_steps, label_smoothing=label_smoothing)
+    grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(sums["tokens"], 1.0), grads)
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        opt_state=opt_state)
+    finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["loss"])
+    if skip_nonfinite:
+      new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new,
+                                   state.replace(step=state.step + 1, skipped=state.skipped + 1))
+    metrics = {**summarize(sums), "grad_norm": grad_norm, "finite": finite,
+               "learning_rate": learning_rate(state.step), "skipped": new.skipped}
+    return new, metrics
+
+  if state_shardings is None:
+    return jax.jit(train_step, donate_argnums=0)
+  replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+  return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, replicated),
+                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def make_eval_step(module: nn.Module, *, label_smoothing: float):
+  """eval_step(params, batch) -> summed statistics (add them over batches, then summarize)."""
+  def eval_step(params, batch):
+    return batch_sums(module, params, batch, train=False, rng=None,
+                      label_smoothing=label_smoothing)[1]
+  return jax.jit(eval_step)

@@ -1,0 +1,68 @@
+"""Config loading: overrides are typed and checked; mistakes fail at load time, in one line."""
+import textwrap
+
+import pytest
+
+from encdec import config
+
+
+@pytest.fixture
+def config_file(tmp_path):
+  path = tmp_path / "exp.py"
+  path.write_text(textwrap.dedent("""
+      from encdec import config
+
+      def get_config(arg=None):
+        arg = config.parse_arg(arg, size="small", layers=2)
+        c = config.base()
+        c.model.num_encoder_layers = arg.layers
+        c.model.d_model = {"small": 64, "big": 512}[arg.size]
+        return c
+  """))
+  return path
+
+
+def test_load_with_arg_and_overrides(config_file):
+  cfg = config.load(f"{config_file}:size=big,layers=5",
+                    {"model.num_heads": 8, "optim.learning_rate": 1, "model.cross_attention": "mha"})
+  assert cfg.model.d_model == 512 and cfg.model.num_encoder_layers == 5
+  assert cfg.model.num_heads == 8 and cfg.optim.learning_rate == 1.0
+  assert isinstance(cfg.optim.learning_rate, float)
+  with pytest.raises(AttributeError):
+    cfg.model.new_key = 1   # locked after load
+
+
+def test_override_parsing():
+  assert config.parse_overrides(["--config.model.d_model=64", "--config.model.norm=post",
+                                 "--config.train.pack=True"]) == {
+      "model.d_model": 64, "model.norm": "post", "train.pack": True}
+  with pytest.raises(config.ConfigError, match="unrecognised argument '--bogus'"):
+    config.parse_overrides(["--bogus"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.d_modle": 3}, "unknown config key 'model.d_modle'; did you mean 'd_model'"),
+    ({"modle.d_model": 3}, "unknown config key 'modle'"),
+    ({"model.d_model": "big"}, "config key 'model.d_model' expects int, got 'big'"),
+    ({"train.pack": 1}, "config key 'train.pack' expects bool"),
+    ({"model.num_heads": True}, "expects int"),
+    ({"train.num_steps": 0}, "'train.num_steps' must be positive"),
+    ({"model.cross_attention": "nope"}, "unknown model.cross_attention 'nope'; valid: .*mha"),
+    ({"optim.schedule": "exp"}, "unknown optim.schedule 'exp'; valid: constant, cosine"),
+    ({"train.accum_steps": 3}, "not divisible by train.accum_steps=3"),
+    ({"model.dropout_rate": 1.5}, "must be in \\[0, 1\\)"),
+])
+def test_bad_overrides_fail_with_one_line(config_file, overrides, message):
+  with pytest.raises(config.ConfigError, match=message) as info:
+    config.load(str(config_file), overrides)
+  assert "\n" not in str(info.value)
+
+
+def test_bad_paths_and_args(tmp_path, config_file):
+  with pytest.raises(config.ConfigError, match="does not exist"):
+    config.load(str(tmp_path / "missing.py"))
+  with pytest.raises(config.ConfigError, match="bad config argument 'sise=big'"):
+    config.load(f"{config_file}:sise=big")
+  (tmp_path / "empty.py").write_text("x = 1\n")
+  with pytest.raises(config.ConfigError, match="defines no get_config"):
+    config.load(str(tmp_path / "empty.py"))
