@@ -1,6 +1,8 @@
 """The `encdec` command line.
 
-    encdec train [--config PATH[:ARG]] [--workdir DIR] [--config.KEY=VALUE ...]
+    encdec train  [--config PATH[:ARG]] [--workdir DIR] [--config.KEY=VALUE ...]
+    encdec eval   --workdir DIR [--split test] [--beam N] [--step S] [--plot-attention K]
+    encdec decode --workdir DIR [--beam N] [WORD_OR_SENTENCE ...]   (else lines from stdin)
 
 A user error (bad config key or value, unknown task/variant, missing data, a workdir that
 belongs to another config) prints one line to stderr and exits with status 2; set
@@ -30,7 +32,25 @@ def _parser() -> argparse.ArgumentParser:
                      help="PATH[:ARG] of a config file (default: configs/g2p_cmudict.py)")
   train.add_argument("--workdir", default="runs/g2p_cmudict",
                      help="run directory: config.json, metrics.jsonl, checkpoints/, eval/")
+  evaluate = sub.add_parser("eval", help="decode a split with a trained model and score it")
+  _add_run_args(evaluate)
+  evaluate.add_argument("--split", default=None, help="split to decode (default: eval.final_split)")
+  evaluate.add_argument("--max-examples", type=int, default=0, help="0: the whole split")
+  evaluate.add_argument("--plot-attention", type=int, default=0, metavar="K",
+                        help="write cross-attention heatmaps of K examples to WORKDIR/eval/")
+  decode = sub.add_parser("decode", help="decode inputs given as arguments or stdin lines")
+  _add_run_args(decode)
+  decode.add_argument("inputs", nargs="*", help="sources (default: read lines from stdin)")
   return parser
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--workdir", required=True, help="run directory of `encdec train`")
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+  parser.add_argument("--beam", type=int, default=None, help="beam size (default: decode.beam_size)")
+  parser.add_argument("--alpha", type=float, default=None,
+                      help="length penalty (default: decode.alpha)")
+  parser.add_argument("--batch-size", type=int, default=None)
 
 
 def _setup_logging() -> None:
@@ -47,13 +67,33 @@ def cmd_train(args, overrides) -> int:
   return 0
 
 
-COMMANDS = {"train": cmd_train}
+def cmd_eval(args, overrides) -> int:
+  from encdec import inference  # pylint: disable=import-outside-toplevel
+  inference.evaluate_run(args.workdir, split=args.split, step=args.step, beam_size=args.beam,
+                         alpha=args.alpha, batch_size=args.batch_size,
+                         max_examples=args.max_examples, plot_attention=args.plot_attention)
+  return 0
+
+
+def cmd_decode(args, overrides) -> int:
+  from encdec import inference  # pylint: disable=import-outside-toplevel
+  lines = args.inputs or (line.rstrip("\n") for line in sys.stdin)
+  for source, output in inference.decode_lines(args.workdir, lines, step=args.step,
+                                               beam_size=args.beam, alpha=args.alpha,
+                                               batch_size=args.batch_size):
+    print(f"{source}\t{output}", flush=True)
+  return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "decode": cmd_decode}
 
 
 def main(argv: list[str] | None = None) -> int:
   args, rest = _parser().parse_known_args(argv)
   _setup_logging()
   try:
+    if rest and args.command != "train":
+      raise config_lib.ConfigError(f"unrecognised arguments: {' '.join(rest)}")
     overrides = config_lib.parse_overrides(rest)
     return COMMANDS[args.command](args, overrides)
   except USER_ERRORS as e:

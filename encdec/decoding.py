@@ -151,8 +151,10 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
     top_tokens = _gather_beams(c["live_tokens"], top_beam)                    # [B, 2K, L]
     top_tokens = top_tokens.at[:, :, step].set(top_token)
     is_eos = top_token == EOS
-    # Finished: merge the new EOS hypotheses into the K best finished ones.
-    new_done = jnp.where(is_eos, top_logp / length_penalty(step + 1, alpha), NEG_INF)
+    # Finished: EOS among the K best candidates (as fairseq; so beam 1 is greedy), merged
+    # into the K best finished hypotheses.
+    finishes = is_eos & (jnp.arange(2 * k) < k)
+    new_done = jnp.where(finishes, top_logp / length_penalty(step + 1, alpha), NEG_INF)
     all_scores = jnp.concatenate([c["done_scores"], new_done], axis=1)        # [B, 3K]
     all_tokens = jnp.concatenate([c["done_tokens"], top_tokens], axis=1)      # [B, 3K, L]
     done_scores, done_idx = jax.lax.top_k(all_scores, k)
@@ -171,3 +173,11 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
   scores = jnp.where(use_live, live_scores, c["done_scores"])
   tokens = finalize(tokens.reshape(batch * k, max_len)).reshape(batch, k, max_len)
   return (tokens, scores) if return_all else tokens[:, 0]
+
+
+def search(module: nn.Module, variables: Any, src: jax.Array, max_len: int, *,
+           beam_size: int = 1, alpha: float = 0.6) -> jax.Array:
+  """Greedy (beam_size 1) or beam search: src [B, S] --> int32 [B, max_len]."""
+  if beam_size == 1:
+    return greedy(module, variables, src, max_len)
+  return beam_search(module, variables, src, beam_size, max_len, alpha=alpha)

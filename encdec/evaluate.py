@@ -9,9 +9,11 @@ from typing import Any
 
 import flax.linen as nn
 import numpy as np
+from absl import logging
 
 from encdec import decoding, metrics
 from encdec.data import pipeline
+from encdec.train import progress
 
 
 @dataclasses.dataclass
@@ -22,13 +24,23 @@ class Prediction:
 
 
 def decode_split(module: nn.Module, params: Any, task, task_cfg, split: str, *, batch_size: int,
-                 max_len: int, max_examples: int = 0) -> list[Prediction]:
-  """Greedy-decode the first `max_examples` (0: all) examples of `split`."""
+                 max_len: int, max_examples: int = 0, beam_size: int = 1, alpha: float = 0.6,
+                 show_progress: bool = False) -> list[Prediction]:
+  """Decode the first `max_examples` (0: all) examples of `split` (greedy or beam search)."""
+  total = len(task.eval_examples(split))
+  total = min(total, max_examples) if max_examples else total
+  meter = progress.Progress(0, total)
   out = []
   for src, examples in pipeline.eval_batches(task, task_cfg, split, batch_size=batch_size):
-    tokens = np.asarray(decoding.greedy(module, {"params": params}, src, max_len))  # [B, L]
+    tokens = np.asarray(decoding.search(module, {"params": params}, src, max_len,
+                                        beam_size=beam_size, alpha=alpha))    # [B, L]
     for example, row in zip(examples, tokens):
       out.append(Prediction(example.src, tuple(example.refs), task.tgt_tokenizer.decode(row)))
+    if show_progress:
+      rate = meter.report(len(out))
+      logging.info("decoded %d/%d %s examples (%.1f/s, ETA %s)", len(out), total, split,
+                   rate["steps_per_s"], progress.format_duration(rate["eta_s"]))
+      meter.restart(len(out))
     if max_examples and len(out) >= max_examples:
       return out[:max_examples]
   return out

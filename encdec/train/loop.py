@@ -63,6 +63,12 @@ def decode_max_len(cfg: ml_collections.ConfigDict) -> int:
   return cfg.decode.max_len or cfg.task.max_tgt_len + 1
 
 
+def example_inputs(cfg: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """Dummy [1, S] / [1, T] inputs for shape inference (they do not consume any data)."""
+  return (jnp.zeros((1, cfg.task.max_src_len + 1), jnp.int32),
+          jnp.zeros((1, cfg.task.max_tgt_len + 1), jnp.int32))
+
+
 class Trainer:
   """Everything a run needs, built once from the config."""
 
@@ -81,7 +87,7 @@ class Trainer:
                                                 async_save=cfg.checkpoint.async_save)
     self.mesh = parallel.make_mesh(cfg.mesh)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
-    self.state_shardings = state_lib.shardings(self.module, self.tx, *self.example_inputs(),
+    self.state_shardings = state_lib.shardings(self.module, self.tx, *example_inputs(self.cfg),
                                                self.mesh)
     self.train_step = step_lib.make_train_step(
         self.module, self.tx, self.learning_rate, label_smoothing=cfg.train.label_smoothing,
@@ -91,14 +97,9 @@ class Trainer:
         if jax.process_index() == 0 else None
     self.rng = jax.random.key(cfg.train.seed)
 
-  def example_inputs(self) -> tuple[jax.Array, jax.Array]:
-    """Dummy [1, S] / [1, T] inputs for shape inference (do not consume the data iterator)."""
-    return (jnp.zeros((1, self.cfg.task.max_src_len + 1), jnp.int32),
-            jnp.zeros((1, self.cfg.task.max_tgt_len + 1), jnp.int32))
-
   def initial_state(self) -> state_lib.TrainState:
     """The newest checkpoint's state (and data position), or a freshly initialised one."""
-    src, tgt = self.example_inputs()
+    src, tgt = example_inputs(self.cfg)
     if self.checkpointer.latest_step() is None:
       init_rng = jax.random.fold_in(self.rng, 1 << 20)
       return state_lib.create(self.module, self.tx, init_rng, src, tgt, self.state_shardings)

@@ -42,9 +42,14 @@ def create(module: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
   return jax.jit(init, out_shardings=state_shardings)(rng)
 
 
+def abstract_shapes(module, tx, src, tgt_in) -> TrainState:
+  """ShapeDtypeStructs of the (unboxed) state, without computing it."""
+  return jax.eval_shape(lambda: nn.unbox(_create_boxed(module, tx, jax.random.key(0), src,
+                                                       tgt_in)))
+
+
 def abstract(module, tx, src, tgt_in, state_shardings: TrainState) -> TrainState:
-  """ShapeDtypeStructs (with shardings) of the state, without computing it: restore targets."""
-  shapes = jax.eval_shape(lambda: nn.unbox(_create_boxed(module, tx, jax.random.key(0), src,
-                                                         tgt_in)))
+  """ShapeDtypeStructs (with shardings) of the state: the target of a checkpoint restore."""
   return jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, state_shardings)
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      abstract_shapes(module, tx, src, tgt_in), state_shardings)
