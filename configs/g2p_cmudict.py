@@ -23,7 +23,7 @@ def get_config(arg=None):
   c.task = tasks.default_config("g2p_cmudict")
   c.model.update(d_model=d_model, num_heads=heads, d_ff=d_ff, num_encoder_layers=enc,
                  num_decoder_layers=dec, dropout_rate=0.1)
-  c.train.update(num_steps=steps, batch_size=batch, label_smoothing=0.1)
+  c.train.update(num_steps=steps, batch_size=batch, label_smoothing=0.1, pack=True)
   c.optim.update(learning_rate=lr, warmup_steps=warmup, schedule="rsqrt")
   c.checkpoint.every_steps = max(steps // 5, 100)
   c.eval.update(every_steps=max(steps // 3, 100), split="dev", max_examples=1000,

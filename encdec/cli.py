@@ -15,9 +15,10 @@ import logging as py_logging
 import os
 import sys
 
-from absl import logging
+from absl import flags, logging
 
 from encdec import config as config_lib
+from encdec.train.preemption import Preempted
 
 USER_ERRORS = (config_lib.ConfigError, ValueError, FileNotFoundError, FloatingPointError)
 
@@ -53,10 +54,19 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--batch-size", type=int, default=None)
 
 
+class _OwnInfoOnly(py_logging.Filter):
+  """INFO lines from encdec itself; libraries (Orbax, grain, TFDS) only at WARNING and above."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or f"{os.sep}encdec{os.sep}" in record.pathname
+
+
 def _setup_logging() -> None:
+  flags.FLAGS.mark_as_parsed()  # absl flags are unused here: argparse reads the command line
   logging.set_verbosity(logging.INFO)
   handler = logging.get_absl_handler()
   handler.setFormatter(py_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  handler.addFilter(_OwnInfoOnly())
   logging.use_absl_handler()
 
 
@@ -96,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
       raise config_lib.ConfigError(f"unrecognised arguments: {' '.join(rest)}")
     overrides = config_lib.parse_overrides(rest)
     return COMMANDS[args.command](args, overrides)
+  except Preempted as e:
+    print(f"encdec {args.command}: {e}", file=sys.stderr)
+    return 0
   except USER_ERRORS as e:
     if os.environ.get("ENCDEC_DEBUG"):
       raise

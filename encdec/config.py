@@ -167,7 +167,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 def _check_registered(cfg: ml_collections.ConfigDict) -> None:
   """Names looked up in registries (variant, schedule) fail here, before any compiling."""
   from encdec.model import cross_attention   # pylint: disable=import-outside-toplevel
+  from encdec.data import tasks              # pylint: disable=import-outside-toplevel
   from encdec.train import optim             # pylint: disable=import-outside-toplevel
+  if cfg.task.get("name") not in tasks.TASKS:
+    raise ConfigError(f"unknown task.name {cfg.task.get('name')!r}; valid: "
+                      f"{', '.join(sorted(tasks.TASKS))}")
   if cfg.model.cross_attention not in cross_attention.CROSS_ATTENTION:
     raise ConfigError(f"unknown model.cross_attention {cfg.model.cross_attention!r}; valid: "
                       f"{', '.join(sorted(cross_attention.CROSS_ATTENTION))}")

@@ -43,11 +43,12 @@ def finalize(tokens: jax.Array) -> jax.Array:
   return jnp.where(seen_eos > 0, PAD, tokens)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "max_len"))
-def greedy(module: nn.Module, variables: Any, src: jax.Array, max_len: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("module", "max_len", "eos_id"))
+def greedy(module: nn.Module, variables: Any, src: jax.Array, max_len: int,
+           eos_id: int = EOS) -> jax.Array:
   """Greedy decoding: src int32 [B, S] --> int32 [B, max_len] (tokens, EOS, then PAD).
 
-  Stops as soon as every row has produced EOS.
+  Stops as soon as every row has produced `eos_id` (-1: never, e.g. for benchmarks).
   """
   variables = {"params": variables["params"]}
   batch = src.shape[0]
@@ -64,7 +65,7 @@ def greedy(module: nn.Module, variables: Any, src: jax.Array, max_len: int) -> j
     log_probs, cache = decode_step(module, variables, cache, src, prev, step)
     token = jnp.where(done, PAD, jnp.argmax(log_probs, axis=-1).astype(jnp.int32))  # [B]
     out = out.at[:, step].set(token)
-    return step + 1, token, out, done | (token == EOS), cache
+    return step + 1, token, out, done | (token == eos_id), cache
 
   start = (jnp.array(0), jnp.full((batch,), BOS, jnp.int32), out, done, cache)
   _, _, out, _, _ = jax.lax.while_loop(cond, body, start)
@@ -104,9 +105,10 @@ def reorder_cache(cache: Any, beam_indices: jax.Array, beams: int) -> Any:
   return jax.tree_util.tree_map_with_path(reorder, cache)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "beam_size", "max_len", "return_all"))
+@functools.partial(jax.jit,
+                   static_argnames=("module", "beam_size", "max_len", "return_all", "eos_id"))
 def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: int, max_len: int,
-                alpha: float = 0.6, return_all: bool = False):
+                alpha: float = 0.6, return_all: bool = False, eos_id: int = EOS):
   """Batched beam search with the GNMT length penalty: src [B, S] --> int32 [B, max_len].
 
   The best hypothesis per source (tokens, EOS, then PAD). With `return_all`, returns
@@ -114,7 +116,8 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
   Cross-attention K/V are computed once per source at batch size B and shared by its beams.
   The search stops once no live beam can beat the finished hypotheses being returned
   (the best one, or all K with `return_all`); a live beam's score can at most reach
-  log P / penalty(max_len), since log P only falls as tokens are added.
+  log P / penalty(max_len), since log P only falls as tokens are added. `eos_id=-1` never
+  finishes a hypothesis (benchmarks decode exactly max_len steps).
   """
   variables = {"params": variables["params"]}
   batch, k = src.shape[0], beam_size
@@ -150,7 +153,7 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
     top_beam, top_token = top_ids // vocab, (top_ids % vocab).astype(jnp.int32)
     top_tokens = _gather_beams(c["live_tokens"], top_beam)                    # [B, 2K, L]
     top_tokens = top_tokens.at[:, :, step].set(top_token)
-    is_eos = top_token == EOS
+    is_eos = top_token == eos_id
     # Finished: EOS among the K best candidates (as fairseq; so beam 1 is greedy), merged
     # into the K best finished hypotheses.
     finishes = is_eos & (jnp.arange(2 * k) < k)

@@ -27,6 +27,8 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> bool:
     """Saves when `step` is on the interval (or `force`); returns whether it saved."""
+    if step in self._manager.all_steps():
+      return False
     return self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
 

@@ -17,7 +17,8 @@ from absl import logging
 from encdec import evaluate, model, parallel, writers
 from encdec.config import ConfigError
 from encdec.data import tasks, pipeline
-from encdec.train import checkpoint, optim, progress, state as state_lib, step as step_lib
+from encdec.train import checkpoint, optim, preemption, progress, state as state_lib
+from encdec.train import step as step_lib
 
 # Config sections that must match a workdir's saved config to resume from its checkpoints.
 RESUME_SECTIONS = ("model", "task")
@@ -126,7 +127,8 @@ class Trainer:
     logging.info("training %s: %s parameters, steps %d -> %d, batch %d", cfg.task.name,
                  f"{_num_params(state.params):,}", start, cfg.train.num_steps,
                  cfg.train.batch_size)
-    state = self.train_until(state, start)
+    with preemption.PreemptionGuard() as guard:
+      state = self.train_until(state, start, guard)
     self.checkpointer.save(int(state.step), state, self.batches.get_state(), force=True)
     self.checkpointer.close()
     result = self.final_eval(state)
@@ -134,7 +136,8 @@ class Trainer:
       self.writer.close()
     return result
 
-  def train_until(self, state: state_lib.TrainState, start: int) -> state_lib.TrainState:
+  def train_until(self, state: state_lib.TrainState, start: int,
+                  guard: preemption.PreemptionGuard) -> state_lib.TrainState:
     cfg = self.cfg
     meter = progress.Progress(start, cfg.train.num_steps)
     for step in range(start + 1, cfg.train.num_steps + 1):
@@ -147,6 +150,12 @@ class Trainer:
         self.periodic_eval(step, state)
         meter.restart(step)
       self.checkpointer.save(step, state, self.batches.get_state())
+      if guard.should_stop():
+        self.checkpointer.save(step, state, self.batches.get_state(), force=True)
+        self.checkpointer.close()
+        raise preemption.Preempted(f"preempted at step {step}: checkpoint saved in "
+                                   f"{self.checkpointer.directory / str(step)}; run the same "
+                                   "command to resume")
     return state
 
   def report(self, step: int, metrics: dict[str, Any], rates: dict[str, float]) -> None:

@@ -1,0 +1,1 @@
+"""Data: tokenizers, the task registry (tasks.py) and grain loading (pipeline.py)."""

@@ -1,0 +1,1 @@
+"""TFDS dataset builders (array_record, read with `as_data_source()`)."""

@@ -1,0 +1,239 @@
+"""Grain loading: a task's examples --> fixed-shape numpy batches (train) or padded sources (eval).
+
+Training batches (`train_batches`), b = batch_size // shard_count rows, S = max_src_len + 1,
+T = max_tgt_len + 1, all int32:
+
+    src      [b, S]   source tokens, EOS, PAD...
+    tgt_in   [b, T]   BOS, target tokens, PAD...      (decoder input, teacher forcing)
+    tgt_out  [b, T]   target tokens, EOS, PAD...      (labels; PAD = no loss)
+
+With `pack=True` a row holds several whole examples (first-fit; none is split across rows) and
+four more [b, S] / [b, T] arrays say where each lies: `src_segment_ids`, `tgt_segment_ids`
+(1, 2, ... per example in the row, 0 = padding; segment k of src and of tgt is the same example)
+and `src_positions`, `tgt_positions` (0, 1, ... restarting at each example).
+
+Order of operations (each process builds the same chain on its own shard):
+
+    source[shard_index::shard_count]            this process's examples only
+      -> drop the too long ones (counted)      one tokenizing pass over the shard
+      -> shuffle(seed) per epoch, repeat forever
+      -> tokenize, add BOS/EOS
+      -> pad to S / T, or pack into rows of S / T
+      -> batch b rows
+
+The iterator is checkpointable: `get_state()` is a small JSON-serializable dict and, after
+`set_state(state)`, a fresh iterator yields exactly the batches the saved one would have.
+"""
+from __future__ import annotations
+
+import json
+import weakref
+from typing import Any, Iterator, Sequence
+
+import grain
+import numpy as np
+from absl import logging
+
+from encdec.data.base import EvalExample
+from encdec.data.tokenizers import BOS, EOS, PAD
+
+_PASS_CHUNK = 4096  # examples tokenized at a time in the length-filter pass
+_MIN_PACKING_BINS = 64  # rows packed at once: more bins, fuller rows (a batch takes b of them)
+_PACKED_KEYS = {"src": "src", "src_segment_ids": "src_segment_ids",
+                "src_positions": "src_positions", "tgt_in": "tgt_in", "tgt_out": "tgt_out",
+                "tgt_in_segment_ids": "tgt_segment_ids", "tgt_in_positions": "tgt_positions"}
+
+
+def example_arrays(src_ids: Sequence[int], tgt_ids: Sequence[int]) -> dict[str, np.ndarray]:
+  """Token ids --> {"src": src+EOS, "tgt_in": BOS+tgt, "tgt_out": tgt+EOS} (int32, unpadded)."""
+  src = np.asarray(list(src_ids) + [EOS], np.int32)          # [n + 1]
+  tgt = np.asarray(tgt_ids, np.int32)                        # [m]
+  return {"src": src,
+          "tgt_in": np.concatenate([np.asarray([BOS], np.int32), tgt]),   # [m + 1]
+          "tgt_out": np.concatenate([tgt, np.asarray([EOS], np.int32)])}  # [m + 1]
+
+
+def pad_to(x: np.ndarray, length: int) -> np.ndarray:
+  """[n] --> [length] with PAD on the right (n <= length)."""
+  return np.pad(x, (0, length - len(x)), constant_values=PAD)
+
+
+def _encode_all(tokenizer, texts: list[str]) -> list[list[int]]:
+  batch = getattr(tokenizer, "encode_batch", None)
+  return batch(texts) if batch is not None else [tokenizer.encode(t) for t in texts]
+
+
+def fitting_indices(task, source, indices: np.ndarray, max_src_len: int,
+                    max_tgt_len: int) -> np.ndarray:
+  """The subset of `indices` whose tokenized source/target fit the max lengths (one pass)."""
+  keep = []
+  for start in range(0, len(indices), _PASS_CHUNK):
+    chunk = indices[start:start + _PASS_CHUNK]
+    rows = [source[int(i)] for i in chunk]
+    src = _encode_all(task.src_tokenizer, [r["src"] for r in rows])
+    tgt = _encode_all(task.tgt_tokenizer, [r["tgt"] for r in rows])
+    keep.extend(int(i) for i, s, t in zip(chunk, src, tgt)
+                if len(s) <= max_src_len and len(t) <= max_tgt_len)
+  return np.asarray(keep, np.int64)
+
+
+class EncodeExample:
+  """Source index --> example_arrays of that example (a grain map function)."""
+
+  def __init__(self, task, source):
+    self._src_tok, self._tgt_tok, self._source = task.src_tokenizer, task.tgt_tokenizer, source
+
+  def __call__(self, index) -> dict[str, np.ndarray]:
+    row = self._source[int(index)]
+    return example_arrays(self._src_tok.encode(row["src"]), self._tgt_tok.encode(row["tgt"]))
+
+
+class PadExample:
+  """example_arrays --> the same padded to S (src) and T (tgt_in, tgt_out)."""
+
+  def __init__(self, src_len: int, tgt_len: int):
+    self._lengths = {"src": src_len, "tgt_in": tgt_len, "tgt_out": tgt_len}
+
+  def __call__(self, ex: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: pad_to(v, self._lengths[k]) for k, v in ex.items()}
+
+
+def rename_packed(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """grain's packed keys --> ours (tgt_in's segment ids/positions are the target's)."""
+  return {ours: np.asarray(row[theirs], np.int32) for theirs, ours in _PACKED_KEYS.items()}
+
+
+class TrainIterator:
+  """Infinite iterator of training batches with checkpointable state and drop counts.
+
+  Attributes:
+    num_examples: examples in this process's shard of the split (before length filtering).
+    num_dropped: how many of those were dropped for exceeding max_src_len / max_tgt_len.
+  """
+
+  def __init__(self, iterator, *, num_examples: int, num_dropped: int,
+               fingerprint: dict[str, Any]):
+    self._holder = [iterator]  # emptied by close(): see _close_iterator
+    self.num_examples = num_examples
+    self.num_dropped = num_dropped
+    self.fingerprint = fingerprint
+    # Stop the prefetch thread when this iterator is collected or, at the latest, at exit.
+    self._finalizer = weakref.finalize(self, _close_iterator, self._holder)
+
+  def close(self) -> None:
+    """Stop background prefetching (the iterator cannot be used afterwards)."""
+    self._finalizer()
+
+  def __iter__(self) -> "TrainIterator":
+    return self
+
+  @property
+  def _iterator(self):
+    if not self._holder:
+      raise ValueError("this TrainIterator was closed; build a new one with train_batches")
+    return self._holder[0]
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._iterator)
+
+  def get_state(self) -> dict[str, Any]:
+    """The position in the data stream as a JSON-serializable dict."""
+    state = {"fingerprint": self.fingerprint, "grain": self._iterator.get_state()}
+    return json.loads(json.dumps(state, default=_json_default))
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    """Resume from `get_state()` output of an iterator built with the same arguments."""
+    if not isinstance(state, dict) or "grain" not in state:
+      raise ValueError("data iterator state lacks 'grain'; pass a dict from get_state()")
+    saved = state.get("fingerprint")
+    if saved != self.fingerprint:
+      diff = {k: (saved or {}).get(k) for k in self.fingerprint
+              if (saved or {}).get(k) != self.fingerprint[k]}
+      raise ValueError(f"data iterator state was saved with other data settings {diff} (now "
+                       f"{ {k: self.fingerprint[k] for k in diff} }); resume with the same "
+                       "task, batch size, seed, packing and process count")
+    self._iterator.set_state(state["grain"])
+
+
+def _close_iterator(holder: list) -> None:
+  """Close the grain iterator and drop it, so that it is freed now rather than at interpreter
+  teardown (where grain's prefetch __del__ fails noisily on already-cleared modules)."""
+  if holder:
+    holder.pop().close()
+
+
+def _json_default(x):
+  if isinstance(x, np.generic):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  raise TypeError(f"data iterator state holds a {type(x).__name__}, not JSON-serializable")
+
+
+def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed: int,
+                  pack: bool = False, shard_index: int = 0, shard_count: int = 1
+                  ) -> TrainIterator:
+  """Endless, reshuffled-per-epoch batches of this process's shard (see module docstring)."""
+  if shard_count < 1 or not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index={shard_index}, shard_count={shard_count}: need "
+                     "0 <= shard_index < shard_count")
+  if batch_size < 1 or batch_size % shard_count:
+    raise ValueError(f"batch_size={batch_size} must be a positive multiple of the process count "
+                     f"{shard_count}; change train.batch_size")
+  rows = batch_size // shard_count                                      # b
+  max_src, max_tgt = task_cfg.max_src_len, task_cfg.max_tgt_len
+  src_len, tgt_len = max_src + 1, max_tgt + 1                          # S, T
+
+  source = task.train_source(split)
+  shard = np.arange(shard_index, len(source), shard_count)             # this process's indices
+  keep = fitting_indices(task, source, shard, max_src, max_tgt)
+  num_dropped = len(shard) - len(keep)
+  logging.info("data %s/%s shard %d/%d: dropped %d of %d examples longer than max_src_len=%d "
+               "or max_tgt_len=%d", task.name, split, shard_index, shard_count, num_dropped,
+               len(shard), max_src, max_tgt)
+  if len(keep) == 0:
+    raise ValueError(f"no {split} example of task {task.name!r} (shard {shard_index}/"
+                     f"{shard_count}) fits max_src_len={max_src} / max_tgt_len={max_tgt}; "
+                     "raise task.max_src_len / task.max_tgt_len")
+
+  ds = (grain.MapDataset.source(keep)
+        .shuffle(seed=seed % 2**32)                                    # a new order each epoch
+        .repeat()
+        .map(EncodeExample(task, source))
+        .to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * rows)))
+  if pack:
+    ds = grain.experimental.FirstFitPackIterDataset(
+        ds, length_struct={"src": src_len, "tgt_in": tgt_len, "tgt_out": tgt_len},
+        num_packing_bins=max(rows, _MIN_PACKING_BINS), shuffle_bins=False).map(rename_packed)
+  else:
+    ds = ds.map(PadExample(src_len, tgt_len))
+  ds = ds.batch(rows, drop_remainder=True)                              # {k: [b, S or T]}
+  ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=2)  # overlap steps
+  # What a saved state must agree on. Not shard_index: unpacked, every shard is at the same
+  # position after the same number of batches, so one process's state restores all of them
+  # (packed, positions differ per shard: save each process's own state for an exact resume).
+  fingerprint = dict(task=task.name, split=split, batch_size=batch_size, seed=seed, pack=pack,
+                     shard_count=shard_count, max_src_len=max_src, max_tgt_len=max_tgt)
+  return TrainIterator(iter(ds), num_examples=len(shard), num_dropped=num_dropped,
+                       fingerprint=fingerprint)
+
+
+def eval_batches(task, task_cfg, split: str, *, batch_size: int
+                 ) -> Iterator[tuple[np.ndarray, list[EvalExample]]]:
+  """(src [batch_size, S], examples) over ALL of `split`, in order; the last batch PAD-filled.
+
+  Nothing is dropped or truncated, so metrics cover the full split: S = max(max_src_len + 1,
+  longest tokenized source in the split + 1) (e.g. test_long gets a wider S than training).
+  Rows past len(examples) in the last batch are all PAD.
+  """
+  if batch_size < 1:
+    raise ValueError(f"eval batch_size={batch_size} must be positive; change eval.batch_size")
+  examples = task.eval_examples(split)
+  ids = _encode_all(task.src_tokenizer, [e.src for e in examples])
+  src_len = max([task_cfg.max_src_len] + [len(x) for x in ids]) + 1    # S
+  for start in range(0, len(examples), batch_size):
+    src = np.full((batch_size, src_len), PAD, np.int32)                 # [batch_size, S]
+    for row, x in enumerate(ids[start:start + batch_size]):
+      src[row, :len(x)] = x
+      src[row, len(x)] = EOS
+    yield src, examples[start:start + batch_size]

@@ -1,0 +1,58 @@
+"""The task registry: a task name in the config --> a Task (tokenizers, data, metric family).
+
+    cfg = tasks.default_config("g2p_cmudict")      # every field the task reads, with defaults
+    cfg.stress = True
+    task = tasks.build(cfg)
+    task.train_source("train")[0]                  # {"src": "abbe", "tgt": "AE1 B IY0"}
+    task.eval_examples("dev")[0]                   # EvalExample(src="...", refs=("...", ...))
+
+Every task config has `name`, `max_src_len` and `max_tgt_len` (token lengths without BOS/EOS;
+longer training examples are dropped and counted by the pipeline). See each task's module for
+its fields: g2p.py, algorithmic.py, parallel_text.py, wmt.py.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from encdec.data import algorithmic, g2p, parallel_text, wmt
+from encdec.data.base import EvalExample, Task  # re-exported: pylint: disable=unused-import
+
+TASKS = {
+    "g2p_cmudict": g2p.G2PTask,
+    "copy": algorithmic.CopyTask,
+    "reverse": algorithmic.ReverseTask,
+    "sort": algorithmic.SortTask,
+    "add": algorithmic.AddTask,
+    "parallel_text": parallel_text.ParallelTextTask,
+    "wmt": wmt.WmtTask,
+}
+
+
+def task_class(name: str):
+  """The registered class of task `name`; ValueError listing the valid names otherwise."""
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+  return TASKS[name]
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+  """All fields task `name` reads, with their defaults (including `name`)."""
+  return ml_collections.ConfigDict({"name": name, **task_class(name).default_config()})
+
+
+def build(task_cfg) -> Task:
+  """The Task described by `task_cfg` (missing fields take their defaults)."""
+  if "name" not in task_cfg:
+    raise ValueError(f"task config has no 'name'; set task.name to one of: {', '.join(TASKS)}")
+  cfg = default_config(task_cfg["name"])
+  unknown = sorted(set(task_cfg.keys()) - set(cfg.keys()))
+  if unknown:
+    raise ValueError(f"unknown field(s) {unknown} for task {cfg.name!r}; valid: "
+                     f"{', '.join(sorted(cfg.keys()))}")
+  for key in task_cfg.keys():
+    cfg[key] = task_cfg[key]
+  for key in ("max_src_len", "max_tgt_len"):
+    if not isinstance(cfg[key], int) or cfg[key] < 1:
+      raise ValueError(f"task.{key}={cfg[key]!r} must be a positive integer")
+  cfg.lock()
+  return TASKS[cfg.name](cfg)
