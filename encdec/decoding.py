@@ -184,3 +184,47 @@ def search(module: nn.Module, variables: Any, src: jax.Array, max_len: int, *,
   if beam_size == 1:
     return greedy(module, variables, src, max_len)
   return beam_search(module, variables, src, beam_size, max_len, alpha=alpha)
+
+
+# ---------------------------------------------------------------------------------- sampling
+def filter_logits(log_probs: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0) -> jax.Array:
+  """Temperature, then keep the top_k tokens (0: all) and the smallest set whose probability
+  reaches top_p (nucleus sampling, Holtzman et al. 2020). [B, V] --> [B, V] logits."""
+  logits = log_probs / max(temperature, 1e-6)
+  if top_k:
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]                           # [B, 1]
+    logits = jnp.where(logits < kth, NEG_INF, logits)
+  if top_p < 1.0:
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]                      # [B, V] descending
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    kept = jnp.sum(jnp.cumsum(probs, axis=-1) - probs < top_p, axis=-1)     # [B] tokens kept
+    cutoff = jnp.take_along_axis(sorted_logits, kept[:, None] - 1, axis=-1)  # [B, 1]
+    logits = jnp.where(logits < cutoff, NEG_INF, logits)
+  return logits
+
+
+@functools.partial(jax.jit, static_argnames=("module", "max_len", "temperature", "top_k", "top_p",
+                                             "eos_id"))
+def sample(module: nn.Module, variables: Any, src: jax.Array, max_len: int, rng: jax.Array, *,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           eos_id: int = EOS) -> jax.Array:
+  """Ancestral sampling with temperature / top-k / top-p: src [B, S] --> int32 [B, max_len].
+
+  Deterministic given `rng` (step t draws with fold_in(rng, t)).
+  """
+  variables = {"params": variables["params"]}
+  batch = src.shape[0]
+  cache = init_cache(module, variables, src, max_len)
+
+  def body(carry, step):
+    prev, done, cache = carry
+    log_probs, cache = decode_step(module, variables, cache, src, prev, step)
+    logits = filter_logits(log_probs, temperature=temperature, top_k=top_k, top_p=top_p)
+    token = jax.random.categorical(jax.random.fold_in(rng, step), logits).astype(jnp.int32)
+    token = jnp.where(done, PAD, token)                                     # [B]
+    return (token, done | (token == eos_id), cache), token
+
+  start = (jnp.full((batch,), BOS, jnp.int32), jnp.zeros((batch,), bool), cache)
+  _, tokens = jax.lax.scan(body, start, jnp.arange(max_len))               # [L, B]
+  return finalize(tokens.T)

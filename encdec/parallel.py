@@ -64,3 +64,21 @@ def logical_shardings(boxed_tree: Any, mesh: Mesh, rules=RULES) -> Any:
   """Shardings for a tree whose leaves carry logical names (nn.LogicallyPartitioned)."""
   specs = nn.get_partition_spec(boxed_tree)
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def allgather_json(value: Any) -> list[Any]:
+  """Every process's JSON-serializable `value`, in process order (one value per process).
+
+  Used for per-process state that must be saved from the primary host, such as each
+  process's position in its shard of the data.
+  """
+  if jax.process_count() == 1:
+    return [value]
+  import json  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  lengths = multihost_utils.process_allgather(np.array([len(data)], np.int32))   # [P, 1]
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:len(data)] = data
+  gathered = multihost_utils.process_allgather(padded)                          # [P, max_len]
+  return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths[:, 0])]

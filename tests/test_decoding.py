@@ -89,3 +89,35 @@ def test_outputs_are_well_formed(search):
     eos = np.flatnonzero(row == EOS)
     if len(eos):
       assert np.all(row[eos[0] + 1:] == 0) and np.all(row[:eos[0]] != 0)
+
+
+def test_filter_logits_top_k_and_nucleus():
+  log_probs = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  kept = lambda **kw: np.asarray(decoding.filter_logits(log_probs, **kw)[0] > -1e8)
+  np.testing.assert_array_equal(kept(top_k=2), [1, 1, 0, 0])
+  np.testing.assert_array_equal(kept(top_p=0.7), [1, 1, 0, 0])
+  np.testing.assert_array_equal(kept(top_p=0.8), [1, 1, 0, 0])   # 0.5 + 0.3 reaches 0.8
+  np.testing.assert_array_equal(kept(top_p=0.81), [1, 1, 1, 0])
+  np.testing.assert_array_equal(kept(top_p=0.4), [1, 0, 0, 0])
+  np.testing.assert_array_equal(kept(), [1, 1, 1, 1])
+
+
+def test_sampling_frequencies_follow_the_filtered_distribution():
+  log_probs = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  logits = decoding.filter_logits(log_probs, top_p=0.9)                   # keeps 3 tokens
+  draws = jax.random.categorical(jax.random.key(0), logits, shape=(20_000, 1))[:, 0]
+  freq = np.bincount(np.asarray(draws), minlength=4) / 20_000
+  np.testing.assert_allclose(freq, np.array([0.5, 0.3, 0.15, 0.0]) / 0.95, atol=0.015)
+
+
+def test_sampling_is_reproducible_and_reduces_to_greedy():
+  m, v, src = make()
+  greedy = decoding.greedy(m, v, src, 10)
+  np.testing.assert_array_equal(decoding.sample(m, v, src, 10, jax.random.key(0), top_k=1), greedy)
+  np.testing.assert_array_equal(
+      decoding.sample(m, v, src, 10, jax.random.key(0), temperature=1e-4), greedy)
+  a = decoding.sample(m, v, src, 10, jax.random.key(1), temperature=2.0)
+  b = decoding.sample(m, v, src, 10, jax.random.key(1), temperature=2.0)
+  c = decoding.sample(m, v, src, 10, jax.random.key(2), temperature=2.0)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)

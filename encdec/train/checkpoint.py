@@ -22,6 +22,10 @@ class Checkpointer:
                                            enable_async_checkpointing=async_save, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
+  def should_save(self, step: int) -> bool:
+    """Whether `step` is on the save interval (cheap: decide before gathering state)."""
+    return self._manager.should_save(step)
+
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 

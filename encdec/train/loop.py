@@ -106,9 +106,20 @@ class Trainer:
       return state_lib.create(self.module, self.tx, init_rng, src, tgt, self.state_shardings)
     abstract = state_lib.abstract(self.module, self.tx, src, tgt, self.state_shardings)
     restored, data_state, step = self.checkpointer.restore(abstract)
-    self.batches.set_state(data_state)
+    self.batches.set_state(self.data_state_of_this_process(data_state))
     logging.info("resumed from step %d (%s)", step, self.checkpointer.directory / str(step))
     return restored
+
+  def data_states(self) -> dict[str, Any]:
+    """Every process's data-iterator position (each reads its own shard)."""
+    return {"per_process": parallel.allgather_json(self.batches.get_state())}
+
+  def data_state_of_this_process(self, saved: dict[str, Any]) -> dict[str, Any]:
+    states = saved["per_process"]
+    if len(states) != jax.process_count():
+      raise ConfigError(f"the checkpoint was written by {len(states)} process(es), this run has "
+                        f"{jax.process_count()}; resume with the same process count")
+    return states[jax.process_index()]
 
   def global_batch(self, local: dict[str, Any]) -> dict[str, jax.Array]:
     """This process's rows --> global arrays sharded over the mesh's batch axes."""
@@ -129,7 +140,7 @@ class Trainer:
                  cfg.train.batch_size)
     with preemption.PreemptionGuard() as guard:
       state = self.train_until(state, start, guard)
-    self.checkpointer.save(int(state.step), state, self.batches.get_state(), force=True)
+    self.checkpointer.save(int(state.step), state, self.data_states(), force=True)
     self.checkpointer.close()
     result = self.final_eval(state)
     if self.writer is not None:
@@ -149,9 +160,10 @@ class Trainer:
       if step % cfg.eval.every_steps == 0 and step != cfg.train.num_steps:
         self.periodic_eval(step, state)
         meter.restart(step)
-      self.checkpointer.save(step, state, self.batches.get_state())
+      if self.checkpointer.should_save(step):
+        self.checkpointer.save(step, state, self.data_states())
       if guard.should_stop():
-        self.checkpointer.save(step, state, self.batches.get_state(), force=True)
+        self.checkpointer.save(step, state, self.data_states(), force=True)
         self.checkpointer.close()
         raise preemption.Preempted(f"preempted at step {step}: checkpoint saved in "
                                    f"{self.checkpointer.directory / str(step)}; run the same "
