@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="PATH[:ARG] of a config file (default: configs/g2p_cmudict.py)")
   train.add_argument("--workdir", default="runs/g2p_cmudict",
                      help="run directory: config.json, metrics.jsonl, checkpoints/, eval/")
+  multi = train.add_argument_group("multi-process (one process per host or per GPU)")
+  multi.add_argument("--coordinator_address", default=None, help="HOST:PORT of process 0")
+  multi.add_argument("--num_processes", type=int, default=None)
+  multi.add_argument("--process_id", type=int, default=None)
+  multi.add_argument("--distributed", choices=("off", "auto"), default="off",
+                     help="auto: jax.distributed.initialize() detects SLURM / Cloud TPU VMs")
   evaluate = sub.add_parser("eval", help="decode a split with a trained model and score it")
   _add_run_args(evaluate)
   evaluate.add_argument("--split", default=None, help="split to decode (default: eval.final_split)")
@@ -71,8 +77,13 @@ def _setup_logging() -> None:
 
 
 def cmd_train(args, overrides) -> int:
-  from encdec.train import loop  # pylint: disable=import-outside-toplevel (slow: jax)
+  from encdec import parallel  # pylint: disable=import-outside-toplevel (slow: jax)
+  from encdec.train import loop  # pylint: disable=import-outside-toplevel
   cfg = config_lib.load(args.config, overrides)
+  parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id,
+                                  auto=args.distributed == "auto")
+  if parallel.is_secondary_process():
+    logging.set_verbosity(logging.WARNING)  # progress and results are printed by process 0
   loop.train(cfg, args.workdir)
   return 0
 

@@ -34,7 +34,8 @@ def base() -> ml_collections.ConfigDict:
       norm="pre", activation="relu", dtype="float32", scan_layers=True)
   c.task = dict(name="copy")
   c.train = dict(num_steps=1000, batch_size=64, seed=0, accum_steps=1, label_smoothing=0.1,
-                 pack=False, skip_nonfinite=False)
+                 pack=False, skip_nonfinite=False,
+                 init_from="", init_from_step=0, init_mapping=())  # warm start: train/warm_start.py
   c.optim = dict(learning_rate=1e-3, schedule="rsqrt", warmup_steps=500, b1=0.9, b2=0.98,
                  eps=1e-9, weight_decay=0.0, grad_clip_norm=1.0)
   c.checkpoint = dict(every_steps=1000, keep=3, async_save=True)

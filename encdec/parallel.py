@@ -27,6 +27,45 @@ RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
+                           process_id: int | None, *, auto: bool = False) -> None:
+  """Join a multi-process run (before any JAX computation). No-op for a single process.
+
+  Explicit: all three of coordinator_address / num_processes / process_id. `auto`: let
+  jax.distributed.initialize() read the cluster environment (SLURM, Cloud TPU VMs, ...).
+  CPU processes talk through gloo collectives.
+  """
+  explicit = (coordinator_address, num_processes, process_id)
+  if not auto and all(x is None for x in explicit):
+    return
+  if not auto and any(x is None for x in explicit):
+    raise ValueError("multi-process runs need all of --coordinator_address, --num_processes "
+                     "and --process_id (or --distributed auto)")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if auto:
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  _first_collective_in_lockstep()
+
+
+def _first_collective_in_lockstep(timeout_s: int = 600) -> None:
+  """Meet at a coordination-service barrier (long timeout), then run the first collective.
+
+  CPU (gloo) collectives set up their connections on first use with a fixed 30 s deadline;
+  processes that reach that point far apart (a busy host) would fail there.
+  """
+  from jax._src import distributed  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  distributed.global_state.client.wait_at_barrier("encdec_start", timeout_s * 1000)
+  multihost_utils.sync_global_devices("encdec_collectives_ready")
+
+
+def is_secondary_process() -> bool:
+  return jax.process_index() > 0
+
+
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
   """(data, fsdp, tensor) sizes from the config; one -1 takes the remaining devices."""
   sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
@@ -46,7 +85,13 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
 
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """The (data, fsdp, tensor) mesh. A fully fixed mesh smaller than a single process's
+  devices uses the first ones (e.g. data=fsdp=tensor=1: one device)."""
   devices = list(jax.devices() if devices is None else devices)
+  fixed = -1 not in (mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor)
+  wanted = mesh_cfg.data * mesh_cfg.fsdp * mesh_cfg.tensor
+  if fixed and wanted < len(devices) and jax.process_count() == 1:
+    devices = devices[:wanted]
   shape = mesh_shape(mesh_cfg, len(devices))
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
@@ -61,9 +106,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def logical_shardings(boxed_tree: Any, mesh: Mesh, rules=RULES) -> Any:
-  """Shardings for a tree whose leaves carry logical names (nn.LogicallyPartitioned)."""
-  specs = nn.get_partition_spec(boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  """Shardings for a tree whose leaves carry logical names (nn.LogicallyPartitioned).
+
+  A dimension that the mesh axis does not divide (say a 30-token vocabulary over tensor=4)
+  stays whole rather than failing.
+  """
+  specs = nn.logical_to_mesh(nn.get_partition_spec(boxed_tree), rules)
+  shapes = nn.unbox(boxed_tree)
+  fitted = jax.tree_util.tree_map(lambda spec, x: _fit_spec(spec, x.shape, mesh), specs, shapes,
+                                  is_leaf=lambda x: isinstance(x, P))
+  return jax.tree_util.tree_map(lambda spec: NamedSharding(mesh, spec), fitted,
+                                is_leaf=lambda x: isinstance(x, P))
+
+
+def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
+  def fits(axes, size):
+    axes = axes if isinstance(axes, tuple) else (axes,)
+    return size % int(np.prod([mesh.shape[a] for a in axes if a is not None])) == 0
+  return P(*[axes if axes is None or fits(axes, size) else None
+             for axes, size in zip(tuple(spec) + (None,) * (len(shape) - len(spec)), shape)])
 
 
 def allgather_json(value: Any) -> list[Any]:

@@ -281,7 +281,7 @@ def test_sharding_two_shards_are_disjoint_and_cover_the_data():
   for shard in range(2):
     it = pipeline.train_batches(task, cfg, batch_size=8, seed=0, shard_index=shard,
                                 shard_count=2)
-    assert it.num_examples == 32 and it.num_dropped == 0
+    assert it.num_examples == 64 and it.num_dropped == 0
     rows = [tok.decode(r) for b in take(it, 8) for r in b["src"]]    # 8 batches x 4 rows = epoch
     assert len(rows) == 32
     seen.update(rows)

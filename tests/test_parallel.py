@@ -1,4 +1,5 @@
 """Meshes and shardings on 8 simulated CPU devices: rules respected, same losses everywhere."""
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -51,6 +52,24 @@ def train_losses(mesh_sizes, steps=3):
     st, metrics = fn(st, b, jax.random.key(1))
     losses.append(float(metrics["loss"]))
   return losses, st
+
+
+def test_every_parameter_follows_the_rules():
+  m = model.build(MODEL)
+  b = batch(0)
+  boxed = jax.eval_shape(lambda: m.init(jax.random.key(0), b["src"][:1], b["tgt_in"][:1]))
+  mesh = parallel.make_mesh(mesh_cfg(2, 2, 2))
+  rules = dict(parallel.RULES)
+  _, st = train_losses((2, 2, 2), steps=1)
+  names = jax.tree_util.tree_leaves(nn.get_partition_spec(boxed["params"]),
+                                    is_leaf=lambda x: isinstance(x, P))
+  arrays = jax.tree_util.tree_leaves(st.params)
+  assert len(names) == len(arrays) > 20
+  for logical, array in zip(names, arrays):
+    for name, axis, size in zip(logical, array.sharding.spec + (None,) * 9, array.shape):
+      wanted = rules[name]
+      divisible = wanted is None or size % mesh.shape[wanted] == 0
+      assert axis == (wanted if divisible else None), (logical, array.sharding.spec)
 
 
 def test_parameters_are_sharded_by_their_logical_axes():

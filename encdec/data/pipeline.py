@@ -14,12 +14,13 @@ and `src_positions`, `tgt_positions` (0, 1, ... restarting at each example).
 
 Order of operations (each process builds the same chain on its own shard):
 
-    source[shard_index::shard_count]            this process's examples only
-      -> drop the too long ones (counted)      one tokenizing pass over the shard
-      -> shuffle(seed) per epoch, repeat forever
+    source
+      -> drop the too long ones (counted)      one tokenizing pass, the same on every process
+      -> shuffle(seed) per epoch, repeat forever: one global order
       -> tokenize, add BOS/EOS
-      -> pad to S / T, or pack into rows of S / T
-      -> batch b rows
+      -> unpacked: pad to S / T, batch b rows, keep every P-th batch from the process index:
+         the global batch (P processes x b rows) is the same whatever the process count P
+      -> packed: keep every P-th example, pack into rows of S / T, batch b rows
 
 The iterator is checkpointable: `get_state()` is a small JSON-serializable dict and, after
 `set_state(state)`, a fresh iterator yields exactly the batches the saved one would have.
@@ -107,7 +108,7 @@ class TrainIterator:
   """Infinite iterator of training batches with checkpointable state and drop counts.
 
   Attributes:
-    num_examples: examples in this process's shard of the split (before length filtering).
+    num_examples: examples in the split (before length filtering).
     num_dropped: how many of those were dropped for exceeding max_src_len / max_tgt_len.
   """
 
@@ -151,7 +152,7 @@ class TrainIterator:
               if (saved or {}).get(k) != self.fingerprint[k]}
       raise ValueError(f"data iterator state was saved with other data settings {diff} (now "
                        f"{ {k: self.fingerprint[k] for k in diff} }); resume with the same "
-                       "task, batch size, seed, packing and process count")
+                       "task, batch size, seed, packing (and, if packed, process count)")
     self._iterator.set_state(state["grain"])
 
 
@@ -185,36 +186,36 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
   src_len, tgt_len = max_src + 1, max_tgt + 1                          # S, T
 
   source = task.train_source(split)
-  shard = np.arange(shard_index, len(source), shard_count)             # this process's indices
-  keep = fitting_indices(task, source, shard, max_src, max_tgt)
-  num_dropped = len(shard) - len(keep)
-  logging.info("data %s/%s shard %d/%d: dropped %d of %d examples longer than max_src_len=%d "
-               "or max_tgt_len=%d", task.name, split, shard_index, shard_count, num_dropped,
-               len(shard), max_src, max_tgt)
+  keep = fitting_indices(task, source, np.arange(len(source)), max_src, max_tgt)
+  num_dropped = len(source) - len(keep)
+  logging.info("data %s/%s: dropped %d of %d examples longer than max_src_len=%d or "
+               "max_tgt_len=%d", task.name, split, num_dropped, len(source), max_src, max_tgt)
   if len(keep) == 0:
-    raise ValueError(f"no {split} example of task {task.name!r} (shard {shard_index}/"
-                     f"{shard_count}) fits max_src_len={max_src} / max_tgt_len={max_tgt}; "
-                     "raise task.max_src_len / task.max_tgt_len")
+    raise ValueError(f"no {split} example of task {task.name!r} fits max_src_len={max_src} / "
+                     f"max_tgt_len={max_tgt}; raise task.max_src_len / task.max_tgt_len")
 
-  ds = (grain.MapDataset.source(keep)
-        .shuffle(seed=seed % 2**32)                                    # a new order each epoch
-        .repeat()
-        .map(EncodeExample(task, source))
-        .to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * rows)))
+  # One global order (the same on every process), reshuffled per epoch.
+  stream = grain.MapDataset.source(keep).shuffle(seed=seed % 2**32).repeat()
+  read = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2 * rows)
   if pack:
+    # Each process packs its own interleaved slice of the stream.
+    ds = (stream[shard_index::shard_count].map(EncodeExample(task, source))
+          .to_iter_dataset(read))
     ds = grain.experimental.FirstFitPackIterDataset(
         ds, length_struct={"src": src_len, "tgt_in": tgt_len, "tgt_out": tgt_len},
         num_packing_bins=max(rows, _MIN_PACKING_BINS), shuffle_bins=False).map(rename_packed)
+    ds = ds.batch(rows, drop_remainder=True)                            # {k: [b, S or T]}
   else:
-    ds = ds.map(PadExample(src_len, tgt_len))
-  ds = ds.batch(rows, drop_remainder=True)                              # {k: [b, S or T]}
+    # Global batch k = blocks k*P .. k*P+P-1 of b consecutive examples; process p takes block
+    # k*P+p. So the global batch, row for row, does not depend on the process count.
+    ds = (stream.map(EncodeExample(task, source)).map(PadExample(src_len, tgt_len))
+          .batch(rows)[shard_index::shard_count].to_iter_dataset(read))
   ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=2)  # overlap steps
-  # What a saved state must agree on. Not shard_index: unpacked, every shard is at the same
-  # position after the same number of batches, so one process's state restores all of them
-  # (packed, positions differ per shard: save each process's own state for an exact resume).
   fingerprint = dict(task=task.name, split=split, batch_size=batch_size, seed=seed, pack=pack,
-                     shard_count=shard_count, max_src_len=max_src, max_tgt_len=max_tgt)
-  return TrainIterator(iter(ds), num_examples=len(shard), num_dropped=num_dropped,
+                     max_src_len=max_src, max_tgt_len=max_tgt)
+  if pack:  # packed positions depend on the process count; unpacked ones do not
+    fingerprint["shard_count"] = shard_count
+  return TrainIterator(iter(ds), num_examples=len(source), num_dropped=num_dropped,
                        fingerprint=fingerprint)
 
 

@@ -16,25 +16,36 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str | pathlib.Path, *, every_steps: int, keep: int,
-               async_save: bool = True):
+               async_save: bool = True, config: dict | None = None):
     self.directory = pathlib.Path(workdir).resolve() / "checkpoints"
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps,
-                                           enable_async_checkpointing=async_save, create=True)
+    self.every_steps = every_steps
+    self.config = config or {}
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
+                                           create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def should_save(self, step: int) -> bool:
     """Whether `step` is on the save interval (cheap: decide before gathering state)."""
-    return self._manager.should_save(step)
+    return step % self.every_steps == 0
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> bool:
     """Saves when `step` is on the interval (or `force`); returns whether it saved."""
-    if step in self._manager.all_steps():
+    if not (force or self.should_save(step)) or step in self._manager.all_steps():
       return False
     return self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+        config=ocp.args.JsonSave(self.config)), force=True)
+
+  def saved_config(self, step: int) -> dict:
+    """The config recorded with checkpoint `step` ({} if it has none)."""
+    path = self.directory / str(step) / "config"
+    if not path.exists():
+      return {}
+    return self._manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))["config"]
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, int]:
     """(state, data-iterator state, step) of `step` (default: the newest checkpoint)."""

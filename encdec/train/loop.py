@@ -17,7 +17,7 @@ from absl import logging
 from encdec import evaluate, model, parallel, writers
 from encdec.config import ConfigError
 from encdec.data import tasks, pipeline
-from encdec.train import checkpoint, optim, preemption, progress, state as state_lib
+from encdec.train import checkpoint, optim, preemption, progress, state as state_lib, warm_start
 from encdec.train import step as step_lib
 
 # Config sections that must match a workdir's saved config to resume from its checkpoints.
@@ -83,9 +83,9 @@ class Trainer:
     self.batches = pipeline.train_batches(
         self.task, cfg.task, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
         pack=cfg.train.pack, shard_index=jax.process_index(), shard_count=jax.process_count())
-    self.checkpointer = checkpoint.Checkpointer(self.workdir, every_steps=cfg.checkpoint.every_steps,
-                                                keep=cfg.checkpoint.keep,
-                                                async_save=cfg.checkpoint.async_save)
+    self.checkpointer = checkpoint.Checkpointer(
+        self.workdir, every_steps=cfg.checkpoint.every_steps, keep=cfg.checkpoint.keep,
+        async_save=cfg.checkpoint.async_save, config=json.loads(cfg.to_json()))
     self.mesh = parallel.make_mesh(cfg.mesh)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
     self.state_shardings = state_lib.shardings(self.module, self.tx, *example_inputs(self.cfg),
@@ -101,25 +101,51 @@ class Trainer:
   def initial_state(self) -> state_lib.TrainState:
     """The newest checkpoint's state (and data position), or a freshly initialised one."""
     src, tgt = example_inputs(self.cfg)
-    if self.checkpointer.latest_step() is None:
+    step = self.checkpointer.latest_step()
+    if step is None:
       init_rng = jax.random.fold_in(self.rng, 1 << 20)
-      return state_lib.create(self.module, self.tx, init_rng, src, tgt, self.state_shardings)
+      state = state_lib.create(self.module, self.tx, init_rng, src, tgt, self.state_shardings)
+      return self.warm_start(state) if self.cfg.train.init_from else state
+    self.check_compatible(step)
     abstract = state_lib.abstract(self.module, self.tx, src, tgt, self.state_shardings)
     restored, data_state, step = self.checkpointer.restore(abstract)
     self.batches.set_state(self.data_state_of_this_process(data_state))
     logging.info("resumed from step %d (%s)", step, self.checkpointer.directory / str(step))
     return restored
 
+  def check_compatible(self, step: int) -> None:
+    """A one-line error if checkpoint `step` was trained with another model config."""
+    saved = self.checkpointer.saved_config(step).get("model")
+    current = json.loads(self.cfg.to_json())["model"]
+    if saved is not None and saved != current:
+      diff = ", ".join(f"model.{k}={saved.get(k)!r} (now {current.get(k)!r})"
+                       for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k))
+      raise ConfigError(f"checkpoint {self.checkpointer.directory / str(step)} was trained with "
+                        f"{diff}; use its config or another --workdir")
+
+  def warm_start(self, state: state_lib.TrainState) -> state_lib.TrainState:
+    """Parameters from train.init_from (another run), mapped by train.init_mapping."""
+    from encdec import run as run_lib  # pylint: disable=import-outside-toplevel (cycle)
+    cfg = self.cfg.train
+    old = run_lib.load(cfg.init_from, cfg.init_from_step or None)
+    params, _, _ = warm_start.merge(state.params, old.params, cfg.init_mapping)
+    logging.info("initialised from %s step %d", cfg.init_from, old.step)
+    return state.replace(params=jax.device_put(params, self.state_shardings.params))
+
   def data_states(self) -> dict[str, Any]:
     """Every process's data-iterator position (each reads its own shard)."""
     return {"per_process": parallel.allgather_json(self.batches.get_state())}
 
   def data_state_of_this_process(self, saved: dict[str, Any]) -> dict[str, Any]:
+    """This process's saved position. Unpacked streams are at the same position on every
+    process, whatever their number, so a run may resume on another process count."""
     states = saved["per_process"]
-    if len(states) != jax.process_count():
+    if len(states) == jax.process_count():
+      return states[jax.process_index()]
+    if self.cfg.train.pack:
       raise ConfigError(f"the checkpoint was written by {len(states)} process(es), this run has "
-                        f"{jax.process_count()}; resume with the same process count")
-    return states[jax.process_index()]
+                        f"{jax.process_count()}; packed data resumes only on the same count")
+    return states[0]
 
   def global_batch(self, local: dict[str, Any]) -> dict[str, jax.Array]:
     """This process's rows --> global arrays sharded over the mesh's batch axes."""

@@ -1,0 +1,124 @@
+"""Scale-out end to end: resume on other meshes, two processes equal one, restore anywhere."""
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from encdec import config, writers
+from encdec.train import loop
+
+BASE = {"task.max_len": 6, "train.num_steps": 12, "train.batch_size": 16, "model.d_model": 32,
+        "model.dropout_rate": 0.1, "logging.every_steps": 2, "checkpoint.every_steps": 6,
+        "eval.every_steps": 1000, "eval.final_split": "test", "eval.batch_size": 64}
+
+
+def cfg_for(mesh, **overrides):
+  data, fsdp, tensor = mesh
+  return config.load("configs/algorithmic.py:task=copy", {
+      **BASE, "mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor, **overrides})
+
+
+def losses(workdir):
+  return {r["step"]: r["train/loss"] for r in writers.read_metrics(workdir) if "train/loss" in r}
+
+
+def test_resume_on_other_meshes_matches_an_uninterrupted_run(tmp_path):
+  straight = tmp_path / "straight"
+  loop.train(cfg_for((2, 2, 2)), straight)
+  reference = losses(straight)
+  for mesh in [(1, 4, 1), (1, 1, 1), (2, 1, 4)]:
+    workdir = tmp_path / "x".join(map(str, mesh))
+    loop.train(cfg_for((2, 2, 2), **{"train.num_steps": 6}), workdir)   # saved on 2x2x2
+    with open(workdir / "config.json") as f:  # same model and task: a resume is allowed
+      assert '"num_steps": 6' in f.read()
+    loop.train(cfg_for(mesh), workdir)                                   # resumed on `mesh`
+    resumed = losses(workdir)
+    assert sorted(resumed) == sorted(reference)
+    np.testing.assert_allclose([resumed[s] for s in sorted(resumed)],
+                               [reference[s] for s in sorted(reference)], rtol=2e-4)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def encdec_train(workdir, devices, extra=(), processes=1):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+         "JAX_PLATFORMS": "cpu"}
+  args = [sys.executable, "-m", "encdec", "train", "--config", "configs/algorithmic.py:task=copy",
+          "--workdir", str(workdir), *[f"--config.{k}={v}" for k, v in BASE.items()], *extra]
+  if processes == 1:
+    procs = [subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)]
+  else:
+    port = free_port()
+    procs = [subprocess.Popen(args + [f"--coordinator_address=localhost:{port}",
+                                      f"--num_processes={processes}", f"--process_id={i}"],
+                              env=env, stderr=subprocess.PIPE, text=True)
+             for i in range(processes)]
+  errors = [p.communicate(timeout=600)[1] for p in procs]
+  for p, err in zip(procs, errors):
+    assert p.returncode == 0, err[-3000:]
+  return errors
+
+
+def test_two_processes_equal_one_process_and_one_device(tmp_path):
+  encdec_train(tmp_path / "one_device", 1)
+  encdec_train(tmp_path / "eight_devices", 8, ["--config.mesh.fsdp=2", "--config.mesh.tensor=2"])
+  logs = encdec_train(tmp_path / "two_processes", 4,
+                      ["--config.mesh.fsdp=2", "--config.mesh.tensor=2"], processes=2)
+  assert "resumed" not in logs[0]
+  reference = losses(tmp_path / "one_device")
+  for run in ("eight_devices", "two_processes"):
+    got = losses(tmp_path / run)
+    assert sorted(got) == sorted(reference)
+    np.testing.assert_allclose([got[s] for s in sorted(got)],
+                               [reference[s] for s in sorted(reference)], rtol=2e-4)
+  # Both processes wrote their shards of the same checkpoints.
+  assert sorted(p.name for p in (tmp_path / "two_processes" / "checkpoints").iterdir()) == [
+      "12", "6"]
+  # The 2-process checkpoint resumes in one process on 8 devices, then on 2 processes again.
+  more = ["--config.train.num_steps=14", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
+  log = encdec_train(tmp_path / "two_processes", 8, more)[0]
+  assert "resumed from step 12" in log
+  more[0] = "--config.train.num_steps=16"
+  logs = encdec_train(tmp_path / "two_processes", 4, more, processes=2)
+  assert "resumed from step 14" in logs[0] and "final test" not in logs[1]
+
+
+def test_warm_start_merges_by_path_and_mapping():
+  from encdec.train import warm_start  # pylint: disable=import-outside-toplevel
+  fresh = {"a": {"gate": np.zeros(2)}, "b": np.ones(3), "new": np.zeros(1)}
+  old = {"b": 2 * np.ones(3), "c": 5 * np.ones(2)}
+  merged, copied, new = warm_start.merge(fresh, old, ("a/gate=c",))
+  np.testing.assert_array_equal(merged["a"]["gate"], [5, 5])
+  np.testing.assert_array_equal(merged["b"], [2, 2, 2])
+  assert copied == ["a/gate", "b"] and new == ["new"]
+  with pytest.raises(ValueError, match="shapes differ"):
+    warm_start.merge({"b": np.ones(4)}, old)
+  with pytest.raises(ValueError, match="expected NEW_REGEX=OLD_PATH"):
+    warm_start.merge(fresh, old, ("nonsense",))
+
+
+def test_init_from_another_run_and_incompatible_checkpoint(tmp_path):
+  from encdec import run as run_lib  # pylint: disable=import-outside-toplevel
+  loop.train(cfg_for((1, 1, 1), **{"train.num_steps": 6}), tmp_path / "a")
+  frozen = cfg_for((1, 1, 1), **{"train.num_steps": 2, "optim.learning_rate": 0.0,
+                                  "train.init_from": str(tmp_path / "a")})
+  loop.train(frozen, tmp_path / "b")
+  a, b = run_lib.load(tmp_path / "a").params, run_lib.load(tmp_path / "b").params
+  for x, y in zip(jax_leaves(a), jax_leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  (tmp_path / "a" / "config.json").unlink()
+  with pytest.raises(config.ConfigError, match=r"was trained with model.d_model=32 \(now 48\)"):
+    loop.train(cfg_for((1, 1, 1), **{"model.d_model": 48}), tmp_path / "a")
+  assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["6"]
+
+
+def jax_leaves(tree):
+  import jax  # pylint: disable=import-outside-toplevel
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
