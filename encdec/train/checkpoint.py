@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 class Checkpointer:
@@ -40,19 +41,45 @@ class Checkpointer:
         config=ocp.args.JsonSave(self.config)), force=True)
 
   def saved_config(self, step: int) -> dict:
-    """The config recorded with checkpoint `step` ({} if it has none)."""
+    """The config recorded with checkpoint `step` ({} if it has none or it is unreadable)."""
     path = self.directory / str(step) / "config"
-    if not path.exists():
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(
+          config=ocp.args.JsonRestore()))["config"] if path.exists() else {}
+    except Exception:  # pylint: disable=broad-except (damage is handled by restore())
       return {}
-    return self._manager.restore(step, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore()))["config"]
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, int]:
-    """(state, data-iterator state, step) of `step` (default: the newest checkpoint)."""
-    step = self.latest_step() if step is None else step
+    """(state, data-iterator state, step) of `step`, or of the newest readable checkpoint.
+
+    Without `step`, an unreadable newest checkpoint is reported, moved aside (renamed
+    <step>.unreadable, never deleted) and the next older one is tried.
+    """
+    if step is not None:
+      return (*self._restore(abstract_state, step), step)
+    for candidate in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        return (*self._restore(abstract_state, candidate), candidate)
+      except Exception as e:  # pylint: disable=broad-except (any damage: fall back)
+        self._set_aside(candidate, e)
+    raise FileNotFoundError(f"no readable checkpoint in {self.directory}")
+
+  def _restore(self, abstract_state: Any, step: int) -> tuple[Any, dict]:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    return restored["state"], restored["data"], step
+    return restored["state"], restored["data"]
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    path = self.directory / str(step)
+    aside = path.with_name(f"{step}.unreadable")
+    suffix = 1
+    while aside.exists():
+      aside, suffix = path.with_name(f"{step}.unreadable{suffix}"), suffix + 1
+    logging.warning("checkpoint %s is unreadable (%s: %s); moved to %s, trying an older one",
+                    path, type(error).__name__, str(error).splitlines()[0][:200], aside.name)
+    if jax.process_index() == 0:
+      path.rename(aside)
+    self._manager.reload()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

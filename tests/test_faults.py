@@ -1,0 +1,139 @@
+"""Fault injection with real processes: kill -9, SIGTERM, damaged checkpoints, NaN, bad input."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from encdec import writers
+
+ARGS = ["--config", "configs/algorithmic.py:task=reverse", "--config.task.max_len=6",
+        "--config.model.d_model=32", "--config.model.dropout_rate=0.1",
+        "--config.train.batch_size=16", "--config.logging.every_steps=2",
+        "--config.checkpoint.every_steps=5", "--config.eval.every_steps=1000",
+        "--config.eval.final_split=test", "--config.eval.max_examples=16"]
+
+
+def command(workdir, steps, *extra):
+  return [sys.executable, "-m", "encdec", "train", "--workdir", str(workdir), *ARGS,
+          f"--config.train.num_steps={steps}", *extra]
+
+
+def run(workdir, steps, *extra):
+  return subprocess.run(command(workdir, steps, *extra), capture_output=True, text=True,
+                        timeout=600)
+
+
+def losses(workdir):
+  rows = writers.read_metrics(workdir)
+  return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def wait_for_checkpoint(workdir, step, proc, timeout=300):
+  path = pathlib.Path(workdir) / "checkpoints" / str(step)
+  start = time.time()
+  while not path.exists():
+    assert proc.poll() is None, proc.stderr.read()
+    assert time.time() - start < timeout
+    time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted 30-step run."""
+  workdir = tmp_path_factory.mktemp("reference")
+  result = run(workdir, 30)
+  assert result.returncode == 0, result.stderr
+  return losses(workdir)
+
+
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path, reference):
+  proc = subprocess.Popen(command(tmp_path, 30), stderr=subprocess.PIPE, text=True)
+  wait_for_checkpoint(tmp_path, 10, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  resumed = run(tmp_path, 30)
+  assert resumed.returncode == 0, resumed.stderr
+  assert "resumed from step" in resumed.stderr
+  got = losses(tmp_path)   # rows logged twice (before the kill and after) agree too
+  for step, loss in reference.items():
+    assert got[step] == pytest.approx(loss, rel=1e-6), step
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, reference):
+  proc = subprocess.Popen(command(tmp_path, 30), stderr=subprocess.PIPE, text=True)
+  wait_for_checkpoint(tmp_path, 5, proc)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err
+  line = [l for l in err.splitlines() if "preempted at step" in l]
+  assert line and "run the same command to resume" in line[0]
+  step = int(line[0].split("preempted at step ")[1].split(":")[0])
+  assert (tmp_path / "checkpoints" / str(step)).exists()
+  resumed = run(tmp_path, 30)
+  assert f"resumed from step {step}" in resumed.stderr
+  got = losses(tmp_path)
+  for s, loss in reference.items():
+    assert got[s] == pytest.approx(loss, rel=1e-6), s
+
+
+def test_damaged_newest_checkpoint_falls_back_and_is_kept(tmp_path):
+  assert run(tmp_path, 10).returncode == 0            # checkpoints 5 and 10
+  for f in (tmp_path / "checkpoints" / "10" / "state").rglob("*"):
+    if f.is_file() and f.stat().st_size > 100:
+      f.write_bytes(b"garbage" * 10)
+  result = run(tmp_path, 12)
+  assert result.returncode == 0, result.stderr
+  assert "checkpoint" in result.stderr and "is unreadable" in result.stderr
+  assert "resumed from step 5" in result.stderr
+  assert (tmp_path / "checkpoints" / "10.unreadable").is_dir()   # set aside, not deleted
+  assert (tmp_path / "checkpoints" / "12").is_dir()
+
+
+def test_no_readable_checkpoint_is_a_one_line_error(tmp_path):
+  assert run(tmp_path, 5).returncode == 0
+  for f in (tmp_path / "checkpoints" / "5" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"x")
+  result = run(tmp_path, 8)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "encdec train: error: no readable checkpoint in ")
+
+
+def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path):
+  result = run(tmp_path, 12, "--config.optim.learning_rate=1e30",
+               "--config.optim.grad_clip_norm=0.0")
+  assert result.returncode == 2
+  last = result.stderr.strip().splitlines()[-1]
+  assert "non-finite loss or gradient at step" in last and "last good checkpoint" in last
+
+
+def test_nonfinite_updates_can_be_skipped(tmp_path):
+  result = run(tmp_path, 6, "--config.optim.learning_rate=1e30",
+               "--config.optim.grad_clip_norm=0.0", "--config.train.skip_nonfinite=True")
+  assert result.returncode == 0, result.stderr
+  rows = [r for r in writers.read_metrics(tmp_path) if "train/skipped" in r]
+  assert rows[-1]["train/skipped"] > 0
+
+
+def test_unwritable_workdir_is_a_one_line_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  result = run(blocker / "run", 5)
+  assert result.returncode == 2
+  assert len(result.stderr.strip().splitlines()) == 1 and "cannot create workdir" in result.stderr
+
+
+def test_other_config_in_workdir_is_refused_and_nothing_is_lost(tmp_path):
+  assert run(tmp_path, 5).returncode == 0
+  before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  result = run(tmp_path, 5, "--config.model.d_model=48")
+  assert result.returncode == 2 and "model config differs" in result.stderr
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["d_model"] == 32
