@@ -30,6 +30,7 @@ def base() -> ml_collections.ConfigDict:
       src_vocab_size=0, tgt_vocab_size=0,  # 0: taken from the task's tokenizers
       d_model=256, num_heads=4, head_dim=0, d_ff=1024, num_encoder_layers=3,
       num_decoder_layers=3, dropout_rate=0.1, attention_dropout_rate=0.0, cross_attention="mha",
+      cross_kv_heads=0,
       share_embeddings=False, tie_output=True, position_encoding="sinusoidal", max_len=512,
       norm="pre", activation="relu", dtype="float32", scan_layers=True)
   c.task = dict(name="copy")

@@ -64,20 +64,26 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, ma
                           *, dropout_rate: float = 0.0, deterministic: bool = True,
                           dropout_rng: jax.Array | None = None,
                           return_weights: bool = False):
-  """softmax(QK^T/sqrt(d) + M) V.
+  """softmax(QK^T/sqrt(d) + M) V, with K/V heads shared by groups of query heads.
 
-  query [B, T, H, D]; key, value [B, S, H, D]; mask [B|1, 1|H, T|1, S] bool.
+  query [B, T, H, D]; key, value [B, S, Hk, D] with Hk dividing H (Hk = H: multi-head,
+  Hk = 1: multi-query, else grouped-query); mask [B|1, 1|H, T|1, S] bool.
   Returns [B, T, H, D] (and the weights [B, H, T, S] if asked).
   """
-  depth = query.shape[-1]
+  batch, length, heads, depth = query.shape
+  kv_heads = key.shape[2]
   query = query / jnp.sqrt(depth).astype(query.dtype)
-  logits = jnp.einsum("bthd,bshd->bhts", query, key).astype(jnp.float32)   # [B, H, T, S]
+  query = query.reshape(batch, length, kv_heads, heads // kv_heads, depth)   # [B, T, Hk, R, D]
+  logits = jnp.einsum("btgrd,bsgd->bgrts", query, key).astype(jnp.float32)
+  logits = logits.reshape(batch, heads, length, key.shape[1])                # [B, H, T, S]
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
   if not deterministic and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
-  out = jnp.einsum("bhts,bshd->bthd", weights, value)                        # [B, T, H, D]
+  grouped = weights.reshape(batch, kv_heads, heads // kv_heads, length, key.shape[1])
+  out = jnp.einsum("bgrts,bsgd->btgrd", grouped, value)                      # [B, T, Hk, R, D]
+  out = out.reshape(batch, length, heads, depth)                             # [B, T, H, D]
   return (out, weights) if return_weights else out
 
 

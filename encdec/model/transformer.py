@@ -26,7 +26,8 @@ class TransformerConfig:
   num_decoder_layers: int = 3
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.0
-  cross_attention: str = "mha"
+  cross_attention: str = "mha"     # a name in encdec.model.CROSS_ATTENTION
+  cross_kv_heads: int = 0          # "gqa": K/V heads (dividing num_heads); 0: num_heads // 2
   share_embeddings: bool = False   # one table for source and target tokens
   tie_output: bool = True          # output projection = target embedding transposed
   position_encoding: str = "sinusoidal"   # | "learned"
@@ -45,6 +46,9 @@ class TransformerConfig:
     if self.d_model % self.num_heads and not self.head_dim:
       raise ValueError(f"model.d_model={self.d_model} is not divisible by "
                        f"model.num_heads={self.num_heads}; set model.head_dim")
+    if self.cross_attention == "gqa" and self.num_heads % max(self.cross_kv_heads, 1):
+      raise ValueError(f"model.cross_kv_heads={self.cross_kv_heads} must divide "
+                       f"model.num_heads={self.num_heads}")
     if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
       raise ValueError("model.share_embeddings needs src_vocab_size == tgt_vocab_size "
                        f"(got {self.src_vocab_size} and {self.tgt_vocab_size})")
@@ -109,9 +113,7 @@ class DecoderBlock(nn.Module):
     cfg, det = self.config, not self.train
     self_attn = attention.SelfAttention(cfg.num_heads, cfg.heads_dim, cfg.attention_dropout_rate,
                                         cfg.compute_dtype, name="self_attention")
-    cross_attn = cross_attention.get(cfg.cross_attention)(
-        num_heads=cfg.num_heads, head_dim=cfg.heads_dim, dropout_rate=cfg.attention_dropout_rate,
-        dtype=cfg.compute_dtype, name="cross_attention")
+    cross_attn = cross_attention.get(cfg.cross_attention)(cfg, name="cross_attention")
     mlp = layers.MLP(cfg.d_ff, cfg.activation, cfg.dropout_rate, cfg.compute_dtype, name="mlp")
     residual = lambda name: Residual(cfg.norm, cfg.dropout_rate, cfg.compute_dtype, name=name)
     x = residual("self_attention_residual")(

@@ -1,0 +1,431 @@
+"""encdec benchmarks: train throughput and MFU, decode speed vs a baseline, compile time, peers.
+
+    python benchmarks/run.py --json bench.json [--peers] [--quick]
+
+Runs on the bench config (configs/bench.py) on the first JAX device and writes one JSON object
+(see benchmarks/README.md for every key) plus a markdown summary on stdout. Stages, in order:
+matmul peak, train step, decoding (encdec greedy / beam 4, and the baseline decoder of
+benchmarks/baseline_decoder.py), train-step compile time at two depths, the PyTorch peer.
+Timings are wall-clock medians after warm-up, compilation excluded. Never used by tests for
+timing assertions.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+  sys.path.insert(0, str(REPO))
+
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import baseline_decoder, flops  # noqa: E402
+from encdec import config as config_lib  # noqa: E402
+from encdec import decoding  # noqa: E402
+from encdec import model as model_lib  # noqa: E402
+from encdec.train import optim  # noqa: E402
+from encdec.train import state as state_lib  # noqa: E402
+from encdec.train import step as step_lib  # noqa: E402
+
+PEER_TORCH = REPO.parent / "shared" / "peers" / "torch_train.py"
+FIRST_REAL_TOKEN = 4  # 0 PAD, 1 BOS, 2 EOS, 3 UNK
+# --quick: a small model and few steps, for a smoke test of every stage.
+QUICK_MODEL = {"model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
+               "model.src_vocab_size": 512, "model.tgt_vocab_size": 512}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--json", type=pathlib.Path, help="write the results here")
+  p.add_argument("--config", default=str(REPO / "configs" / "bench.py"), help="PATH[:ARG]")
+  p.add_argument("--quick", action="store_true",
+                 help="smoke test: tiny model, 2 layers, few steps, short decodes")
+  p.add_argument("--peers", action="store_true", help="also run ../shared/peers/torch_train.py")
+  p.add_argument("--layers", type=int, help="layers per side (default: the config's; quick: 2)")
+  p.add_argument("--steps", type=int, help="timed train steps (default 10; quick 3)")
+  p.add_argument("--warmup", type=int, help="untimed train steps first (default 2; quick 1)")
+  p.add_argument("--decode_batch", type=int, default=8, help="sources per decode call")
+  p.add_argument("--decode_len", type=int, help="decode steps and source length (default 64; "
+                 "quick 16)")
+  p.add_argument("--decode_repeats", type=int, help="timed decode calls (default 3; quick 1)")
+  p.add_argument("--compile_layers", help="two depths for compile time (default 6,24; quick 1,4)")
+  p.add_argument("--peak_size", type=int,
+                 help="matmul size for the peak (default 2048 on CPU, 8192 else; quick 512)")
+  p.add_argument("--peak_repeats", type=int, default=5, help="best of this many matmuls")
+  p.add_argument("--peer_steps", type=int, help="timed peer steps (default: --steps)")
+  p.add_argument("--seed", type=int, default=0)
+  args = p.parse_args(argv)
+  quick = args.quick
+  defaults = dict(steps=3 if quick else 10, warmup=1 if quick else 2,
+                  decode_len=16 if quick else 64, decode_repeats=1 if quick else 3,
+                  compile_layers="1,4" if quick else "6,24")
+  for name, value in defaults.items():
+    if getattr(args, name) is None:
+      setattr(args, name, value)
+  if args.layers is None and quick:
+    args.layers = 2
+  if args.peak_size is None:
+    args.peak_size = 512 if quick else (2048 if jax.default_backend() == "cpu" else 8192)
+  args.peer_steps = args.peer_steps or args.steps
+  args.compile_layers = [int(x) for x in args.compile_layers.split(",")]
+  if len(args.compile_layers) != 2:
+    p.error("--compile_layers takes two depths, e.g. 6,24")
+  return args
+
+
+# ----------------------------------------------------------------------------------- helpers
+def load_config(args, layers: int | None = None):
+  overrides = dict(QUICK_MODEL) if args.quick else {}
+  layers = layers if layers is not None else args.layers
+  if layers is not None:
+    overrides.update({"model.num_encoder_layers": layers, "model.num_decoder_layers": layers})
+  return config_lib.load(args.config, overrides)
+
+
+def random_tokens(rng: np.random.Generator, shape, vocab: int) -> np.ndarray:
+  """Real tokens only (ids >= 4: no PAD, BOS, EOS or UNK), int32."""
+  return rng.integers(FIRST_REAL_TOKEN, vocab, size=shape, dtype=np.int32)
+
+
+def train_batch(cfg, seed: int) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(seed)
+  b, s, t = cfg.train.batch_size, cfg.task.max_src_len + 1, cfg.task.max_tgt_len + 1
+  return {"src": random_tokens(rng, (b, s), cfg.model.src_vocab_size),
+          "tgt_in": random_tokens(rng, (b, t), cfg.model.tgt_vocab_size),
+          "tgt_out": random_tokens(rng, (b, t), cfg.model.tgt_vocab_size)}
+
+
+def peak_rss_mb() -> float:
+  """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def device_memory() -> dict[str, float]:
+  """The device allocator's statistics in MB where the backend has them (GPU, TPU)."""
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except
+    stats = {}
+  keys = ("peak_bytes_in_use", "bytes_in_use", "bytes_limit")
+  return {f"device_{k.replace('bytes', 'mb')}": stats[k] / 2**20 for k in keys if k in stats}
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+  """Wall-clock seconds of `repeats` calls of fn (each waited for to the end)."""
+  out = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    out.append(time.perf_counter() - start)
+  return out
+
+
+def environment() -> dict[str, Any]:
+  device = jax.devices()[0]
+  return {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "platform": device.platform, "device_kind": device.device_kind,
+      "device_count": jax.device_count(), "jax_version": jax.__version__,
+      "jaxlib_version": getattr(jax.lib, "__version__", None) or _version("jaxlib"),
+      "flax_version": flax.__version__, "python_version": platform.python_version(),
+      "cpu_count": os.cpu_count(),
+      "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+      "cpu_model": _cpu_model(), "load_avg_1m": os.getloadavg()[0],
+      "matmul_precision": str(jax.config.jax_default_matmul_precision),
+  }
+
+
+def _version(package: str) -> str | None:
+  try:
+    from importlib import metadata  # pylint: disable=import-outside-toplevel
+    return metadata.version(package)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _cpu_model() -> str:
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
+# ------------------------------------------------------------------------------------ stages
+def matmul_peak(size: int, repeats: int) -> dict[str, Any]:
+  """The device's float32 matmul rate: best of `repeats` jitted [size, size] @ [size, size]."""
+  ka, kb = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(ka, (size, size), jnp.float32)
+  b = jax.random.normal(kb, (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  jax.block_until_ready(matmul(a, b))                      # compile + warm up
+  best = min(timed(lambda: matmul(a, b), repeats))
+  return {"matmul_peak_flops": 2.0 * size**3 / best, "matmul_peak_size": size,
+          "matmul_peak_best_s": best}
+
+
+def build_train(cfg, seed: int):
+  """(module, tx, jitted train_step, example batch) for the config."""
+  module = model_lib.build(cfg.model)
+  tx = optim.optimizer(cfg.optim, cfg.train.num_steps)
+  train_step = step_lib.make_train_step(module, tx, optim.schedule(cfg.optim, cfg.train.num_steps),
+                                        label_smoothing=cfg.train.label_smoothing)
+  return module, tx, train_step, train_batch(cfg, seed)
+
+
+def compile_train_step(train_step, state, batch, rng) -> tuple[Any, dict[str, float]]:
+  """Trace/lower and XLA-compile the step; `state` may be abstract (ShapeDtypeStructs)."""
+  start = time.perf_counter()
+  lowered = train_step.lower(state, batch, rng)
+  lowered_at = time.perf_counter()
+  compiled = lowered.compile()
+  done = time.perf_counter()
+  return compiled, {"lower_s": lowered_at - start, "xla_compile_s": done - lowered_at,
+                    "compile_s": done - start}
+
+
+def bench_train(args, cfg) -> tuple[dict[str, Any], Any, Any]:
+  """Median step time of the jitted train step; returns (results, module, final params)."""
+  module, tx, train_step, batch = build_train(cfg, args.seed)
+  batch = jax.device_put(batch)                            # resident, like a prefetched batch
+  rng = jax.random.key(args.seed)
+  state = state_lib.create(module, tx, jax.random.key(args.seed), batch["src"], batch["tgt_in"])
+  compiled, times = compile_train_step(train_step, state, batch, rng)
+
+  step_times, metrics = [], None
+  for _ in range(args.warmup + args.steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch, rng)            # state donated
+    jax.block_until_ready((state, metrics))
+    step_times.append(time.perf_counter() - start)
+  step_times = step_times[args.warmup:]
+  step_s = statistics.median(step_times)
+
+  b, s = batch["src"].shape
+  t = batch["tgt_in"].shape[1]
+  forward = flops.forward_flops(cfg.model, b, s, t)
+  step_flops = flops.train_flops(cfg.model, b, s, t)
+  out = {
+      "train_batch": b, "train_src_len": s, "train_tgt_len": t,
+      "train_steps_timed": args.steps, "train_warmup_steps": args.warmup,
+      "train_step_s": step_s, "train_step_s_min": min(step_times),
+      "train_step_s_max": max(step_times),
+      "train_tgt_tokens_per_s": b * t / step_s,
+      "train_compile_s": times["compile_s"], "train_lower_s": times["lower_s"],
+      "train_xla_compile_s": times["xla_compile_s"],
+      "train_flops_per_step": step_flops,
+      "train_flops_breakdown_forward": forward,
+      "train_model_tflops_per_s": step_flops / step_s / 1e12,
+      "train_final_loss": float(metrics["loss"]),
+      "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(state.params))),
+  }
+  out.update(_compiled_stats(compiled))
+  return out, module, state.params
+
+
+def _compiled_stats(compiled) -> dict[str, Any]:
+  """XLA's buffer sizes for the compiled step, where the backend reports them."""
+  out = {}
+  try:
+    mem = compiled.memory_analysis()
+    for name in ("argument", "output", "temp", "generated_code"):
+      value = getattr(mem, f"{name}_size_in_bytes", None)
+      if value is not None:
+        out[f"train_step_{name}_mb"] = value / 2**20
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return out
+
+
+def bench_decode(args, module, params) -> dict[str, Any]:
+  """Greedy and beam-4 decoding, encdec vs the baseline decoder, `decode_len` steps exactly."""
+  variables = {"params": params}
+  baseline = baseline_decoder.baseline_for(module)
+  rng = np.random.default_rng(args.seed + 1)
+  src = jnp.asarray(random_tokens(rng, (args.decode_batch, args.decode_len),
+                                  module.config.src_vocab_size))
+  n, beam = args.decode_len, 4
+  runs = {
+      "decode_greedy": lambda: decoding.greedy(module, variables, src, max_len=n, eos_id=-1),
+      "decode_beam4": lambda: decoding.beam_search(module, variables, src, beam, n, eos_id=-1),
+      "baseline_decode_greedy": lambda: decoding.greedy(baseline, variables, src, max_len=n,
+                                                        eos_id=-1),
+      "baseline_decode_beam4": lambda: decoding.beam_search(baseline, variables, src, beam, n,
+                                                            eos_id=-1),
+  }
+  out, tokens = {"decode_batch": args.decode_batch, "decode_src_len": args.decode_len,
+                 "decode_steps": n, "decode_beam_size": beam}, {}
+  generated = args.decode_batch * n                         # best hypothesis, every step
+  for name, fn in runs.items():
+    start = time.perf_counter()
+    tokens[name] = np.asarray(jax.block_until_ready(fn()))  # compile + first call
+    out[f"{name}_first_call_s"] = time.perf_counter() - start
+    seconds = statistics.median(timed(fn, args.decode_repeats))
+    out[f"{name}_s"] = seconds
+    out[f"{name}_tokens_per_s"] = generated / seconds
+  out["decode_beam4_speedup_vs_baseline"] = (out["decode_beam4_tokens_per_s"]
+                                             / out["baseline_decode_beam4_tokens_per_s"])
+  out["decode_greedy_speedup_vs_baseline"] = (out["decode_greedy_tokens_per_s"]
+                                              / out["baseline_decode_greedy_tokens_per_s"])
+  # Same parameters, same search: the tokens should agree (a float tie could rarely flip one).
+  for kind in ("greedy", "beam4"):
+    a, b = tokens[f"decode_{kind}"], tokens[f"baseline_decode_{kind}"]
+    out[f"baseline_{kind}_token_agreement"] = float(np.mean(a == b))
+  return out
+
+
+def bench_compile(args) -> dict[str, Any]:
+  """Trace + XLA compile time of the train step at two depths (abstract state: no init)."""
+  out = {}
+  for layers in args.compile_layers:
+    cfg = load_config(args, layers)
+    module, tx, train_step, batch = build_train(cfg, args.seed)
+    abstract_state = state_lib.abstract_shapes(module, tx, batch["src"], batch["tgt_in"])
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+    _, times = compile_train_step(train_step, abstract_state, abstract_batch,
+                                  jax.random.key(args.seed))
+    out[f"compile_s_{layers}_layers"] = times["compile_s"]
+    out[f"lower_s_{layers}_layers"] = times["lower_s"]
+    out[f"xla_compile_s_{layers}_layers"] = times["xla_compile_s"]
+  shallow, deep = args.compile_layers
+  out["compile_layers"] = [shallow, deep]
+  out["compile_scan_layers"] = bool(load_config(args).model.scan_layers)
+  out["compile_s_ratio"] = out[f"compile_s_{deep}_layers"] / out[f"compile_s_{shallow}_layers"]
+  return out
+
+
+def run_torch_peer(args, cfg) -> dict[str, Any]:
+  """The PyTorch nn.Transformer peer on the same shapes, in a subprocess."""
+  if importlib.util.find_spec("torch") is None:
+    return {"peer_torch_status": "skipped: torch is not importable in this Python "
+                                 f"({sys.executable}); pip install torch to compare"}
+  if not PEER_TORCH.is_file():
+    return {"peer_torch_status": f"skipped: {PEER_TORCH} not found"}
+  m = cfg.model
+  if m.num_encoder_layers != m.num_decoder_layers or cfg.task.max_src_len != cfg.task.max_tgt_len:
+    return {"peer_torch_status": "skipped: the peer takes equal layer counts and lengths"}
+  cmd = [sys.executable, str(PEER_TORCH), "--steps", str(args.peer_steps),
+         "--d", str(m.d_model), "--layers", str(m.num_encoder_layers),
+         "--heads", str(m.num_heads), "--mlp", str(m.d_ff), "--vocab", str(m.tgt_vocab_size),
+         "--batch", str(cfg.train.batch_size), "--len", str(cfg.task.max_tgt_len + 1)]
+  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  result = None
+  for line in reversed(proc.stdout.splitlines()):
+    try:
+      result = json.loads(line)
+      break
+    except json.JSONDecodeError:
+      continue
+  if proc.returncode != 0 or not result:
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+    return {"peer_torch_status": f"failed (exit {proc.returncode}): {tail[0]}"}
+  return {"peer_torch_status": "ok", "peer_torch": result,
+          "peer_torch_tgt_tokens_per_s": result["tgt_tokens_per_s"],
+          "peer_torch_step_s": result.get("step_s")}
+
+
+# ----------------------------------------------------------------------------------- summary
+def summary_table(r: dict[str, Any]) -> str:
+  def num(key, fmt="{:,.1f}", scale=1.0):
+    return fmt.format(r[key] * scale) if isinstance(r.get(key), (int, float)) else "n/a"
+
+  shallow, deep = r.get("compile_layers", [None, None])
+  rows = [
+      ("device", f"{r['device_kind']} ({r['platform']}), {r['cpu_count']} CPUs", ""),
+      ("model", f"{r['layers']}+{r['layers']} layers, d={r['d_model']}, "
+                f"{num('num_params', '{:,.0f}')} params", r["config"]),
+      ("train tgt tokens/s", num("train_tgt_tokens_per_s"),
+       f"median of {r['train_steps_timed']} steps, {num('train_step_s', '{:.3f}')} s/step"),
+      ("train compile (s)", num("train_compile_s", "{:.2f}"), "lower + XLA compile"),
+      ("model TFLOP/step", num("train_flops_per_step", "{:.3f}", 1e-12), "analytic, 3 x fwd"),
+      ("matmul peak (TFLOP/s)", num("matmul_peak_flops", "{:.3f}", 1e-12),
+       f"f32 {r.get('matmul_peak_size')}^2, measured"),
+      ("MFU", num("mfu", "{:.1%}"), "model FLOPs / step time / peak"),
+      ("decode greedy tokens/s", num("decode_greedy_tokens_per_s"),
+       f"baseline {num('baseline_decode_greedy_tokens_per_s')}"),
+      ("decode beam4 tokens/s", num("decode_beam4_tokens_per_s"),
+       f"baseline {num('baseline_decode_beam4_tokens_per_s')}"),
+      ("beam4 speedup vs baseline", num("decode_beam4_speedup_vs_baseline", "{:.2f}x"),
+       f"token agreement {num('baseline_beam4_token_agreement', '{:.0%}')}"),
+      (f"compile {shallow} / {deep} layers (s)",
+       f"{num(f'compile_s_{shallow}_layers', '{:.2f}')} / {num(f'compile_s_{deep}_layers', '{:.2f}')}",
+       f"ratio {num('compile_s_ratio', '{:.2f}')}"),
+      ("peak RSS (MB)", num("peak_rss_mb", "{:,.0f}"),
+       f"after train {num('peak_rss_mb_after_train', '{:,.0f}')}"),
+  ]
+  if "device_peak_mb_in_use" in r:
+    rows.append(("device peak memory (MB)", num("device_peak_mb_in_use", "{:,.0f}"), ""))
+  if "peer_torch_tgt_tokens_per_s" in r:
+    rows.append(("torch peer tgt tokens/s", num("peer_torch_tgt_tokens_per_s"),
+                 f"encdec / torch = {num('train_speed_vs_torch', '{:.2f}x')}"))
+  elif "peer_torch_status" in r:
+    rows.append(("torch peer", "n/a", r["peer_torch_status"]))
+  lines = ["| metric | value | notes |", "|---|---|---|"]
+  lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> dict[str, Any]:
+  args = parse_args(argv)
+  cfg = load_config(args)
+  r: dict[str, Any] = {"benchmark": "encdec", "quick": args.quick, "config": args.config,
+                       "layers": cfg.model.num_encoder_layers,
+                       "decoder_layers": cfg.model.num_decoder_layers,
+                       "d_model": cfg.model.d_model, "vocab": cfg.model.tgt_vocab_size}
+  r.update(environment())
+
+  def stage(name):
+    print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+
+  stage(f"matmul peak ({args.peak_size}^2 f32)")
+  r.update(matmul_peak(args.peak_size, args.peak_repeats))
+  stage(f"train step ({args.warmup} warm-up + {args.steps} timed)")
+  train, module, params = bench_train(args, cfg)
+  r.update(train)
+  r["mfu"] = r["train_flops_per_step"] / r["train_step_s"] / r["matmul_peak_flops"]
+  r["peak_rss_mb_after_train"] = peak_rss_mb()
+  r.update({f"{k}_after_train": v for k, v in device_memory().items()})
+  stage(f"decoding ({args.decode_batch} x {args.decode_len}, greedy and beam 4, + baseline)")
+  r.update(bench_decode(args, module, params))
+  del params
+  stage(f"compile time at {args.compile_layers} layers")
+  r.update(bench_compile(args))
+  if args.peers:
+    stage("torch peer")
+    r.update(run_torch_peer(args, cfg))
+    if "peer_torch_tgt_tokens_per_s" in r:
+      r["train_speed_vs_torch"] = r["train_tgt_tokens_per_s"] / r["peer_torch_tgt_tokens_per_s"]
+  r["peak_rss_mb"] = peak_rss_mb()
+  r.update(device_memory())
+
+  print(summary_table(r))
+  if args.json:
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_name(args.json.name + ".tmp")
+    tmp.write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
+    tmp.replace(args.json)
+    print(f"wrote {args.json}", file=sys.stderr)
+  return r
+
+
+if __name__ == "__main__":
+  main()

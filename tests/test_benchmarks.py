@@ -1,0 +1,144 @@
+"""benchmarks/: the FLOP formula, the baseline decoder's agreement, run.py end to end.
+
+Correctness only: no assertion here depends on a timing.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import baseline_decoder, flops  # noqa: E402
+from encdec import decoding, model  # noqa: E402
+
+TINY = dict(src_vocab_size=12, tgt_vocab_size=10, d_model=8, num_heads=2, d_ff=16,
+            num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0)
+
+
+def test_forward_flops_by_hand():
+  # B=2, S=3, T=5; d=8, H=2 heads of D=4 (H*D=8), d_ff=16, V=10: 6 source, 10 target tokens.
+  f = flops.forward_flops(TINY, batch=2, src_len=3, tgt_len=5)
+  hand = {
+      "encoder_qkv": 2 * 6 * 8 * 24,          # [6, 8] @ [8, 3*8]          = 2304
+      "encoder_attention": 2 * 2 * 6 * 3 * 8,  # QK^T and AV: 6 queries x 3 keys x 8 = 576
+      "encoder_out": 2 * 6 * 8 * 8,           #                              768
+      "encoder_mlp": 2 * 2 * 6 * 8 * 16,      # wi and wo                   = 3072
+      "decoder_self_qkv": 2 * 10 * 8 * 24,    #                              3840
+      "decoder_self_attention": 2 * 2 * 10 * 5 * 8,  # causal, counted in full = 1600
+      "decoder_self_out": 2 * 10 * 8 * 8,     #                              1280
+      "cross_q": 2 * 10 * 8 * 8,              #                              1280
+      "cross_kv": 2 * 6 * 8 * 16,             # encoder output -> K and V   = 1536
+      "cross_attention": 2 * 2 * 10 * 3 * 8,  # 10 target queries x 3 source keys = 960
+      "cross_out": 2 * 10 * 8 * 8,            #                              1280
+      "decoder_mlp": 2 * 2 * 10 * 8 * 16,     #                              5120
+      "logits": 2 * 10 * 8 * 10,              #                              1600
+  }
+  assert {k: v for k, v in f.items() if k != "total"} == hand
+  assert f["total"] == 25216
+  assert flops.train_flops(TINY, 2, 3, 5) == 3 * 25216
+
+
+def test_flops_follow_depth_and_cross_attention_variant():
+  base = flops.forward_flops(TINY, 2, 3, 5)
+  deeper = flops.forward_flops({**TINY, "num_encoder_layers": 3, "num_decoder_layers": 2}, 2, 3, 5)
+  assert deeper["encoder_mlp"] == 3 * base["encoder_mlp"]
+  assert deeper["cross_kv"] == 2 * base["cross_kv"] and deeper["logits"] == base["logits"]
+  mqa = flops.forward_flops({**TINY, "cross_attention": "mqa"}, 2, 3, 5)
+  assert mqa["cross_kv"] == base["cross_kv"] / 2          # 1 K/V head instead of 2
+  assert mqa["total"] - mqa["cross_kv"] == base["total"] - base["cross_kv"]
+  none = flops.forward_flops({**TINY, "cross_attention": "none"}, 2, 3, 5)
+  assert all(none[k] == 0 for k in ("cross_q", "cross_kv", "cross_attention", "cross_out"))
+  with pytest.raises(ValueError, match="cross_attention 'nope'"):
+    flops.forward_flops({**TINY, "cross_attention": "nope"}, 2, 3, 5)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"tie_output": False, "cross_attention": "gqa"}])
+def test_flops_match_the_models_weights(overrides):
+  """Projection FLOPs = 2 x kernel weights x the tokens each kernel sees, from the real model."""
+  cfg = {**TINY, "d_model": 16, "num_heads": 4, "num_encoder_layers": 2,
+         "num_decoder_layers": 3, **overrides}
+  batch, src_len, tgt_len = 2, 3, 5
+  m = model.build(cfg)
+  shapes = jax.eval_shape(m.init, jax.random.key(0), jnp.ones((batch, src_len), jnp.int32),
+                          jnp.ones((batch, tgt_len), jnp.int32))["params"]
+  expected = 0
+  for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
+    names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    size = int(np.prod(getattr(leaf, "value", leaf).shape))
+    if names[-1] == "kernel":
+      sees_source = names[0] == "encoder" or ("cross_attention" in names and "kv" in names)
+      expected += 2 * size * batch * (src_len if sees_source else tgt_len)
+    elif names[-1] == "embedding" and names[0] == "tgt_embed" and cfg.get("tie_output", True):
+      expected += 2 * size * batch * tgt_len                 # tied output projection
+  f = flops.forward_flops(cfg, batch, src_len, tgt_len)
+  scores = f["encoder_attention"] + f["decoder_self_attention"] + f["cross_attention"]
+  assert f["total"] - scores == expected
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  m = model.build({**TINY, "src_vocab_size": 40, "tgt_vocab_size": 40, "d_model": 32,
+                   "num_heads": 4, "d_ff": 64, "num_encoder_layers": 2, "num_decoder_layers": 2,
+                   "share_embeddings": True})
+  src = jax.random.randint(jax.random.key(1), (3, 7), 4, 40)
+  return m, m.init(jax.random.key(0), src, src), src
+
+
+def test_baseline_reads_the_same_parameters(tiny_model):
+  m, v, src = tiny_model
+  np.testing.assert_allclose(baseline_decoder.baseline_for(m).apply(v, src, src),
+                             m.apply(v, src, src), atol=1e-5)
+  unrolled = model.build({**TINY, "num_decoder_layers": 2, "scan_layers": False, "norm": "post",
+                          "tie_output": False, "position_encoding": "learned"})
+  uv = unrolled.init(jax.random.key(2), src % 12, src % 10)
+  np.testing.assert_allclose(baseline_decoder.baseline_for(unrolled).apply(uv, src % 12, src % 10),
+                             unrolled.apply(uv, src % 12, src % 10), atol=1e-5)
+
+
+def test_baseline_decodes_the_same_tokens(tiny_model):
+  m, v, src = tiny_model
+  b = baseline_decoder.baseline_for(m)
+  np.testing.assert_array_equal(decoding.greedy(b, v, src, max_len=12, eos_id=-1),
+                                decoding.greedy(m, v, src, max_len=12, eos_id=-1))
+  np.testing.assert_array_equal(decoding.beam_search(b, v, src, 4, 12, eos_id=-1),
+                                decoding.beam_search(m, v, src, 4, 12, eos_id=-1))
+  np.testing.assert_array_equal(decoding.beam_search(b, v, src, 3, 12),
+                                decoding.beam_search(m, v, src, 3, 12))
+
+
+def test_baseline_is_only_defined_for_multi_head_cross_attention():
+  m = model.build({**TINY, "cross_attention": "mqa"})
+  src = jnp.ones((1, 3), jnp.int32)
+  with pytest.raises(ValueError, match="model.cross_attention='mqa'"):
+    baseline_decoder.baseline_for(m).init(jax.random.key(0), src, src)
+
+
+def test_run_quick_writes_json(tmp_path):
+  out = tmp_path / "bench.json"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as users run it
+  proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
+                         "--peers", "--json", str(out)],
+                        capture_output=True, text=True, env=env, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  r = json.loads(out.read_text())
+  for key in ("train_tgt_tokens_per_s", "train_step_s", "train_compile_s", "mfu",
+              "matmul_peak_flops", "train_flops_per_step", "peak_rss_mb",
+              "decode_greedy_tokens_per_s", "decode_beam4_tokens_per_s",
+              "baseline_decode_beam4_tokens_per_s", "decode_beam4_speedup_vs_baseline",
+              "compile_s_ratio", "device_kind", "platform", "jax_version", "date", "cpu_count"):
+    assert key in r, key
+    assert r[key] is not None, key
+  shallow, deep = r["compile_layers"]
+  assert f"compile_s_{shallow}_layers" in r and f"compile_s_{deep}_layers" in r
+  assert r["baseline_beam4_token_agreement"] == 1.0
+  assert r["baseline_greedy_token_agreement"] == 1.0
+  assert "peer_torch_tgt_tokens_per_s" in r or r["peer_torch_status"].startswith("skipped")
+  assert "| metric | value | notes |" in proc.stdout
