@@ -51,6 +51,18 @@ def strip_special(ids: Sequence[int] | np.ndarray) -> list[int]:
   return out
 
 
+def id_pieces(ids, vocab_size: int, piece_of) -> list[str]:
+  """A printable label per id: <pad> <s> </s> <unk> for the reserved ids, piece_of(i) for the
+  vocabulary, <i?> for ids outside it."""
+  out = []
+  for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
+    if 0 <= i < NUM_RESERVED:
+      out.append(RESERVED_PIECES[i])
+    else:
+      out.append(piece_of(i) if i < vocab_size else f"<{i}?>")
+  return out
+
+
 class _VocabTokenizer:
   """Shared logic for tokenizers over a fixed, ordered symbol list (ids 4, 5, ...)."""
 
@@ -70,15 +82,8 @@ class _VocabTokenizer:
     return UNK_TEXT
 
   def pieces(self, ids) -> list[str]:
-    out = []
-    for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
-      if 0 <= i < NUM_RESERVED:
-        out.append(RESERVED_PIECES[i])
-      elif i < self.vocab_size:
-        out.append(self._symbol(i).replace(" ", "\u2423"))  # "␣" for a space
-      else:
-        out.append(f"<{i}?>")
-    return out
+    return id_pieces(ids, self.vocab_size,
+                     lambda i: self._symbol(i).replace(" ", "\u2423"))  # "␣" for a space
 
   def __repr__(self) -> str:
     return f"{type(self).__name__}({len(self.symbols)} symbols, vocab_size={self.vocab_size})"
@@ -145,15 +150,7 @@ class SentencePieceTokenizer:
     return self._sp.decode(strip_special(ids))
 
   def pieces(self, ids) -> list[str]:
-    out = []
-    for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
-      if 0 <= i < NUM_RESERVED:
-        out.append(RESERVED_PIECES[i])
-      elif i < self.vocab_size:
-        out.append(self._sp.id_to_piece(i))
-      else:
-        out.append(f"<{i}?>")
-    return out
+    return id_pieces(ids, self.vocab_size, self._sp.id_to_piece)
 
   def __repr__(self) -> str:
     return f"SentencePieceTokenizer({self.model_file!r}, vocab_size={self.vocab_size})"
