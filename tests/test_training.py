@@ -16,9 +16,12 @@ FAST = {"eval.every_steps": 10_000, "checkpoint.every_steps": 10_000, "logging.e
 @pytest.mark.parametrize("task", ["copy", "reverse"])
 def test_learns_algorithmic_task_to_99_percent(tmp_path, task):
   cfg = config.load(f"configs/algorithmic.py:task={task}",
-                    {**FAST, "task.max_len": 8, "train.num_steps": 600})
+                    {**FAST, "task.max_len": 8, "train.num_steps": 600, "eval.every_steps": 300})
   scores = loop.train(cfg, tmp_path)
   assert scores["exact_match"] >= 99.0, scores
+  dev = [r for r in writers.read_metrics(tmp_path) if "eval/loss" in r]
+  assert [r["step"] for r in dev] == [300]                      # teacher-forced dev metrics too
+  assert dev[0]["eval/accuracy"] > 0.9 and dev[0]["eval/perplexity"] < 2.0
 
 
 class StopAt:

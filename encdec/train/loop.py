@@ -90,6 +90,8 @@ class Trainer:
     self.batch_sharding = parallel.batch_sharding(self.mesh)
     self.state_shardings = state_lib.shardings(self.module, self.tx, *example_inputs(self.cfg),
                                                self.mesh)
+    self.eval_step = step_lib.make_eval_step(self.module,
+                                             label_smoothing=cfg.train.label_smoothing)
     self.train_step = step_lib.make_train_step(
         self.module, self.tx, self.learning_rate, label_smoothing=cfg.train.label_smoothing,
         accum_steps=cfg.train.accum_steps, skip_nonfinite=cfg.train.skip_nonfinite,
@@ -217,8 +219,24 @@ class Trainer:
         max_examples=max_examples)
     return evaluate.score(self.task, predictions), predictions
 
+  def teacher_forced_eval(self, state) -> dict[str, float]:
+    """Loss, perplexity and token accuracy on about eval.max_examples of the eval split."""
+    cfg = self.cfg
+    batches = pipeline.train_batches(self.task, cfg.task, split=cfg.eval.split,
+                                     batch_size=cfg.train.batch_size, seed=0,
+                                     shard_index=jax.process_index(),
+                                     shard_count=jax.process_count())
+    num_batches = max(1, -(-(cfg.eval.max_examples or 1000) // cfg.train.batch_size))
+    sums = None
+    for _ in range(num_batches):
+      batch_sums = self.eval_step(state.params, self.global_batch(next(batches)))
+      sums = batch_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch_sums)
+    batches.close()
+    return {k: float(v) for k, v in step_lib.summarize(sums).items() if k != "tokens"}
+
   def periodic_eval(self, step: int, state) -> None:
     scores, _ = self.evaluate(state, self.cfg.eval.split, self.cfg.eval.max_examples)
+    scores = {**self.teacher_forced_eval(state), **scores}
     logging.info("eval %s @ %d: %s", self.cfg.eval.split, step, _fmt(scores))
     self.log(step, {f"eval/{k}": v for k, v in scores.items() if not isinstance(v, str)})
 
