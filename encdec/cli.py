@@ -18,9 +18,11 @@ import sys
 from absl import flags, logging
 
 from encdec import config as config_lib
+from encdec.train.checkpoint import CheckpointWriteError
 from encdec.train.preemption import Preempted
 
-USER_ERRORS = (config_lib.ConfigError, ValueError, FileNotFoundError, FloatingPointError)
+USER_ERRORS = (config_lib.ConfigError, ValueError, FileNotFoundError, FloatingPointError,
+               CheckpointWriteError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
   except USER_ERRORS as e:
     if os.environ.get("ENCDEC_DEBUG"):
       raise
-    print(f"encdec {args.command}: error: {e}", file=sys.stderr)
+    print(f"encdec {args.command}: error: {str(e).splitlines()[0] if str(e) else repr(e)}",
+          file=sys.stderr)
     return 2
 
 

@@ -137,3 +137,4 @@ def test_other_config_in_workdir_is_refused_and_nothing_is_lost(tmp_path):
   assert result.returncode == 2 and "model config differs" in result.stderr
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
   assert json.loads((tmp_path / "config.json").read_text())["model"]["d_model"] == 32
+

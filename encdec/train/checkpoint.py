@@ -1,12 +1,17 @@
 """Orbax checkpoints of the train state and the data iterator: WORKDIR/checkpoints/<step>/."""
 from __future__ import annotations
 
+import contextlib
 import pathlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (e.g. the disk is full). Older checkpoints are intact."""
 
 
 class Checkpointer:
@@ -36,9 +41,24 @@ class Checkpointer:
     """Saves when `step` is on the interval (or `force`); returns whether it saved."""
     if not (force or self.should_save(step)) or step in self._manager.all_steps():
       return False
-    return self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
-        config=ocp.args.JsonSave(self.config)), force=True)
+    with self._write_errors():
+      return self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+          config=ocp.args.JsonSave(self.config)), force=True)
+
+  @contextlib.contextmanager
+  def _write_errors(self):
+    """A failed (possibly asynchronous, earlier) write --> one clear CheckpointWriteError."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except (Orbax wraps OS errors variously)
+      text = str(e)
+      if "No space left" not in text and "os_error_code='28'" not in text:
+        raise
+      raise CheckpointWriteError(
+          f"cannot write a checkpoint in {self.directory}: no space left on "
+          f"device; free space and rerun the same command to resume from step "
+          f"{self._manager.latest_step()}") from e
 
   def saved_config(self, step: int) -> dict:
     """The config recorded with checkpoint `step` ({} if it has none or it is unreadable)."""
@@ -82,9 +102,10 @@ class Checkpointer:
     self._manager.reload()
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._write_errors():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
