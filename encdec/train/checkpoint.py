@@ -29,6 +29,9 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                            create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    # Decided from what this run saved, not by listing the directory: every process must take
+    # the same decisions, and a listing races with another process's asynchronous finalize.
+    self._saved = set(self._manager.all_steps())
 
   def should_save(self, step: int) -> bool:
     """Whether `step` is on the save interval (cheap: decide before gathering state)."""
@@ -39,8 +42,9 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> bool:
     """Saves when `step` is on the interval (or `force`); returns whether it saved."""
-    if not (force or self.should_save(step)) or step in self._manager.all_steps():
+    if not (force or self.should_save(step)) or step in self._saved:
       return False
+    self._saved.add(step)
     with self._write_errors():
       return self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
@@ -99,6 +103,7 @@ class Checkpointer:
                     path, type(error).__name__, str(error).splitlines()[0][:200], aside.name)
     if jax.process_index() == 0:
       path.rename(aside)
+    self._saved.discard(step)
     self._manager.reload()
 
   def wait(self) -> None:
