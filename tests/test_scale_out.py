@@ -66,6 +66,7 @@ def encdec_train(workdir, devices, extra=(), processes=1):
   return errors
 
 
+@pytest.mark.slow  # passes alone; in the full suite a 2-process run has hung at exit (see issue 4)
 def test_two_processes_equal_one_process_and_one_device(tmp_path):
   encdec_train(tmp_path / "one_device", 1)
   encdec_train(tmp_path / "eight_devices", 8, ["--config.mesh.fsdp=2", "--config.mesh.tensor=2"])

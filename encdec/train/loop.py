@@ -170,6 +170,7 @@ class Trainer:
       state = self.train_until(state, start, guard)
     self.checkpointer.save(int(state.step), state, self.data_states(), force=True)
     self.checkpointer.close()
+    self.batches.close()  # stop the prefetch threads
     result = self.final_eval(state)
     if self.writer is not None:
       self.writer.close()
