@@ -30,7 +30,7 @@ def base() -> ml_collections.ConfigDict:
       src_vocab_size=0, tgt_vocab_size=0,  # 0: taken from the task's tokenizers
       d_model=256, num_heads=4, head_dim=0, d_ff=1024, num_encoder_layers=3,
       num_decoder_layers=3, dropout_rate=0.1, attention_dropout_rate=0.0, cross_attention="mha",
-      cross_kv_heads=0,
+      cross_kv_heads=0, cross_latents=16, cross_window=4, cross_attention_layers="all",
       share_embeddings=False, tie_output=True, position_encoding="sinusoidal", max_len=512,
       norm="pre", activation="relu", dtype="float32", scan_layers=True)
   c.task = dict(name="copy")
@@ -38,7 +38,8 @@ def base() -> ml_collections.ConfigDict:
                  pack=False, skip_nonfinite=False,
                  init_from="", init_from_step=0, init_mapping=())  # warm start: train/warm_start.py
   c.optim = dict(learning_rate=1e-3, schedule="rsqrt", warmup_steps=500, b1=0.9, b2=0.98,
-                 eps=1e-9, weight_decay=0.0, grad_clip_norm=1.0)
+                 eps=1e-9, weight_decay=0.0, grad_clip_norm=1.0,
+                 trainable="")   # a regex over parameter paths: train only those (optim.py)
   c.checkpoint = dict(every_steps=1000, keep=3, async_save=True)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.eval = dict(every_steps=1000, split="dev", max_examples=500, final_split="test",
@@ -46,6 +47,14 @@ def base() -> ml_collections.ConfigDict:
   c.decode = dict(max_len=0, beam_size=1, alpha=0.6)   # max_len 0: task.max_tgt_len + 1
   c.logging = dict(every_steps=100, tensorboard=True)
   return c
+
+
+def with_defaults(section: str, saved: Mapping[str, Any]) -> dict[str, Any]:
+  """A section of a saved config.json, with keys added to `base()` since then at their defaults.
+
+  A run saved before a new model option existed then resumes as long as the option is unset.
+  """
+  return {**base()[section].to_dict(), **saved}
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -177,6 +186,9 @@ def _check_registered(cfg: ml_collections.ConfigDict) -> None:
   if cfg.model.cross_attention not in cross_attention.CROSS_ATTENTION:
     raise ConfigError(f"unknown model.cross_attention {cfg.model.cross_attention!r}; valid: "
                       f"{', '.join(sorted(cross_attention.CROSS_ATTENTION))}")
+  if cfg.train.pack and not cross_attention.get(cfg.model.cross_attention).supports_packing:
+    raise ConfigError(f"model.cross_attention={cfg.model.cross_attention!r} cannot read packed "
+                      "batches (it would mix the packed examples); set train.pack=False")
   if cfg.optim.schedule not in optim.SCHEDULES:
     raise ConfigError(f"unknown optim.schedule {cfg.optim.schedule!r}; valid: "
                       f"{', '.join(sorted(optim.SCHEDULES))}")

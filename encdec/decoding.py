@@ -17,11 +17,12 @@ PAD, BOS, EOS = 0, 1, 2
 
 
 def init_cache(module: nn.Module, variables: Any, src: jax.Array, max_len: int,
-               encoded: jax.Array | None = None) -> Any:
-  """The decoding cache for `src` [B, S]: self-attention K/V for max_len steps, cross K/V."""
+               encoded: jax.Array | None = None, beams: int = 1) -> Any:
+  """The decoding cache for `src` [B, S] and `beams` target rows per source (B*beams rows):
+  self-attention K/V for max_len steps per row, cross-attention K/V once per source."""
   if encoded is None:
     encoded = module.apply(variables, src, method=module.encode)           # [B, S, d]
-  dummy = jnp.zeros((src.shape[0], 1), jnp.int32)
+  dummy = jnp.zeros((src.shape[0] * beams, 1), jnp.int32)
   _, state = module.apply(variables, encoded, src, dummy, decode=True, cache_length=max_len,
                           method=module.decode, mutable=["cache"])
   return state["cache"]
@@ -121,13 +122,9 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
   """
   variables = {"params": variables["params"]}
   batch, k = src.shape[0], beam_size
-  encoded = module.apply(variables, src, method=module.encode)             # [B, S, d]
-  dummy = jnp.zeros((batch * k, 1), jnp.int32)
-  _, cache = module.apply(variables, encoded, src, dummy, decode=True, cache_length=max_len,
-                          method=module.decode, mutable=["cache"])
   carry = dict(
       step=jnp.array(0),
-      cache=cache["cache"],
+      cache=init_cache(module, variables, src, max_len, beams=k),
       live_tokens=jnp.zeros((batch, k, max_len), jnp.int32),
       # Only beam 0 is live at the start, so the first step does not pick K copies.
       live_logp=jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1)), (batch, 1)),   # [B, K]

@@ -63,6 +63,20 @@ def _first_collective_in_lockstep(timeout_s: int = 600) -> None:
   multihost_utils.sync_global_devices("encdec_collectives_ready")
 
 
+def shutdown_distributed(timeout_s: int = 600) -> None:
+  """Leave a multi-process run together, explicitly (no-op for a single process).
+
+  Every process meets at a barrier after its last collective, then disconnects. Left to the
+  interpreter's exit hook, the shutdown barrier raced with background threads (checkpoint,
+  data, TensorBoard) and a process could miss it and hang.
+  """
+  from jax._src import distributed  # pylint: disable=import-outside-toplevel
+  if distributed.global_state.client is None:
+    return
+  distributed.global_state.client.wait_at_barrier("encdec_end", timeout_s * 1000)
+  jax.distributed.shutdown()
+
+
 def is_secondary_process() -> bool:
   return jax.process_index() > 0
 

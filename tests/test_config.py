@@ -66,3 +66,8 @@ def test_bad_paths_and_args(tmp_path, config_file):
   (tmp_path / "empty.py").write_text("x = 1\n")
   with pytest.raises(config.ConfigError, match="defines no get_config"):
     config.load(str(tmp_path / "empty.py"))
+
+
+def test_a_variant_that_cannot_read_packed_batches_refuses_packing():
+  with pytest.raises(config.ConfigError, match="train.pack=False"):
+    config.load(None, {"model.cross_attention": "latent", "train.pack": True})

@@ -49,16 +49,32 @@ def test_padding_invariant(variant):
   np.testing.assert_allclose(logits, padded[:, :TGT.shape[1]], atol=1e-5)
 
 
+def cached_log_probs(m, v, src, tgt, beams=1):
+  """Step-by-step decoding of tgt [B*beams, T] (rows b*beams + g share source b): [B*G, T, V]."""
+  cache = decoding.init_cache(m.module, v, src, max_len=tgt.shape[1], beams=beams)
+  step_fn = jax.jit(lambda cache, tokens, t: decoding.decode_step(m.module, v, cache, src,
+                                                                  tokens, t))
+  steps = []
+  for t in range(tgt.shape[1]):
+    step, cache = step_fn(cache, tgt[:, t], jnp.array(t))
+    steps.append(step)
+  return jnp.stack(steps, axis=1)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cached_decoding_equals_full_forward(variant):
   m, v = make(variant)
   full = jax.nn.log_softmax(m.apply(v, SRC, TGT))
-  cache = decoding.init_cache(m.module, v, SRC, max_len=TGT.shape[1])
-  step_fn = jax.jit(lambda cache, tokens, t: decoding.decode_step(m.module, v, cache, SRC,
-                                                                  tokens, t))
-  for t in range(TGT.shape[1]):
-    step, cache = step_fn(cache, TGT[:, t], jnp.array(t))
-    np.testing.assert_allclose(step[0], full[0, t], atol=1e-4)
+  np.testing.assert_allclose(cached_log_probs(m, v, SRC, TGT), full, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_beams_read_their_source_without_copies(variant):
+  """Two target rows per source (K/V kept at batch B) = the full forward with sources repeated."""
+  m, v = make(variant)
+  tgt = jnp.stack([TGT, TGT.at[:, 1:].set(17)], axis=1).reshape(-1, TGT.shape[1])  # [B*2, T]
+  full = jax.nn.log_softmax(m.apply(v, jnp.repeat(SRC, 2, axis=0), tgt))
+  np.testing.assert_allclose(cached_log_probs(m, v, SRC, tgt, beams=2), full, atol=1e-4)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -98,3 +114,68 @@ def test_gated_starts_closed():
   m = model.build({**BASE, "cross_attention": "gated"})
   v = m.init(jax.random.key(0), SRC, TGT)
   np.testing.assert_allclose(m.apply(v, SRC, TGT), m.apply(v, SRC.at[:, 0].set(19), TGT))
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("all", (1, 1, 1, 1)), ("first", (1, 0, 0, 0)), ("last", (0, 0, 0, 1)),
+    ("middle", (0, 0, 1, 0)), ("every:2", (0, 1, 0, 1)), ("0,3", (1, 0, 0, 1))])
+def test_cross_attention_layers_places_it_in_those_layers_only(spec, expected):
+  cfg = {**BASE, "num_decoder_layers": 4, "cross_attention_layers": spec}
+  assert model.TransformerConfig(**cfg).cross_layers() == tuple(map(bool, expected))
+  params = model.build(cfg).init(jax.random.key(0), SRC, TGT)["params"]["decoder"]
+  if spec == "all":   # one scanned stack
+    assert "cross_attention" in params["layers"]
+  else:
+    assert tuple(int("cross_attention" in params[f"layer_{i}"]) for i in range(4)) == expected
+
+
+def test_cross_attention_in_some_layers_decodes_like_the_full_forward():
+  m = Jitted(model.build({**BASE, "num_decoder_layers": 3, "cross_attention_layers": "last"}))
+  v = m.init(jax.random.key(0), SRC, TGT)
+  full = jax.nn.log_softmax(m.apply(v, SRC, TGT))
+  np.testing.assert_allclose(cached_log_probs(m, v, SRC, TGT), full, atol=1e-4)
+
+
+@pytest.mark.parametrize("spec", ["some", "every:0", "7", ""])
+def test_bad_cross_attention_layers_is_a_clear_error(spec):
+  with pytest.raises(ValueError, match="cross_attention_layers"):
+    model.TransformerConfig(**{**BASE, "cross_attention_layers": spec})
+
+
+def test_shared_kv_caches_one_projection_for_all_layers():
+  m, v = make("shared_kv")
+  cache = decoding.init_cache(m.module, v, SRC, max_len=4)
+  assert cache["decoder"]["cross_attention_memory"]["cached_kv"].shape == (2, 6, 2, 4, 8)
+  assert "cached_kv" not in cache["decoder"]["layers"].get("cross_attention", {})
+
+
+def test_latent_cache_does_not_grow_with_the_source():
+  m, v = make("latent")
+  for length in (6, 12):
+    src = jnp.pad(SRC, [(0, 0), (0, length - SRC.shape[1])])
+    kv = decoding.init_cache(m.module, v, src, max_len=4)["decoder"]["layers"]["cross_attention"]
+    assert kv["cached_kv"].shape == (2, 2, 16, 2, 4, 8)             # [L, B, M, 2, H, D]
+
+
+def test_local_attention_stays_within_its_window():
+  m = Jitted(model.build({**BASE, "cross_attention": "local", "cross_window": 1}))
+  src = jnp.tile(jnp.arange(4, 20, dtype=jnp.int32), (2, 1))       # S = 16
+  v = m.init(jax.random.key(0), src, TGT)
+  _, state = m.module.apply(v, src, TGT, mutable=["intermediates"])
+  weights = state["intermediates"]["decoder"]["layers"]["cross_attention"]["weights"][0]
+  assert weights.shape[-1] == 16                                   # [L, B, H, T, S]
+  assert int(jnp.max(jnp.sum(weights > 1e-6, axis=-1))) <= 3       # |s - centre| <= 1
+
+
+def test_all_layers_reads_a_mix_of_every_encoder_layer():
+  m, v = make("all_layers")
+  encoded = m.module.apply(v, SRC, method=m.module.encode)
+  assert encoded.shape == (2, 6, BASE["num_encoder_layers"] + 1, BASE["d_model"])
+  weights = v["params"]["decoder"]["layers"]["cross_attention"]["layer_weights"].value
+  assert weights.shape == (BASE["num_decoder_layers"], BASE["num_encoder_layers"] + 1)
+
+
+def test_merged_attention_replaces_self_attention():
+  m, v = make("merged")
+  layer = v["params"]["decoder"]["layers"]
+  assert "self_attention" not in layer and "qkv" in layer["cross_attention"]

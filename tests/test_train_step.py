@@ -13,7 +13,7 @@ MODEL = dict(src_vocab_size=12, tgt_vocab_size=12, d_model=32, num_heads=4, d_ff
              num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0)
 OPTIM = ml_collections.ConfigDict(dict(learning_rate=3e-3, schedule="constant", warmup_steps=10,
                                        b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.0,
-                                       grad_clip_norm=1.0))
+                                       grad_clip_norm=1.0, trainable=""))
 
 
 def copy_batch(seed: int, batch: int = 16, length: int = 6):
@@ -24,9 +24,9 @@ def copy_batch(seed: int, batch: int = 16, length: int = 6):
           "tgt_out": np.concatenate([x, col(2)], 1)}
 
 
-def setup(accum_steps=1, skip_nonfinite=False, **model_overrides):
+def setup(accum_steps=1, skip_nonfinite=False, trainable="", **model_overrides):
   m = model.build({**MODEL, **model_overrides})
-  tx = optim.optimizer(OPTIM, 100)
+  tx = optim.optimizer(ml_collections.ConfigDict({**OPTIM.to_dict(), "trainable": trainable}), 100)
   b = copy_batch(0)
   st = state_lib.create(m, tx, jax.random.key(0), b["src"][:1], b["tgt_in"][:1])
   fn = step_lib.make_train_step(m, tx, optim.schedule(OPTIM, 100), label_smoothing=0.0,
@@ -121,3 +121,23 @@ def test_schedules_warm_up_to_the_peak(name):
   assert float(lr(0)) == 0.0
   np.testing.assert_allclose(float(lr(10)), 3e-3, rtol=1e-5)
   assert float(lr(99)) <= 3e-3 * (1 + 1e-6)
+
+
+def test_trainable_regex_freezes_every_other_parameter():
+  """optim.trainable="cross_attention": only those parameters move (Gheini et al., 2021)."""
+  _, _, st, fn = setup(trainable="cross_attention")
+  before = jax.device_get(st.params)   # the step donates its input state
+  new, _ = fn(st, copy_batch(3), jax.random.key(1))   # learning rate 0 (warm-up starts at 0)
+  new, _ = fn(new, copy_batch(4), jax.random.key(2))
+  flat = lambda params: jax.tree_util.tree_flatten_with_path(params)[0]
+  for (path, before), (_, after) in zip(flat(before), flat(new.params)):
+    moved = not np.allclose(before, after)
+    assert moved == ("cross_attention" in jax.tree_util.keystr(path)), path
+  frozen_state = [x for x in jax.tree_util.tree_leaves(new.opt_state) if np.size(x) > 1]
+  assert sum(np.size(x) for x in frozen_state) < 3 * sum(
+      np.size(x) for x in jax.tree_util.tree_leaves(new.params))  # no Adam moments for frozen
+
+
+def test_trainable_regex_that_matches_nothing_is_a_clear_error():
+  with pytest.raises(ValueError, match="matches no parameter"):
+    setup(trainable="no_such_module")

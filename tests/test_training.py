@@ -75,6 +75,17 @@ def test_workdir_of_another_model_is_refused(tmp_path):
     loop.prepare_workdir(tmp_path, small_run_config(**{"model.d_model": 32}))
 
 
+def test_workdir_saved_before_a_model_option_existed_still_resumes(tmp_path):
+  """A key added to config.base() later is compared at its default, not as a difference."""
+  loop.prepare_workdir(tmp_path, small_run_config())
+  saved = json.loads((tmp_path / "config.json").read_text())
+  del saved["model"]["cross_window"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  loop.prepare_workdir(tmp_path, small_run_config())
+  with pytest.raises(config.ConfigError, match="model config differs"):
+    loop.prepare_workdir(tmp_path, small_run_config(**{"model.cross_window": 2}))
+
+
 def encdec(*args, stdin=None):
   return subprocess.run([sys.executable, "-m", "encdec", *args], capture_output=True, text=True,
                         input=stdin, timeout=600)

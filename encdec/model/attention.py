@@ -60,15 +60,12 @@ def cache_mask(cache_index: jax.Array, cache_length: int) -> jax.Array:
 
 
 # ------------------------------------------------------------------------ attention
-def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
-                          *, dropout_rate: float = 0.0, deterministic: bool = True,
-                          dropout_rng: jax.Array | None = None,
-                          return_weights: bool = False):
-  """softmax(QK^T/sqrt(d) + M) V, with K/V heads shared by groups of query heads.
+def attention_logits(query: jax.Array, key: jax.Array, mask: jax.Array,
+                     bias: jax.Array | None = None) -> jax.Array:
+  """QK^T/sqrt(d) (+ bias), masked: float32 [B, H, T, S].
 
-  query [B, T, H, D]; key, value [B, S, Hk, D] with Hk dividing H (Hk = H: multi-head,
-  Hk = 1: multi-query, else grouped-query); mask [B|1, 1|H, T|1, S] bool.
-  Returns [B, T, H, D] (and the weights [B, H, T, S] if asked).
+  query [B, T, H, D]; key [B, S, Hk, D] with Hk dividing H (Hk = H: multi-head, Hk = 1:
+  multi-query, else grouped-query); mask [B|1, 1|H, T|1, S] bool; bias broadcasts to the logits.
   """
   batch, length, heads, depth = query.shape
   kv_heads = key.shape[2]
@@ -76,36 +73,93 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, ma
   query = query.reshape(batch, length, kv_heads, heads // kv_heads, depth)   # [B, T, Hk, R, D]
   logits = jnp.einsum("btgrd,bsgd->bgrts", query, key).astype(jnp.float32)
   logits = logits.reshape(batch, heads, length, key.shape[1])                # [B, H, T, S]
-  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
-  if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
-  grouped = weights.reshape(batch, kv_heads, heads // kv_heads, length, key.shape[1])
-  out = jnp.einsum("bgrts,bsgd->btgrd", grouped, value)                      # [B, T, Hk, R, D]
-  out = out.reshape(batch, length, heads, depth)                             # [B, T, H, D]
+  if bias is not None:
+    logits = logits + bias
+  return jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+
+
+def weighted_values(weights: jax.Array, value: jax.Array) -> jax.Array:
+  """weights [B, H, T, S] @ value [B, S, Hk, D] (query head h reads K/V head h // (H/Hk))."""
+  batch, heads, length, source = weights.shape
+  kv_heads, depth = value.shape[2], value.shape[3]
+  grouped = weights.reshape(batch, kv_heads, heads // kv_heads, length, source)
+  out = jnp.einsum("bgrts,bsgd->btgrd", grouped.astype(value.dtype), value)   # [B, T, Hk, R, D]
+  return out.reshape(batch, length, heads, depth)                            # [B, T, H, D]
+
+
+def attention_dropout(weights: jax.Array, rate: float, deterministic: bool,
+                      rng: jax.Array | None) -> jax.Array:
+  if deterministic or rate == 0.0:
+    return weights
+  keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
+  return jnp.where(keep, weights / (1.0 - rate), 0.0).astype(weights.dtype)
+
+
+def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
+                          *, bias: jax.Array | None = None, dropout_rate: float = 0.0,
+                          deterministic: bool = True, dropout_rng: jax.Array | None = None,
+                          return_weights: bool = False):
+  """softmax(QK^T/sqrt(d) + bias + M) V, with K/V heads shared by groups of query heads.
+
+  query [B, T, H, D]; key, value [B, S, Hk, D]; mask [B|1, 1|H, T|1, S] bool.
+  Returns [B, T, H, D] (and the weights [B, H, T, S] if asked).
+  """
+  weights = jax.nn.softmax(attention_logits(query, key, mask, bias), axis=-1)
+  weights = weights.astype(value.dtype)
+  out = weighted_values(attention_dropout(weights, dropout_rate, deterministic, dropout_rng),
+                        value)
   return (out, weights) if return_weights else out
 
 
+# Beams share a source: the G query rows of a source are folded into its time axis, so the
+# source's K/V (kept at batch B) are never copied per beam.
+def fold_beams(x: jax.Array, batch: int) -> jax.Array:
+  """[B*G, T, ...] --> [B, G*T, ...]."""
+  return x.reshape((batch, -1) + x.shape[2:])
+
+
+def unfold_beams(x: jax.Array, rows: int) -> jax.Array:
+  """[B, G*T, ...] --> [B*G, T, ...]."""
+  return x.reshape((rows, -1) + x.shape[2:])
+
+
+def fold_beam_scores(x: jax.Array, batch: int) -> jax.Array:
+  """Logits/weights/bias [B*G, H, T, S] --> [B, H, G*T, S]."""
+  rows, heads, length, source = x.shape
+  x = x.reshape(batch, rows // batch, heads, length, source).transpose(0, 2, 1, 3, 4)
+  return x.reshape(batch, heads, -1, source)
+
+
+def unfold_beam_scores(x: jax.Array, rows: int) -> jax.Array:
+  """[B, H, G*T, S] --> [B*G, H, T, S]."""
+  batch, heads, _, source = x.shape
+  x = x.reshape(batch, heads, rows // batch, -1, source).transpose(0, 2, 1, 3, 4)
+  return x.reshape(rows, heads, -1, source)
+
+
+def fold_beam_mask(mask: jax.Array, groups: int) -> jax.Array:
+  """A source mask [B|1, 1, T|1, S] for queries folded to G*T."""
+  return mask if mask.shape[2] == 1 else jnp.tile(mask, (1, 1, groups, 1))
+
+
 def grouped_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
-                      **kwargs):
+                      *, bias: jax.Array | None = None, **kwargs):
   """Attention when the query batch is a multiple of the key batch (beams share a source).
 
-  query [B*G, T, H, D] with key/value [B, S, H, D] and mask [B|1, 1, T|1, S]: the G query rows
-  of one source are folded into its time axis, so K/V are never copied per beam.
+  query [B*G, T, H, D] with key/value [B, S, Hk, D], mask [B|1, 1, T|1, S] and bias
+  [B*G, H|1, T, S] (optional). Returns [B*G, T, H, D] (and weights [B, H, G*T, S] if asked).
   """
-  batch, groups = key.shape[0], query.shape[0] // key.shape[0]
-  if groups == 1:
-    return dot_product_attention(query, key, value, mask, **kwargs)
-  _, t, h, d = query.shape
-  query = query.reshape(batch, groups * t, h, d)                         # [B, G*T, H, D]
-  if mask.shape[2] != 1:
-    mask = jnp.tile(mask, (1, 1, groups, 1))                             # [B, 1, G*T, S]
-  out = dot_product_attention(query, key, value, mask, **kwargs)
+  batch, rows = key.shape[0], query.shape[0]
+  if rows == batch:
+    return dot_product_attention(query, key, value, mask, bias=bias, **kwargs)
+  if bias is not None:
+    bias = fold_beam_scores(jnp.broadcast_to(bias, (rows, query.shape[2]) + bias.shape[2:]),
+                            batch)
+  out = dot_product_attention(fold_beams(query, batch), key, value,
+                              fold_beam_mask(mask, rows // batch), bias=bias, **kwargs)
   if kwargs.get("return_weights"):
-    out, weights = out
-    return out.reshape(batch * groups, t, h, d), weights
-  return out.reshape(batch * groups, t, h, d)                            # [B*G, T, H, D]
+    return unfold_beams(out[0], rows), out[1]
+  return unfold_beams(out, rows)                                         # [B*G, T, H, D]
 
 
 class SelfAttention(nn.Module):
@@ -126,25 +180,36 @@ class SelfAttention(nn.Module):
                                self.dtype, name="qkv")(x)                # [B, T, 3, H, D]
     query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if decode:
-      key, value, mask = self._update_cache(key, value, cache_length)
+      key, value, mask = update_cache(self, key, value, cache_length)
     dropout_rng = None if deterministic or self.dropout_rate == 0 else self.make_rng("dropout")
     out = dot_product_attention(query, key, value, mask, dropout_rate=self.dropout_rate,
                                 deterministic=deterministic, dropout_rng=dropout_rng)
-    return layers.dense_general(x.shape[-1], ("heads", "kv", "embed"), self.dtype, axis=(-2, -1),
-                                name="out")(out)                           # [B, T, d_model]
+    return output_projection(out, x.shape[-1], self.dtype)                 # [B, T, d_model]
 
-  def _update_cache(self, key: jax.Array, value: jax.Array, cache_length: int | None):
-    """Write this step's key/value at the cache index; return the whole cache and its mask."""
-    initialized = self.has_variable("cache", "key")
-    batch, _, heads, depth = key.shape
-    shape = (batch, cache_length or 0, heads, depth)
-    cached_key = self.variable("cache", "key", jnp.zeros, shape, key.dtype)
-    cached_value = self.variable("cache", "value", jnp.zeros, shape, value.dtype)
-    index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
-    if not initialized:  # cache creation: nothing to attend to yet
-      return key, value, causal_mask(key.shape[1])
-    i = index.value
-    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, i, 0, 0))
-    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, i, 0, 0))
-    index.value = i + 1
-    return cached_key.value, cached_value.value, cache_mask(i, cached_key.value.shape[1])
+
+def output_projection(heads: jax.Array, d_model: int, dtype) -> jax.Array:
+  """[B, T, H, D] --> [B, T, d_model] (call from a compact method: the layer is named 'out')."""
+  return layers.dense_general(d_model, ("heads", "kv", "embed"), dtype, axis=(-2, -1),
+                              name="out")(heads)
+
+
+def update_cache(module: nn.Module, key: jax.Array, value: jax.Array, cache_length: int | None):
+  """Write this step's key/value into `module`'s cache; return the whole cache and its mask.
+
+  The first call (no cache yet) creates an empty cache of `cache_length` steps and returns
+  the inputs unchanged with a causal mask. Cache variables: 'key', 'value' [B, L, H, D] and
+  'index' (decoding.reorder_cache reorders 'key'/'value' rows by beam).
+  """
+  initialized = module.has_variable("cache", "key")
+  batch, _, heads, depth = key.shape
+  shape = (batch, cache_length or 0, heads, depth)
+  cached_key = module.variable("cache", "key", jnp.zeros, shape, key.dtype)
+  cached_value = module.variable("cache", "value", jnp.zeros, shape, value.dtype)
+  index = module.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+  if not initialized:  # cache creation: nothing to attend to yet
+    return key, value, causal_mask(key.shape[1])
+  i = index.value
+  cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, i, 0, 0))
+  cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, i, 0, 0))
+  index.value = i + 1
+  return cached_key.value, cached_value.value, cache_mask(i, cached_key.value.shape[1])

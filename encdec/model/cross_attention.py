@@ -13,10 +13,15 @@ With `decode=True` a variant computes what it derives from `encoded` (keys/value
 source, into the 'cache' collection, the first time it is called, and reads it from there on
 every later step. A new variant is a small module added to `CROSS_ATTENTION`; the property
 tests in tests/test_cross_attention.py run over the whole registry.
+
+Class attributes tell the decoder how a variant sits in it (see `CrossAttentionBase`): its
+`layout` in the decoder block (after self-attention, in parallel with it, or merged into it),
+whether it reads all encoder layers, and a module run once per decoder whose output every
+layer receives instead of the encoder output (`shared_memory`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -25,41 +30,72 @@ import jax.numpy as jnp
 from encdec.model import attention, layers
 
 
-class MultiHeadCrossAttention(nn.Module):
+class CrossAttentionBase(nn.Module):
+  """What every variant shares: the model config, and how the decoder should use it."""
+  config: Any   # TransformerConfig
+  # "sequential": x -> self-attention -> this -> MLP; "parallel": self-attention(h) + this(h)
+  # in one residual; "merged": this replaces self-attention (called with self_mask too).
+  layout: ClassVar[str] = "sequential"
+  # The encoder returns every layer's output [B, S, L+1, d] instead of the last one.
+  reads_encoder_layers: ClassVar[bool] = False
+  # A module applied once per decoder to the encoder output; layers get its result.
+  shared_memory: ClassVar[type[nn.Module] | None] = None
+  # False when a row's K/V mix its packed examples (the trainer refuses train.pack).
+  supports_packing: ClassVar[bool] = True
+
+
+class MultiHeadCrossAttention(CrossAttentionBase):
   """Standard multi-head cross-attention (Vaswani et al., 2017, "Attention Is All You Need").
 
   Q = x W_Q, K = H_enc W_K, V = H_enc W_V, with `kv_heads()` K/V heads (here one per query head).
+  Subclasses change one step: which K/V (`project_kv`, `keys_values`) or a logit bias.
   """
-  config: Any   # TransformerConfig
 
   def kv_heads(self) -> int:
     return self.config.num_heads
 
-  def project_kv(self, encoded: jax.Array) -> jax.Array:
+  def project_kv(self, memory: jax.Array, mask: jax.Array) -> jax.Array:
     """[B, S, d_model] --> [B, S, 2, Hk, D] (keys and values in one matmul)."""
     cfg = self.config
     return layers.dense_general((2, self.kv_heads(), cfg.heads_dim),
                                 ("embed", "qkv", "kv_heads", "kv"), cfg.compute_dtype,
-                                name="kv")(encoded)
+                                name="kv")(memory)
 
-  @nn.compact
-  def __call__(self, x: jax.Array, encoded: jax.Array | None, mask: jax.Array, *,
-               deterministic: bool, decode: bool = False) -> jax.Array:
+  def kv_mask(self, mask: jax.Array) -> jax.Array:
+    """The mask over the keys `project_kv` returns (here: the source positions themselves)."""
+    return mask
+
+  def keys_values(self, memory: jax.Array | None, mask: jax.Array, decode: bool):
+    """(K/V [B, S', 2, Hk, D], their mask); when decoding, projected once into the cache."""
+    if decode:
+      kv = self.variable("cache", "cached_kv", self.project_kv, memory, mask).value
+    else:
+      kv = self.project_kv(memory, mask)
+    return kv, self.kv_mask(mask)
+
+  def logit_bias(self, x: jax.Array, mask: jax.Array) -> jax.Array | None:
+    """An additive bias [B*G, H|1, T, S] on the attention logits (none here)."""
+    return None
+
+  def attend(self, x: jax.Array, kv: jax.Array, mask: jax.Array, bias: jax.Array | None,
+             deterministic: bool) -> jax.Array:
+    """Queries from x [B*G, T, d] over kv [B, S, 2, Hk, D] --> [B*G, T, d]."""
     cfg = self.config
     query = layers.dense_general((cfg.num_heads, cfg.heads_dim), ("embed", "heads", "kv"),
                                  cfg.compute_dtype, name="query")(x)       # [B*G, T, H, D]
-    if decode:  # K/V projected once per source, then read from the cache at every step
-      kv = self.variable("cache", "cached_kv", self.project_kv, encoded).value
-    else:
-      kv = self.project_kv(encoded)                                         # [B, S, 2, Hk, D]
     rate = cfg.attention_dropout_rate
     dropout_rng = None if deterministic or rate == 0 else self.make_rng("dropout")
     out, weights = attention.grouped_attention(
-        query, kv[:, :, 0], kv[:, :, 1], mask, dropout_rate=rate, deterministic=deterministic,
-        dropout_rng=dropout_rng, return_weights=True)
+        query, kv[:, :, 0], kv[:, :, 1], mask, bias=bias, dropout_rate=rate,
+        deterministic=deterministic, dropout_rng=dropout_rng, return_weights=True)
     self.sow("intermediates", "weights", weights)  # [B, H, G*T, S]; kept only if asked for
-    return layers.dense_general(x.shape[-1], ("heads", "kv", "embed"), cfg.compute_dtype,
-                                axis=(-2, -1), name="out")(out)             # [B*G, T, d_model]
+    return attention.output_projection(out, x.shape[-1], cfg.compute_dtype)  # [B*G, T, d]
+
+  @nn.compact
+  def __call__(self, x: jax.Array, memory: jax.Array | None, mask: jax.Array, *,
+               deterministic: bool, decode: bool = False) -> jax.Array:
+    kv, kv_mask = self.keys_values(memory, mask, decode)
+    return self.attend(x, kv, kv_mask, self.logit_bias(x, mask), deterministic)
 
 
 class MultiQueryCrossAttention(MultiHeadCrossAttention):
@@ -78,25 +114,144 @@ class GroupedQueryCrossAttention(MultiHeadCrossAttention):
     return self.config.cross_kv_heads or max(self.config.num_heads // 2, 1)
 
 
-class GatedCrossAttention(nn.Module):
+class GatedCrossAttention(CrossAttentionBase):
   """tanh(alpha) * MHA(x), alpha a learned scalar initialised to 0, so training starts from a
   decoder that ignores the source (Alayrac et al., 2022, Flamingo's gated xattn-dense)."""
-  config: Any
 
   @nn.compact
-  def __call__(self, x, encoded, mask, *, deterministic: bool, decode: bool = False):
+  def __call__(self, x, memory, mask, *, deterministic: bool, decode: bool = False):
     alpha = self.param("gate", nn.with_logical_partitioning(nn.initializers.zeros, ()), (),
                        jnp.float32)
     y = MultiHeadCrossAttention(self.config, name="attention")(
-        x, encoded, mask, deterministic=deterministic, decode=decode)
+        x, memory, mask, deterministic=deterministic, decode=decode)
     return jnp.tanh(alpha).astype(y.dtype) * y
 
 
-class NoCrossAttention(nn.Module):
-  """No cross-attention: a control in which the decoder cannot read the source."""
-  config: Any
+class SharedKeyValues(MultiHeadCrossAttention):
+  """The K/V half of multi-head cross-attention, run once per decoder (for `shared_kv`)."""
 
-  def __call__(self, x, encoded, mask, *, deterministic: bool, decode: bool = False):
+  @nn.compact
+  def __call__(self, encoded: jax.Array | None, mask: jax.Array, *, decode: bool) -> jax.Array:
+    return self.keys_values(encoded, mask, decode)[0]                      # [B, S, 2, H, D]
+
+
+class SharedKVCrossAttention(MultiHeadCrossAttention):
+  """The encoder output is projected to K/V once, and every decoder layer attends to those
+  same K/V with its own queries (as in cross-layer K/V sharing, e.g. Xiao et al., 2019,
+  "Sharing Attention Weights for Fast Transformer"): one K/V cache instead of one per layer."""
+  shared_memory = SharedKeyValues
+
+  def keys_values(self, memory, mask, decode):
+    return memory, mask                                      # already [B, S, 2, H, D]
+
+
+class LatentCrossAttention(MultiHeadCrossAttention):
+  """The source is first compressed to `model.cross_latents` learned latent vectors, which
+  cross-attend to the encoder output (Perceiver, Jaegle et al., 2021); the decoder then
+  attends to the latents. K/V cache: M latents per source, whatever the source length."""
+  supports_packing = False   # the latents of a row would mix its packed examples
+
+  def project_kv(self, memory, mask):
+    """[B, S, d] --> [B, M, 2, Hk, D]: z = latents + Attn(latents -> H_enc); K/V of z."""
+    cfg = self.config
+    latents = self.param("latents", nn.with_logical_partitioning(
+        nn.initializers.normal(1.0), ("latents", "embed")), (cfg.cross_latents, cfg.d_model),
+                         jnp.float32).astype(cfg.compute_dtype)            # [M, d]
+    query = layers.dense_general((cfg.num_heads, cfg.heads_dim), ("embed", "heads", "kv"),
+                                 cfg.compute_dtype, name="latent_query")(latents)
+    query = jnp.broadcast_to(query, (memory.shape[0],) + query.shape)      # [B, M, H, D]
+    kv = layers.dense_general((2, cfg.num_heads, cfg.heads_dim), ("embed", "qkv", "heads", "kv"),
+                              cfg.compute_dtype, name="source_kv")(memory)  # [B, S, 2, H, D]
+    source_mask = jnp.any(mask, axis=2, keepdims=True)                     # [B, 1, 1, S]
+    read = attention.dot_product_attention(query, kv[:, :, 0], kv[:, :, 1], source_mask)
+    z = latents + layers.dense_general(cfg.d_model, ("heads", "kv", "embed"), cfg.compute_dtype,
+                                       axis=(-2, -1), name="latent_out")(read)  # [B, M, d]
+    return super().project_kv(z, mask)
+
+  def kv_mask(self, mask):
+    return jnp.ones((1, 1, 1, self.config.cross_latents), bool)
+
+
+class AllLayersCrossAttention(MultiHeadCrossAttention):
+  """Attends to a learned softmax-weighted mix of all encoder layers' outputs (embeddings
+  included), one mix per decoder layer ("transparent attention", Bapna et al., 2018,
+  "Training Deeper Neural Machine Translation Models with Transparent Attention")."""
+  reads_encoder_layers = True
+
+  def project_kv(self, memory, mask):
+    """memory [B, S, L+1, d] --> K/V of sum_l softmax(w)_l H_l."""
+    mix = self.param("layer_weights", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                   ("encoder_layers",)),
+                     (memory.shape[2],), jnp.float32)
+    weights = jax.nn.softmax(mix).astype(memory.dtype)
+    return super().project_kv(jnp.einsum("bsld,l->bsd", memory, weights), mask)
+
+
+class ParallelCrossAttention(MultiHeadCrossAttention):
+  """Multi-head cross-attention computed from the same input as self-attention, the two
+  summed in one residual (the parallel layers of flaxformer / PaLM's parallel block)."""
+  layout = "parallel"
+
+
+class LocalCrossAttention(MultiHeadCrossAttention):
+  """Each query head predicts a source position p = start + sigmoid(w·x) (len - 1) and attends
+  only within `model.cross_window` positions of it, with a Gaussian preference (sigma =
+  window / 2) for the centre ("local-p" attention, Luong et al., 2015). Suits monotonic tasks."""
+
+  def logit_bias(self, x, mask):
+    cfg = self.config
+    rows = x.shape[0]
+    frac = jax.nn.sigmoid(layers.dense_general(cfg.num_heads, ("embed", "heads"), jnp.float32,
+                                               use_bias=True, name="position")(x))  # [R, T, H]
+    mask = jnp.repeat(mask, rows // mask.shape[0], axis=0)                  # [R, 1, T|1, S]
+    start = jnp.argmax(mask, axis=-1)[..., None]                           # [R, 1, T|1, 1]
+    length = jnp.sum(mask, axis=-1)[..., None]
+    centre = start + frac.transpose(0, 2, 1)[..., None] * jnp.maximum(length - 1, 0)
+    distance = jnp.arange(mask.shape[-1]) - centre                         # [R, H, T, S]
+    sigma = cfg.cross_window / 2
+    outside = jnp.where(jnp.abs(distance) <= cfg.cross_window, 0.0, -1e9)
+    return outside - distance ** 2 / (2 * sigma ** 2)
+
+
+class MergedAttention(MultiHeadCrossAttention):
+  """Self- and cross-attention as one: a single softmax over [decoder prefix keys; encoder
+  keys] with shared queries and one output projection (merged attention, Zhang, Titov &
+  Sennrich, 2019, "Improving Deep Transformer with Depth-Scaled Initialization and Merged
+  Attention"; they pair it with an average-attention prefix, here it is dot-product)."""
+  layout = "merged"
+
+  @nn.compact
+  def __call__(self, x, memory, mask, *, deterministic: bool, decode: bool = False,
+               self_mask: jax.Array | None = None, cache_length: int | None = None):
+    cfg = self.config
+    qkv = layers.dense_general((3, cfg.num_heads, cfg.heads_dim), ("embed", "qkv", "heads", "kv"),
+                               cfg.compute_dtype, name="qkv")(x)            # [R, T, 3, H, D]
+    query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if decode:
+      key, value, self_mask = attention.update_cache(self, key, value, cache_length)
+    kv, mask = self.keys_values(memory, mask, decode)                       # [B, S, 2, H, D]
+    rows, batch = x.shape[0], kv.shape[0]
+    self_logits = attention.attention_logits(query, key, self_mask)         # [R, H, T, T']
+    cross_logits = attention.unfold_beam_scores(attention.attention_logits(
+        attention.fold_beams(query, batch), kv[:, :, 0],
+        attention.fold_beam_mask(mask, rows // batch)), rows)               # [R, H, T, S]
+    weights = jax.nn.softmax(jnp.concatenate([self_logits, cross_logits], -1), axis=-1)
+    rate = cfg.attention_dropout_rate
+    dropout_rng = None if deterministic or rate == 0 else self.make_rng("dropout")
+    weights = attention.attention_dropout(weights.astype(value.dtype), rate, deterministic,
+                                          dropout_rng)
+    self_weights, cross_weights = jnp.split(weights, [key.shape[1]], axis=-1)
+    cross_weights = attention.fold_beam_scores(cross_weights, batch)        # [B, H, G*T, S]
+    self.sow("intermediates", "weights", cross_weights)
+    out = (attention.weighted_values(self_weights, value) + attention.unfold_beams(
+        attention.weighted_values(cross_weights, kv[:, :, 1]), rows))       # [R, T, H, D]
+    return attention.output_projection(out, x.shape[-1], cfg.compute_dtype)
+
+
+class NoCrossAttention(CrossAttentionBase):
+  """No cross-attention: a control in which the decoder cannot read the source."""
+
+  def __call__(self, x, memory, mask, *, deterministic: bool, decode: bool = False):
     return jnp.zeros_like(x)
 
 
@@ -105,6 +260,12 @@ CROSS_ATTENTION: dict[str, type[nn.Module]] = {
     "mqa": MultiQueryCrossAttention,
     "gqa": GroupedQueryCrossAttention,
     "gated": GatedCrossAttention,
+    "shared_kv": SharedKVCrossAttention,
+    "latent": LatentCrossAttention,
+    "all_layers": AllLayersCrossAttention,
+    "parallel": ParallelCrossAttention,
+    "merged": MergedAttention,
+    "local": LocalCrossAttention,
     "none": NoCrossAttention,
 }
 

@@ -28,6 +28,9 @@ class TransformerConfig:
   attention_dropout_rate: float = 0.0
   cross_attention: str = "mha"     # a name in encdec.model.CROSS_ATTENTION
   cross_kv_heads: int = 0          # "gqa": K/V heads (dividing num_heads); 0: num_heads // 2
+  cross_latents: int = 16          # "latent": learned latents the source is compressed to
+  cross_window: int = 4            # "local": source positions either side of the predicted one
+  cross_attention_layers: str = "all"   # which decoder layers have it: see cross_layers()
   share_embeddings: bool = False   # one table for source and target tokens
   tie_output: bool = True          # output projection = target embedding transposed
   position_encoding: str = "sinusoidal"   # | "learned"
@@ -46,6 +49,9 @@ class TransformerConfig:
     if self.d_model % self.num_heads and not self.head_dim:
       raise ValueError(f"model.d_model={self.d_model} is not divisible by "
                        f"model.num_heads={self.num_heads}; set model.head_dim")
+    self.cross_layers()
+    if self.cross_latents <= 0 or self.cross_window <= 0:
+      raise ValueError("model.cross_latents and model.cross_window must be positive")
     if self.cross_attention == "gqa" and self.num_heads % max(self.cross_kv_heads, 1):
       raise ValueError(f"model.cross_kv_heads={self.cross_kv_heads} must divide "
                        f"model.num_heads={self.num_heads}")
@@ -60,6 +66,31 @@ class TransformerConfig:
   @property
   def compute_dtype(self):
     return DTYPES[self.dtype]
+
+  @property
+  def variant(self) -> type[nn.Module]:
+    """The cross-attention class (its class attributes shape the decoder)."""
+    return cross_attention.get(self.cross_attention)
+
+  def cross_layers(self) -> tuple[bool, ...]:
+    """Which decoder layers have cross-attention, from `cross_attention_layers`:
+    "all", "first", "last", "middle" (layer L // 2), "every:K" (layers K-1, 2K-1, ...: every
+    K-th counting from 1), or 0-based indices "0,2,5"."""
+    spec, n = self.cross_attention_layers.replace(" ", ""), self.num_decoder_layers
+    named = {"all": range(n), "first": [0], "last": [n - 1], "middle": [n // 2]}
+    try:
+      if spec in named:
+        chosen = set(named[spec])
+      elif spec.startswith("every:"):
+        chosen = set(range(int(spec[6:]) - 1, n, int(spec[6:])))
+      else:
+        chosen = {int(i) for i in spec.split(",")}
+    except ValueError:
+      chosen = None
+    if not chosen or not chosen <= set(range(n)):
+      raise ValueError(f"model.cross_attention_layers={self.cross_attention_layers!r}: use all, "
+                       f"first, last, middle, every:K or indices in 0..{n - 1} like '0,2'")
+    return tuple(i in chosen for i in range(n))
 
 
 def _check_choice(field: str, value: str, valid: tuple[str, ...]):
@@ -86,6 +117,7 @@ class EncoderBlock(nn.Module):
   """Bidirectional (padding-masked) self-attention, then an MLP."""
   config: TransformerConfig
   train: bool = False
+  collect: bool = False   # also return the output as the scan's per-layer output
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array):
@@ -97,53 +129,73 @@ class EncoderBlock(nn.Module):
     x = residual("attention_residual")(x, lambda h: attn(h, mask, deterministic=det),
                                        deterministic=det)
     x = residual("mlp_residual")(x, lambda h: mlp(h, deterministic=det), deterministic=det)
-    return x, None
+    return x, (x if self.collect else None)
 
 
 class DecoderBlock(nn.Module):
-  """Causal self-attention, then cross-attention over the encoder output, then an MLP."""
+  """Causal self-attention and cross-attention, arranged by the variant's `layout`, then an MLP.
+
+  sequential: x + SA(x), then + XA; parallel: x + SA(h) + XA(h); merged: x + XA(h) where the
+  variant attends over the target prefix and the source at once. has_cross=False: no XA.
+  """
   config: TransformerConfig
   train: bool = False
   decode: bool = False
   cache_length: int | None = None
+  has_cross: bool = True
 
   @nn.compact
-  def __call__(self, x: jax.Array, encoded: jax.Array | None, self_mask: jax.Array,
+  def __call__(self, x: jax.Array, memory: jax.Array | None, self_mask: jax.Array,
                cross_mask: jax.Array):
-    cfg, det = self.config, not self.train
+    cfg, det, decode = self.config, not self.train, self.decode
+    # Sub-modules are made here (not inside the residual's callback) to be named in this scope.
     self_attn = attention.SelfAttention(cfg.num_heads, cfg.heads_dim, cfg.attention_dropout_rate,
                                         cfg.compute_dtype, name="self_attention")
-    cross_attn = cross_attention.get(cfg.cross_attention)(cfg, name="cross_attention")
+    cross_attn = cfg.variant(cfg, name="cross_attention")
     mlp = layers.MLP(cfg.d_ff, cfg.activation, cfg.dropout_rate, cfg.compute_dtype, name="mlp")
-    residual = lambda name: Residual(cfg.norm, cfg.dropout_rate, cfg.compute_dtype, name=name)
-    x = residual("self_attention_residual")(
-        x, lambda h: self_attn(h, self_mask, deterministic=det, decode=self.decode,
-                               cache_length=self.cache_length), deterministic=det)
-    x = residual("cross_attention_residual")(
-        x, lambda h: cross_attn(h, encoded, cross_mask, deterministic=det, decode=self.decode),
-        deterministic=det)
-    x = residual("mlp_residual")(x, lambda h: mlp(h, deterministic=det), deterministic=det)
+    sa = lambda h: self_attn(h, self_mask, deterministic=det, decode=decode,
+                             cache_length=self.cache_length)
+    xa = lambda h, **merged: cross_attn(h, memory, cross_mask, deterministic=det, decode=decode,
+                                        **merged)
+    layout = cfg.variant.layout if self.has_cross else "self_only"
+    sublayers = {
+        "sequential": [("self_attention_residual", sa), ("cross_attention_residual", xa)],
+        "parallel": [("attention_residual", lambda h: sa(h) + xa(h))],
+        "merged": [("attention_residual", lambda h: xa(h, self_mask=self_mask,
+                                                       cache_length=self.cache_length))],
+        "self_only": [("self_attention_residual", sa)],
+    }[layout]
+    sublayers.append(("mlp_residual", lambda h: mlp(h, deterministic=det)))
+    for name, sublayer in sublayers:
+      x = Residual(cfg.norm, cfg.dropout_rate, cfg.compute_dtype, name=name)(
+          x, sublayer, deterministic=det)
     return x, None
 
 
-def layer_stack(block: type[nn.Module], num_layers: int, scan: bool, num_args: int, **kwargs):
-  """`num_layers` copies of `block` applied in sequence to x: fn(x, *args) -> x.
+def layer_stack(block: type[nn.Module], num_layers: int, scan: bool, num_args: int,
+                per_layer: list[dict[str, Any]] | None = None, **kwargs):
+  """`num_layers` blocks applied in sequence: fn(x, *args) -> (x, per-layer outputs or None).
 
   With `scan`, parameters (and caches) are stacked on a leading 'layers' axis and the block is
-  traced once (nn.scan), so compile time does not grow with depth.
+  traced once (nn.scan), so compile time does not grow with depth. Blocks that differ
+  (`per_layer` keyword arguments, e.g. which have cross-attention) are unrolled as layer_<i>.
   """
-  if scan:
+  per_layer = per_layer or [{}] * num_layers
+  if scan and all(p == per_layer[0] for p in per_layer):
     stacked = nn.scan(block, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                       split_rngs={"params": True, "dropout": True},
                       in_axes=(nn.broadcast,) * num_args, length=num_layers,
-                      metadata_params={nn.PARTITION_NAME: "layers"})(**kwargs, name="layers")
-    return lambda x, *args: stacked(x, *args)[0]
-  blocks = [block(**kwargs, name=f"layer_{i}") for i in range(num_layers)]
+                      metadata_params={nn.PARTITION_NAME: "layers"})(
+                          **kwargs, **per_layer[0], name="layers")
+    return stacked
+  blocks = [block(**kwargs, **per_layer[i], name=f"layer_{i}") for i in range(num_layers)]
 
   def apply(x, *args):
+    outputs = []
     for b in blocks:
-      x, _ = b(x, *args)
-    return x
+      x, y = b(x, *args)
+      outputs.append(y)
+    return x, (None if outputs[0] is None else jnp.stack(outputs))
   return apply
 
 
@@ -152,7 +204,10 @@ def _default_positions(tokens: jax.Array) -> jax.Array:
 
 
 class Encoder(nn.Module):
-  """src [B, S] --> H_enc [B, S, d_model]: embeddings + positions, N encoder blocks."""
+  """src [B, S] --> H_enc [B, S, d_model]: embeddings + positions, N encoder blocks.
+
+  For variants that read every encoder layer: [B, S, N+1, d_model], embeddings first.
+  """
   config: TransformerConfig
   embed: nn.Embed
 
@@ -163,10 +218,13 @@ class Encoder(nn.Module):
     x = layers.PositionEncoding(cfg.position_encoding, cfg.max_len, cfg.compute_dtype,
                                 name="positions")(self.embed(src), positions)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+    every_layer = cfg.variant.reads_encoder_layers
     stack = layer_stack(EncoderBlock, cfg.num_encoder_layers, cfg.scan_layers, num_args=1,
-                        config=cfg, train=train)
-    x = stack(x, attention.encoder_mask(src, segment_ids))
-    return layers.norm(cfg.compute_dtype, name="norm")(x) if cfg.norm == "pre" else x
+                        config=cfg, train=train, collect=every_layer)
+    out, per_layer = stack(x, attention.encoder_mask(src, segment_ids))   # per_layer [L, B, S, d]
+    if every_layer:   # the variant reads every layer: [B, S, L+1, d] (embeddings first)
+      out = jnp.moveaxis(jnp.concatenate([x[None], per_layer]), 0, 2)
+    return layers.norm(cfg.compute_dtype, name="norm")(out) if cfg.norm == "pre" else out
 
 
 class Decoder(nn.Module):
@@ -184,9 +242,15 @@ class Decoder(nn.Module):
                                 name="positions")(self.embed(tgt_in), positions)
     y = nn.Dropout(cfg.dropout_rate)(y, deterministic=not train)
     self_mask = None if decode else attention.decoder_mask(tgt_in.shape[1], tgt_segment_ids)
+    cross_mask = attention.cross_mask(src, src_segment_ids, tgt_segment_ids)
+    memory = encoded
+    if cfg.variant.shared_memory is not None:   # e.g. K/V projected once for all layers
+      memory = cfg.variant.shared_memory(cfg, name="cross_attention_memory")(
+          encoded, cross_mask, decode=decode)
     stack = layer_stack(DecoderBlock, cfg.num_decoder_layers, cfg.scan_layers, num_args=3,
+                        per_layer=[dict(has_cross=c) for c in cfg.cross_layers()],
                         config=cfg, train=train, decode=decode, cache_length=cache_length)
-    y = stack(y, encoded, self_mask, attention.cross_mask(src, src_segment_ids, tgt_segment_ids))
+    y, _ = stack(y, memory, self_mask, cross_mask)
     if cfg.norm == "pre":
       y = layers.norm(cfg.compute_dtype, name="norm")(y)
     if cfg.tie_output:

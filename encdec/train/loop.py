@@ -15,6 +15,7 @@ import ml_collections
 from absl import logging
 
 from encdec import evaluate, model, parallel, writers
+from encdec import config as config_lib
 from encdec.config import ConfigError
 from encdec.data import tasks, pipeline
 from encdec.train import checkpoint, optim, preemption, progress, state as state_lib, warm_start
@@ -36,7 +37,10 @@ def prepare_workdir(workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict)
   if path.exists():
     old = json.loads(path.read_text())
     for section in RESUME_SECTIONS:
-      if old.get(section) != new.get(section):
+      saved = old.get(section)
+      if section == "model" and saved is not None:
+        saved = config_lib.with_defaults(section, saved)
+      if saved != new.get(section):
         raise ConfigError(f"the {section} config differs from the one in {path}; use another "
                           "--workdir or the same config to resume")
   if jax.process_index() == 0:
@@ -119,6 +123,8 @@ class Trainer:
     """A one-line error if checkpoint `step` was trained with another model config."""
     saved = self.checkpointer.saved_config(step).get("model")
     current = json.loads(self.cfg.to_json())["model"]
+    if saved is not None:
+      saved = config_lib.with_defaults("model", saved)
     if saved is not None and saved != current:
       diff = ", ".join(f"model.{k}={saved.get(k)!r} (now {current.get(k)!r})"
                        for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k))
@@ -163,9 +169,9 @@ class Trainer:
     cfg = self.cfg
     state = self.initial_state()
     start = int(state.step)
-    logging.info("training %s: %s parameters, steps %d -> %d, batch %d", cfg.task.name,
-                 f"{_num_params(state.params):,}", start, cfg.train.num_steps,
-                 cfg.train.batch_size)
+    logging.info("training %s: %s parameters%s, steps %d -> %d, batch %d", cfg.task.name,
+                 f"{_num_params(state.params):,}", _trainable_note(state.params, cfg.optim),
+                 start, cfg.train.num_steps, cfg.train.batch_size)
     with preemption.PreemptionGuard() as guard:
       state = self.train_until(state, start, guard)
     self.checkpointer.save(int(state.step), state, self.data_states(), force=True)
@@ -254,6 +260,15 @@ class Trainer:
 
 def _num_params(params) -> int:
   return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def _trainable_note(params, optim_cfg) -> str:
+  if not optim_cfg.trainable:
+    return ""
+  mask = optim.trainable_mask(params, optim_cfg.trainable)
+  trained = sum(x.size for x, m in zip(jax.tree_util.tree_leaves(params),
+                                       jax.tree_util.tree_leaves(mask)) if m)
+  return f" ({trained:,} trained: optim.trainable={optim_cfg.trainable!r})"
 
 
 def _fmt(scores: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules (optax), chosen by name from the config."""
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import jax
@@ -48,15 +49,41 @@ def schedule(optim_cfg, num_steps: int) -> optax.Schedule:
 
 
 def optimizer(optim_cfg, num_steps: int) -> optax.GradientTransformation:
-  """AdamW with global-norm clipping; weight decay skips biases and norm scales."""
+  """AdamW with global-norm clipping; weight decay skips biases and norm scales.
+
+  With `optim.trainable` (a regex searched in "/"-joined parameter paths, e.g.
+  "cross_attention" to train only cross-attention as in Gheini et al., 2021), the other
+  parameters are frozen: zero updates and no optimizer state (optax.multi_transform).
+  """
   decay_mask = lambda params: _map_with_names(params, lambda path: path[-1] == "kernel"
                                               or path[-1] == "embedding")
   clip = (optax.clip_by_global_norm(optim_cfg.grad_clip_norm) if optim_cfg.grad_clip_norm > 0
           else optax.identity())
-  return optax.chain(
+  adamw = optax.chain(
       clip,
       optax.adamw(schedule(optim_cfg, num_steps), b1=optim_cfg.b1, b2=optim_cfg.b2,
                   eps=optim_cfg.eps, weight_decay=optim_cfg.weight_decay, mask=decay_mask))
+  if not optim_cfg.trainable:
+    return adamw
+  labels = lambda params: jax.tree_util.tree_map(
+      lambda train: "train" if train else "freeze", trainable_mask(params, optim_cfg.trainable))
+  return optax.multi_transform({"train": adamw, "freeze": optax.set_to_zero()}, labels)
+
+
+def trainable_mask(params, pattern: str):
+  """A tree of bools: which parameters `pattern` (optim.trainable; "" = all) selects."""
+  if not pattern:
+    return jax.tree_util.tree_map(lambda _: True, params)
+  try:
+    regex = re.compile(pattern)
+  except re.error as e:
+    raise ValueError(f"optim.trainable={pattern!r} is not a regular expression: {e}") from e
+  mask = _map_with_names(params, lambda path: regex.search("/".join(path)) is not None)
+  if not any(jax.tree_util.tree_leaves(mask)):
+    some = jax.tree_util.tree_leaves(_map_with_names(params, "/".join))
+    raise ValueError(f"optim.trainable={pattern!r} matches no parameter; paths look like "
+                     f"{', '.join(some[:3])}")
+  return mask
 
 
 def _map_with_names(tree, fn):
