@@ -3,6 +3,9 @@
     encdec train  [--config PATH[:ARG]] [--workdir DIR] [--config.KEY=VALUE ...]
     encdec eval   --workdir DIR [--split test] [--beam N] [--step S] [--plot-attention K]
     encdec decode --workdir DIR [--beam N] [WORD_OR_SENTENCE ...]   (else lines from stdin)
+    encdec sweep  --config PATH[:ARG] --sweep NAME --workdir DIR [--jobs N] [--dry-run]
+                  [--launcher local|slurm|tpu_vm [--launcher-args ARGS]] [--config.KEY=VALUE ...]
+    encdec report DIR [--baseline GROUP] [--metric KEY]
 
 A user error (bad config key or value, unknown task/variant, missing data, a workdir that
 belongs to another config) prints one line to stderr and exits with status 2; set
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging as py_logging
 import os
+import shlex
 import sys
 
 from absl import flags, logging
@@ -50,7 +54,40 @@ def _parser() -> argparse.ArgumentParser:
   decode = sub.add_parser("decode", help="decode inputs given as arguments or stdin lines")
   _add_run_args(decode)
   decode.add_argument("inputs", nargs="*", help="sources (default: read lines from stdin)")
+  _add_sweep_parser(sub)
+  _add_report_parser(sub)
   return parser
+
+
+def _add_sweep_parser(sub) -> None:
+  sweep = sub.add_parser("sweep", help="train every run of a config's named sweep",
+                         epilog="--config.KEY=VALUE overrides apply to every run; the sweep's "
+                                "own overrides come on top.")
+  sweep.add_argument("--config", required=True, help="PATH[:ARG] of a config file with SWEEPS")
+  sweep.add_argument("--sweep", required=True, help="a key of the config file's SWEEPS dict")
+  sweep.add_argument("--workdir", required=True,
+                     help="sweep directory: sweep.json and one run directory per run")
+  sweep.add_argument("--jobs", type=int, default=1, help="runs at a time (--launcher local)")
+  sweep.add_argument("--launcher", choices=("local", "slurm", "tpu_vm"), default="local",
+                     help="local: subprocesses here; slurm / tpu_vm: experiments/launch")
+  sweep.add_argument("--launcher-args", default="",
+                     help="flags of experiments/launch/LAUNCHER.py, one quoted string, e.g. "
+                          "'--nodes 1 --gpus-per-node 8 --partition gpu'")
+  sweep.add_argument("--dry-run", action="store_true",
+                     help="print the commands (or what the launcher would submit), run nothing")
+
+
+def _add_report_parser(sub) -> None:
+  report = sub.add_parser("report", help="compare the runs of a sweep: report.md + PNG plots")
+  report.add_argument("directory", help="a sweep directory (or any directory of run dirs)")
+  report.add_argument("--baseline", default=None,
+                      help="group name or model.cross_attention value to test against "
+                           "(default: the mha group, else the first)")
+  report.add_argument("--metric", default=None,
+                      help="main metric key of the eval json (default: wer, bleu or exact_match)")
+  report.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+  report.add_argument("--no-decode-speed", action="store_true",
+                      help="do not measure decode speed (use only measurements cached earlier)")
 
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +123,12 @@ def cmd_train(args, overrides) -> int:
                                   auto=args.distributed == "auto")
   if parallel.is_secondary_process():
     logging.set_verbosity(logging.WARNING)  # progress and results are printed by process 0
-  loop.train(cfg, args.workdir)
+  try:
+    loop.train(cfg, args.workdir)
+  except Preempted:
+    parallel.shutdown_distributed()
+    raise
+  parallel.shutdown_distributed()
   return 0
 
 
@@ -108,14 +150,35 @@ def cmd_decode(args, overrides) -> int:
   return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "decode": cmd_decode}
+def cmd_sweep(args, overrides) -> int:
+  from encdec import sweep  # pylint: disable=import-outside-toplevel
+  return sweep.run_sweep(args.config, args.sweep, args.workdir, base_overrides=overrides,
+                         jobs=args.jobs, launcher=args.launcher,
+                         launcher_args=shlex.split(args.launcher_args), dry_run=args.dry_run,
+                         command=sweep.cli_command(args.argv))
+
+
+def cmd_report(args, overrides) -> int:
+  from encdec import report  # pylint: disable=import-outside-toplevel (slow: jax, matplotlib)
+  path = report.write_report(args.directory, baseline=args.baseline, metric=args.metric,
+                             resamples=args.resamples, measure_speed=not args.no_decode_speed)
+  print(path)
+  return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "decode": cmd_decode, "sweep": cmd_sweep,
+            "report": cmd_report}
+# Commands that take --config.KEY=VALUE overrides.
+WITH_OVERRIDES = ("train", "sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
   args, rest = _parser().parse_known_args(argv)
+  args.argv = argv  # recorded by `encdec sweep` in sweep.json
   _setup_logging()
   try:
-    if rest and args.command != "train":
+    if rest and args.command not in WITH_OVERRIDES:
       raise config_lib.ConfigError(f"unrecognised arguments: {' '.join(rest)}")
     overrides = config_lib.parse_overrides(rest)
     return COMMANDS[args.command](args, overrides)

@@ -1,0 +1,167 @@
+"""`encdec report`: seeds aggregated per variant, a paired bootstrap that marks a clear win and
+not a tie, exact per-example statistics for corpus metrics, K/V cache bytes per source token,
+and PNGs, on synthetic run directories (plus one pair of real tiny runs)."""
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from encdec import cli, config, metrics, report
+from encdec.train import loop
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ALGORITHMIC = str(ROOT / "configs" / "algorithmic.py") + ":task=copy"
+SMALL = {"model.d_model": 16, "model.d_ff": 32, "model.num_heads": 4,
+         "model.num_encoder_layers": 1, "model.num_decoder_layers": 2, "train.num_steps": 100,
+         "eval.final_split": "test", "task.max_len": 6}
+NUM_EXAMPLES = 50
+
+
+def write_run(workdir: pathlib.Path, overrides: dict, correct: int, speed: float) -> None:
+  """A finished run without checkpoints: config, metrics, final eval json and predictions TSV
+  (the first `correct` of NUM_EXAMPLES predictions right), a cached decode speed."""
+  cfg = config.load(ALGORITHMIC, {**SMALL, **overrides})
+  workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(cfg.to_json())
+  seed = cfg.train.seed
+  rows = [{"step": s, "train/loss": 3.0 - s / 50 + seed / 10, "train/tokens_per_s": 1000.0 + s}
+          for s in (25, 50, 75, 100)] + [{"step": 50, "eval/exact_match": correct / 2}]
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  sources = [f"src{i}" for i in range(NUM_EXAMPLES)]
+  preds = [s if i < correct else "wrong" for i, s in enumerate(sources)]
+  scores = metrics.exact_match_metrics(preds, [[s] for s in sources])
+  (workdir / "eval").mkdir()
+  (workdir / "eval" / "test-100.json").write_text(json.dumps(scores))
+  (workdir / "eval" / "test-100-predictions.tsv").write_text(
+      "source\treferences\tprediction\n" + "".join(f"{s}\t{s}\t{p}\n"
+                                                   for s, p in zip(sources, preds)))
+  (workdir / report.SPEED_FILE).write_text(json.dumps(
+      {"step": 100, "split": "test", "batch_size": report.SPEED_BATCH, "tokens_per_s": speed}))
+
+
+@pytest.fixture(name="sweep_dir")
+def fixture_sweep_dir(tmp_path):
+  """mha: 40% and 60% right; mqa: 96% and 100%; gqa: the same predictions as mha."""
+  runs = {}
+  for variant, correct, speed in (("mha", (20, 30), 100.0), ("mqa", (48, 50), 300.0),
+                                  ("gqa", (20, 30), 200.0)):
+    for seed, c in enumerate(correct):
+      overrides = {"model.cross_attention": variant, "train.seed": seed}
+      name = f"cross_attention={variant}.seed={seed}"
+      write_run(tmp_path / name, overrides, c, speed + 10 * seed)
+      runs[name] = overrides
+  (tmp_path / "sweep.json").write_text(json.dumps({
+      "config": ALGORITHMIC, "sweep": "xattn", "overrides": {}, "runs": runs,
+      "command": "encdec sweep --config configs/algorithmic.py --sweep xattn --workdir d"}))
+  return tmp_path
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+  rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
+  return {r[0].strip(" *"): [c.strip() for c in r] for r in rows[1:]}
+
+
+def test_report_table_significance_and_plots(sweep_dir):
+  path = report.write_report(sweep_dir, measure_speed=False)
+  text = path.read_text()
+  rows = table_rows(text)
+  assert list(rows) == ["cross_attention=mha", "cross_attention=mqa", "cross_attention=gqa"]
+  mha, mqa, gqa = rows.values()
+  # group, seeds, test/exact_match, Δ, p, params, cross params, cache, train tok/s, decode tok/s
+  assert mha[1:5] == ["2", "50.00 ± 14.14", "(baseline)", ""]
+  assert mqa[1:5] == ["2", "98.00 ± 2.83 *", "+48.00", "< 0.001"]
+  assert gqa[1:5] == ["2", "50.00 ± 14.14", "+0.00", "1.000"]      # the same predictions
+  assert mha[7] == "256" and mqa[7] == "64"   # K+V x (4 | 1) heads x head_dim 4 x f32 x 2 layers
+  assert int(mha[5].replace(",", "")) > int(mqa[5].replace(",", ""))
+  assert mha[8] == "1,075 ± 0" and mqa[9] == "305 ± 7"   # median after the first window
+  assert "encdec sweep --config configs/algorithmic.py --sweep xattn" in text
+  assert "two-sided paired bootstrap" in text and "baseline: **cross_attention=mha**" in text
+  for png in ("learning_curves.png", "main_metric.png", "quality_vs_speed.png"):
+    assert (sweep_dir / png).stat().st_size > 1000 and f"]({png})" in text
+
+
+def test_baseline_choice_and_unknown_names(sweep_dir, capsys):
+  text = report.write_report(sweep_dir, baseline="mqa", measure_speed=False).read_text()
+  rows = table_rows(text)
+  assert rows["cross_attention=mqa"][3] == "(baseline)"
+  assert rows["cross_attention=mha"][2] == "50.00 ± 14.14 *"
+  assert cli.main(["report", str(sweep_dir), "--baseline", "nope", "--no-decode-speed"]) == 2
+  assert "unknown --baseline 'nope'; valid: cross_attention=mha" in capsys.readouterr().err
+  assert cli.main(["report", str(sweep_dir / "missing")]) == 2
+
+
+def test_runs_without_sweep_json_are_grouped_by_differing_config_keys(sweep_dir):
+  (sweep_dir / "sweep.json").unlink()
+  rows = table_rows(report.write_report(sweep_dir, measure_speed=False).read_text())
+  assert set(rows) == {"cross_attention=gqa", "cross_attention=mha", "cross_attention=mqa"}
+  assert rows["cross_attention=mha"][1] == "2"
+
+
+def test_unfinished_runs_are_listed_and_left_out(sweep_dir):
+  (sweep_dir / "cross_attention=gqa.seed=1" / "eval" / "test-100.json").unlink()
+  text = report.write_report(sweep_dir, measure_speed=False).read_text()
+  assert "Not finished (left out): cross_attention=gqa.seed=1." in text
+  # One seed left, 40% (mha: 40% and 60%, the same first 20 right): worse on every example
+  # that differs, so significant over test examples although within mha's seed spread.
+  assert table_rows(text)["cross_attention=gqa"][1:3] == ["1", "40.00 *"]
+
+
+def test_mean_std_is_the_sample_standard_deviation():
+  assert report.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+  assert report.mean_std([5.0]) == (5.0, 0.0)
+  assert report.fmt([40.0, 60.0]) == "50.00 ± 14.14" and report.fmt([]) == "n/a"
+
+
+def test_paired_bootstrap_marks_a_clear_difference_and_not_a_tie():
+  errors = np.zeros((1, 200, 2))
+  errors[..., 1] = 1.0
+  better = errors.copy()
+  errors[0, :100, 0] = 100.0                       # 50% error vs 10%
+  better[0, :20, 0] = 100.0
+  delta, p = report.paired_bootstrap(errors, better, report._ratio)  # pylint: disable=protected-access
+  assert delta == pytest.approx(-40.0) and p < 0.05
+  assert report.paired_bootstrap(errors, errors.copy(), report._ratio) == (0.0, 1.0)  # pylint: disable=protected-access
+  # Deterministic: a fixed seed.
+  assert report.paired_bootstrap(errors, better, report._ratio) == (delta, p)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("family, metric", [("g2p", "wer"), ("g2p", "per"),
+                                            ("g2p", "exact_match"), ("text", "bleu"),
+                                            ("text", "chrf"), ("exact", "exact_match")])
+def test_per_example_statistics_sum_to_the_corpus_metric(family, metric):
+  preds = ["HH AH L OW", "W ER L D", "T EH S T", "AH", "K AE T S"]
+  refs = [["HH AH L OW", "HH EH L OW"], ["W ER L D"], ["T EH S"], ["B IY"], ["K AE T"]]
+  stats, reduce = report.statistic(family, metric)
+  expected = metrics.compute(family, preds, refs)[metric]
+  assert float(reduce(stats(preds, refs).sum(0))) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("variant, ratio", [("mqa", 4), ("gqa", 2), ("gated", 1)])
+def test_cache_bytes_per_source_token_shrink_with_kv_heads(variant, ratio):
+  mha = config.load(ALGORITHMIC, SMALL)
+  other = config.load(ALGORITHMIC, {**SMALL, "model.cross_attention": variant,
+                                    "model.cross_kv_heads": 2})
+  per_token = report.cache_bytes_per_source_token(mha)
+  assert per_token == 2 * 4 * 4 * 4 * 2              # K+V x heads x head_dim x f32 x layers
+  assert report.cache_bytes_per_source_token(other) * ratio == per_token
+  none = config.load(ALGORITHMIC, {**SMALL, "model.cross_attention": "none"})
+  assert report.cache_bytes_per_source_token(none) == 0
+
+
+def test_report_on_real_runs_measures_and_caches_decode_speed(tmp_path):
+  tiny = {**SMALL, "task.num_train": 300, "task.num_eval": 32, "train.num_steps": 10,
+          "train.batch_size": 16, "logging.every_steps": 5, "eval.every_steps": 100,
+          "checkpoint.every_steps": 100, "logging.tensorboard": False}
+  for variant in ("mha", "mqa"):
+    loop.train(config.load(ALGORITHMIC, {**tiny, "model.cross_attention": variant}),
+               tmp_path / variant)
+  text = report.write_report(tmp_path).read_text()
+  rows = table_rows(text)
+  assert set(rows) == {"cross_attention=mha", "cross_attention=mqa"}
+  assert all(r[9] != "n/a" and float(r[9].replace(",", "")) > 0 for r in rows.values())
+  cached = json.loads((tmp_path / "mqa" / report.SPEED_FILE).read_text())
+  assert cached["step"] == 10 and cached["max_len"] == 7 and cached["tokens_per_s"] > 0
+  mtime = (tmp_path / "mqa" / report.SPEED_FILE).stat().st_mtime_ns
+  report.write_report(tmp_path)                    # cached: not measured again
+  assert (tmp_path / "mqa" / report.SPEED_FILE).stat().st_mtime_ns == mtime

@@ -1,0 +1,240 @@
+"""`encdec sweep`: grids and run names, validation before anything starts, dry runs (local and
+SLURM), a real two-run sweep that is skipped when run again, and failures that do not stop the
+other runs."""
+import json
+import os
+import pathlib
+import shlex
+import signal
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from encdec import cli, config, sweep
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = {"task.max_len": 6, "task.num_train": 500, "task.num_eval": 32, "model.d_model": 16,
+        "model.d_ff": 32, "model.num_heads": 2, "model.num_encoder_layers": 1,
+        "model.num_decoder_layers": 1, "train.num_steps": 20, "train.batch_size": 16,
+        "logging.every_steps": 5, "eval.every_steps": 10, "eval.max_examples": 16,
+        "checkpoint.every_steps": 10, "logging.tensorboard": False}
+
+
+@pytest.fixture(name="config_file")
+def fixture_config_file(tmp_path):
+  """A tiny copy-task config with a few sweeps."""
+  path = tmp_path / "tiny.py"
+  path.write_text(textwrap.dedent(f"""
+      from encdec import config, sweep
+
+      def get_config(arg=None):
+        return config.load({str(ROOT / "configs" / "algorithmic.py") + ":task=copy"!r}, {TINY!r})
+
+      SWEEPS = {{
+          "pair": lambda: sweep.grid(seeds=(0,), **{{"model.cross_attention": ["mha", "mqa"]}}),
+          "three": lambda: sweep.grid(seeds=(0, 1, 2)),
+          "typo": lambda: [{{"model.d_modle": 8}}],
+      }}
+      """))
+  return str(path)
+
+
+# --- building sweeps and naming runs ------------------------------------------------------------
+
+def test_grid_is_the_product_of_the_axes_with_seeds_fastest():
+  runs = sweep.grid(seeds=(0, 1), **{"model.cross_attention": ["mha", "mqa"],
+                                     "model.d_model": [16, 32]})
+  assert runs == [{"model.cross_attention": a, "model.d_model": d, "train.seed": s}
+                  for a in ("mha", "mqa") for d in (16, 32) for s in (0, 1)]
+  assert sweep.grid() == [{"train.seed": 0}]
+
+
+def test_union_keeps_the_first_of_duplicates():
+  a = sweep.grid(seeds=(0, 1), **{"model.cross_attention": ["mha"]})
+  b = sweep.grid(seeds=(1, 2), **{"model.cross_attention": ["mha"]})
+  assert [r["train.seed"] for r in sweep.union(a, b)] == [0, 1, 2]
+
+
+def test_run_names_are_readable_deterministic_and_unique():
+  runs = sweep.grid(seeds=(0, 1), **{"model.cross_attention": ["mha", "mqa"]})
+  names = sweep.run_names(runs)
+  assert names == ["cross_attention=mha.seed=0", "cross_attention=mha.seed=1",
+                   "cross_attention=mqa.seed=0", "cross_attention=mqa.seed=1"]
+  assert sweep.run_names(runs) == names
+  # The same last component under two sections: the full key.
+  assert sweep.run_names([{"train.batch_size": 8, "eval.batch_size": 4}]) == [
+      "train.batch_size=8.eval.batch_size=4"]
+  # Characters outside [A-Za-z0-9._=-] are replaced; names that then collide get a hash.
+  odd = sweep.run_names([{"task.vocab": "a b"}, {"task.vocab": "a_b"}, {"task.vocab": "a/b"}])
+  assert len(set(odd)) == 3 and all(set(n) <= set(
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=-") for n in odd)
+  long = sweep.run_names([{"optim.learning_rate": 0.001, "task.vocab": "x" * 200}])[0]
+  assert len(long) <= sweep.MAX_NAME_LEN and long.startswith("learning_rate=0.001.vocab=xxx")
+  assert sweep.run_names([{}]) == ["base"]
+  with pytest.raises(config.ConfigError, match="the same overrides twice"):
+    sweep.run_names([{"train.seed": 1}, {"train.seed": 1}])
+
+
+@pytest.mark.parametrize("value", ["mqa", "1", "True", 3, 0.001, True, (1, 2), "a b"])
+def test_override_text_reads_back_as_the_same_value(value):
+  (arg,) = sweep.override_args({"model.x": value})
+  assert config.parse_overrides([arg]) == {"model.x": value}
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def test_unknown_sweep_name_lists_the_valid_ones(config_file, tmp_path, capsys):
+  code = cli.main(["sweep", "--config", config_file, "--sweep", "nope", "--workdir",
+                   str(tmp_path / "s")])
+  err = capsys.readouterr().err
+  assert code == 2 and len(err.strip().splitlines()) == 1
+  assert "unknown sweep 'nope'" in err and "valid: pair, three, typo" in err
+
+
+def test_a_bad_override_fails_before_any_run_starts(config_file, tmp_path, capsys):
+  code = cli.main(["sweep", "--config", config_file, "--sweep", "typo", "--workdir",
+                   str(tmp_path / "s")])
+  err = capsys.readouterr().err
+  assert code == 2 and "run d_modle=8: unknown config key 'model.d_modle'" in err
+  assert not (tmp_path / "s").exists()
+  code = cli.main(["sweep", "--config", config_file, "--sweep", "pair", "--workdir",
+                   str(tmp_path / "s"), "--config.train.num_steps=lots"])
+  assert code == 2 and "expects int" in capsys.readouterr().err
+
+
+def test_local_dry_run_prints_exactly_the_commands(config_file, tmp_path, capsys):
+  workdir = tmp_path / "s"
+  code = cli.main(["sweep", "--config", config_file, "--sweep", "pair", "--workdir",
+                   str(workdir), "--dry-run", "--config.train.num_steps=7"])
+  out = capsys.readouterr().out.splitlines()
+  assert code == 0
+  assert out == [shlex.join([sys.executable, "-m", "encdec", "train", "--config", config_file,
+                             "--workdir", str(workdir / f"cross_attention={v}.seed=0"),
+                             "--config.train.num_steps=7", f"--config.model.cross_attention={v}",
+                             "--config.train.seed=0"]) for v in ("mha", "mqa")]
+  assert not workdir.exists()      # a dry run writes nothing
+
+
+def test_slurm_dry_run_prints_one_sbatch_script_per_run(config_file, tmp_path, capsys):
+  workdir = tmp_path / "s"
+  code = cli.main(["sweep", "--config", config_file, "--sweep", "pair", "--workdir",
+                   str(workdir), "--launcher", "slurm", "--dry-run",
+                   "--launcher-args", "--nodes 1 --gpus-per-node 2 --partition gpu"])
+  captured = capsys.readouterr()
+  assert code == 0
+  scripts = captured.out.split("#!/bin/bash\n")[1:]
+  assert len(scripts) == 2
+  for script, variant in zip(scripts, ("mha", "mqa")):
+    name = f"cross_attention={variant}.seed=0"
+    assert f"#SBATCH --job-name=pair.{name}\n" in script
+    assert "#SBATCH --partition=gpu\n" in script
+    assert (f"encdec train --config {config_file} --workdir {workdir / name} "
+            f"--config.model.cross_attention={variant} --config.train.seed=0 --distributed auto"
+            in script)
+    assert f"would write {workdir / 'slurm' / name}.sbatch and run: sbatch" in captured.err
+  assert not workdir.exists()
+
+
+def test_bad_launcher_arguments_fail_before_anything(config_file, tmp_path, capsys):
+  code = cli.main(["sweep", "--config", config_file, "--sweep", "pair", "--workdir",
+                   str(tmp_path / "s"), "--launcher", "slurm", "--launcher-args", "--nodes 1"])
+  assert code == 2 and "bad --launcher-args '--nodes 1' for slurm" in capsys.readouterr().err
+  assert not (tmp_path / "s").exists()
+
+
+def test_failed_runs_do_not_stop_the_others(config_file, tmp_path, capsys, monkeypatch):
+  """A stand-in for `encdec train` (no training): seed 1 fails, the others 'finish'."""
+  fake = tmp_path / "fake_train.py"
+  fake.write_text("import pathlib, sys\n"
+                  "path, fail = pathlib.Path(sys.argv[1]), sys.argv[2] == 'fail'\n"
+                  "if fail: sys.exit(3)\n"
+                  "path.parent.mkdir(parents=True); path.write_text('{}')\n")
+  monkeypatch.setattr(sweep, "local_argv", lambda run: [
+      sys.executable, str(fake), str(run.final_eval),
+      "fail" if run.overrides["train.seed"] == 1 else "ok"])
+  workdir = tmp_path / "s"
+  argv = ["sweep", "--config", config_file, "--sweep", "three", "--workdir", str(workdir),
+          "--jobs", "2"]
+  assert cli.main(argv) == 1
+  captured = capsys.readouterr()
+  assert "3/3 done, 1 failed or incomplete" in captured.out
+  assert "2 finished, 0 already finished; not finished: seed=1 (failed, exit 3)" in captured.err
+  assert (workdir / "seed=0" / "eval").is_dir() and (workdir / "seed=2" / "eval").is_dir()
+  manifest = json.loads((workdir / "sweep.json").read_text())
+  assert manifest["runs"] == {"seed=0": {"train.seed": 0}, "seed=1": {"train.seed": 1},
+                              "seed=2": {"train.seed": 2}}
+  assert manifest["command"] == "encdec " + shlex.join(argv)
+  # Again: the two finished runs are skipped, the failed one is retried.
+  assert cli.main(argv) == 1
+  out = capsys.readouterr().out
+  assert out.count("[sweep] skip") == 2 and "start seed=1" in out and "start seed=0" not in out
+
+
+def test_sigterm_stops_the_running_run_and_starts_no_other(config_file, tmp_path, capsys,
+                                                           monkeypatch):
+  """The running stand-in gets the SIGTERM (and exits 0, as a preempted `encdec train`)."""
+  fake = tmp_path / "fake_train.py"
+  fake.write_text("import signal, sys, time\n"
+                  "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+                  "print('ready', flush=True)\n"
+                  "time.sleep(60)\n")
+  monkeypatch.setattr(sweep, "local_argv", lambda run: [sys.executable, str(fake)])
+  log = tmp_path / "s" / "seed=0" / "train.log"
+  def terminate_when_ready():
+    deadline = time.monotonic() + 30
+    while not (log.exists() and "ready" in log.read_text()) and time.monotonic() < deadline:
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+  threading.Thread(target=terminate_when_ready, daemon=True).start()
+  start = time.monotonic()
+  code = cli.main(["sweep", "--config", config_file, "--sweep", "three", "--workdir",
+                   str(tmp_path / "s")])
+  assert code == 1 and time.monotonic() - start < 30
+  err = capsys.readouterr().err
+  assert ("not finished: seed=0 (incomplete), seed=1 (not started), seed=2 (not started)"
+          in err)
+
+
+def test_another_sweep_in_the_same_workdir_is_refused(config_file, tmp_path, capsys,
+                                                      monkeypatch):
+  monkeypatch.setattr(sweep, "local_argv", lambda run: [sys.executable, "-c", "pass"])
+  workdir = str(tmp_path / "s")
+  cli.main(["sweep", "--config", config_file, "--sweep", "three", "--workdir", workdir])
+  capsys.readouterr()
+  assert cli.main(["sweep", "--config", config_file, "--sweep", "pair", "--workdir",
+                   workdir]) == 2
+  assert "was written for sweep 'three', not 'pair'" in capsys.readouterr().err
+
+
+# --- a real sweep -------------------------------------------------------------------------------
+
+def test_tiny_sweep_trains_evaluates_and_is_skipped_when_run_again(config_file, tmp_path, capsys):
+  workdir = tmp_path / "sweep"
+  argv = ["sweep", "--config", config_file, "--sweep", "pair", "--workdir", str(workdir),
+          "--jobs", "1"]
+  assert cli.main(argv) == 0, capsys.readouterr()
+  finals = [workdir / f"cross_attention={v}.seed=0" / "eval" / "test_long-20.json"
+            for v in ("mha", "mqa")]
+  assert all(p.exists() for p in finals)
+  assert json.loads((finals[1].parent.parent / "config.json").read_text())[
+      "model"]["cross_attention"] == "mqa"
+  assert "2/2 done, 0 failed or incomplete" in capsys.readouterr().out
+  mtimes = [p.stat().st_mtime_ns for p in finals]
+  assert cli.main(argv) == 0
+  out = capsys.readouterr().out
+  assert out.count("[sweep] skip") == 2 and "0 to run" in out and "[sweep] start" not in out
+  assert [p.stat().st_mtime_ns for p in finals] == mtimes
+
+
+@pytest.mark.parametrize("task", ["g2p_cmudict", "reverse"])
+@pytest.mark.parametrize("name", ["variants", "placement"])
+def test_the_ablation_study_sweeps_are_valid(tmp_path, task, name):
+  spec = f"{ROOT / 'configs' / 'cross_attention_ablation.py'}:task={task}"
+  runs = sweep.plan(spec, name, tmp_path)
+  assert len({r.name for r in runs}) == len(runs) and len(runs) % 3 == 0
+  if name == "variants":
+    from encdec import model  # pylint: disable=import-outside-toplevel
+    assert {r.overrides["model.cross_attention"] for r in runs} == set(model.CROSS_ATTENTION)
