@@ -24,9 +24,10 @@ from absl import flags, logging
 from encdec import config as config_lib
 from encdec.train.checkpoint import CheckpointWriteError
 from encdec.train.preemption import Preempted
+from encdec.writers import MetricWriteError
 
 USER_ERRORS = (config_lib.ConfigError, ValueError, FileNotFoundError, FloatingPointError,
-               CheckpointWriteError)
+               CheckpointWriteError, MetricWriteError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,10 +101,18 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
 
 
 class _OwnInfoOnly(py_logging.Filter):
-  """INFO lines from encdec itself; libraries (Orbax, grain, TFDS) only at WARNING and above."""
+  """INFO lines from encdec itself; libraries (Orbax, grain, TFDS) only at WARNING and above,
+  one line each: their tracebacks (e.g. Orbax's background threads on a full disk) are left
+  to the one-line error encdec raises for them. ENCDEC_DEBUG=1 keeps everything."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or f"{os.sep}encdec{os.sep}" in record.pathname
+    if f"{os.sep}encdec{os.sep}" in record.pathname or os.environ.get("ENCDEC_DEBUG"):
+      return True
+    if record.levelno < py_logging.WARNING:
+      return False
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    record.msg, record.args = record.getMessage().splitlines()[0][:300], None
+    return True
 
 
 def _setup_logging() -> None:

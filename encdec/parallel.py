@@ -43,6 +43,9 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
     raise ValueError("multi-process runs need all of --coordinator_address, --num_processes "
                      "and --process_id (or --distributed auto)")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # Preemption is handled by encdec (train/preemption.py: signals + an allgather at each step);
+  # JAX's own preemption service adds a listener thread that must be torn down at shutdown.
+  jax.config.update("jax_enable_preemption_service", False)
   if auto:
     jax.distributed.initialize()
   else:

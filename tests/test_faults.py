@@ -65,6 +65,30 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, reference):
     assert got[step] == pytest.approx(loss, rel=1e-6), step
 
 
+def test_kill_9_during_a_checkpoint_write_then_resume_equals_uninterrupted(tmp_path, reference):
+  """Killed while a checkpoint is half-written (its temporary directory exists): the resumed
+  run starts from the newest complete checkpoint and ends exactly like the uninterrupted one."""
+  proc = subprocess.Popen(command(tmp_path, 30), stderr=subprocess.PIPE, text=True)
+  checkpoints = tmp_path / "checkpoints"
+  wait_for_checkpoint(tmp_path, 10, proc)      # complete ones to fall back to
+  writing = []
+  while not writing:
+    assert proc.poll() is None, "the run ended before a checkpoint write could be interrupted"
+    names = [p.name for p in checkpoints.iterdir()] if checkpoints.exists() else []
+    writing = [n for n in names if not n.isdigit()]
+    if not writing:
+      time.sleep(0.001)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  complete = sorted(int(n) for n in os.listdir(checkpoints) if n.isdigit())
+  resumed = run(tmp_path, 30)
+  assert resumed.returncode == 0, resumed.stderr
+  assert f"resumed from step {complete[-1]}" in resumed.stderr, (writing, complete)
+  got = losses(tmp_path)
+  for step, loss in reference.items():
+    assert got[step] == pytest.approx(loss, rel=1e-6), step
+
+
 def test_sigterm_saves_and_exits_cleanly(tmp_path, reference):
   proc = subprocess.Popen(command(tmp_path, 30), stderr=subprocess.PIPE, text=True)
   wait_for_checkpoint(tmp_path, 5, proc)
@@ -128,6 +152,34 @@ def test_unwritable_workdir_is_a_one_line_error(tmp_path):
   result = run(blocker / "run", 5)
   assert result.returncode == 2
   assert len(result.stderr.strip().splitlines()) == 1 and "cannot create workdir" in result.stderr
+
+
+@pytest.fixture(name="small_disk")
+def fixture_small_disk(tmp_path):
+  """A 6 MiB tmpfs (needs root): room for two checkpoints of the model below, not three."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)],
+                    capture_output=True, check=False).returncode != 0:
+    pytest.skip("mounting a small tmpfs needs root")
+  yield disk
+  subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_full_disk_on_save_is_a_clear_error_and_keeps_older_checkpoints(small_disk):
+  workdir = small_disk / "run"
+  result = run(workdir, 60, "--config.model.d_model=64", "--config.checkpoint.keep=100")
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("encdec train: error: cannot write") and (
+      "no space left on device" in last), last          # a checkpoint or the metrics
+  kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  step = int(last.rsplit("resume from step ", 1)[1]) if "from step" in last else kept[-1]
+  assert kept and kept[-1] == step
+  subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+  resumed = run(workdir, 60, "--config.model.d_model=64", "--config.checkpoint.keep=100")
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"resumed from step {step}" in resumed.stderr
 
 
 def test_other_config_in_workdir_is_refused_and_nothing_is_lost(tmp_path):
