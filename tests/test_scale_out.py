@@ -1,8 +1,10 @@
 """Scale-out end to end: resume on other meshes, two processes equal one, restore anywhere."""
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -47,19 +49,23 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def encdec_train(workdir, devices, extra=(), processes=1):
+def start_training(workdir, devices, extra=(), processes=1) -> list[subprocess.Popen]:
+  """`encdec train` in `processes` processes of `devices` CPU devices each."""
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
          "JAX_PLATFORMS": "cpu"}
   args = [sys.executable, "-m", "encdec", "train", "--config", "configs/algorithmic.py:task=copy",
           "--workdir", str(workdir), *[f"--config.{k}={v}" for k, v in BASE.items()], *extra]
   if processes == 1:
-    procs = [subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)]
-  else:
-    port = free_port()
-    procs = [subprocess.Popen(args + [f"--coordinator_address=localhost:{port}",
-                                      f"--num_processes={processes}", f"--process_id={i}"],
-                              env=env, stderr=subprocess.PIPE, text=True)
-             for i in range(processes)]
+    return [subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)]
+  port = free_port()
+  return [subprocess.Popen(args + [f"--coordinator_address=localhost:{port}",
+                                   f"--num_processes={processes}", f"--process_id={i}"],
+                           env=env, stderr=subprocess.PIPE, text=True)
+          for i in range(processes)]
+
+
+def encdec_train(workdir, devices, extra=(), processes=1):
+  procs = start_training(workdir, devices, extra, processes)
   errors = [p.communicate(timeout=600)[1] for p in procs]
   for p in procs:
     assert p.returncode == 0, "\n".join(f"--- process {j} (exit {q.returncode}):\n{e[-2500:]}"
@@ -89,6 +95,26 @@ def test_two_processes_equal_one_process_and_one_device(tmp_path):
   more[0] = "--config.train.num_steps=16"
   logs = encdec_train(tmp_path / "two_processes", 4, more, processes=2)
   assert "resumed from step 14" in logs[0] and "final test" not in logs[1]
+
+
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(tmp_path):
+  """One host preempted: both processes agree on the step, save it together and exit 0."""
+  procs = start_training(tmp_path, 4, ["--config.train.num_steps=100000",
+                                       "--config.checkpoint.every_steps=100000"], processes=2)
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 300
+  while not (metrics.exists() and metrics.read_text().strip()):
+    assert all(p.poll() is None for p in procs) and time.time() < deadline
+    time.sleep(0.2)
+  procs[1].send_signal(signal.SIGTERM)
+  errors = [p.communicate(timeout=300)[1] for p in procs]
+  steps = []
+  for p, err in zip(procs, errors):
+    assert p.returncode == 0, err[-2000:]
+    line = [l for l in err.splitlines() if "preempted at step" in l]
+    assert line, err[-2000:]
+    steps.append(int(line[0].split("preempted at step ")[1].split(":")[0]))
+  assert steps[0] == steps[1] and (tmp_path / "checkpoints" / str(steps[0])).is_dir()
 
 
 def test_warm_start_merges_by_path_and_mapping():

@@ -1,0 +1,39 @@
+"""experiments/g2p_result.py: the G2P results page from a run directory."""
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def fake_run(workdir: pathlib.Path) -> None:
+  """A run directory with the files training and `encdec eval --beam 4` leave behind."""
+  (workdir / "eval").mkdir(parents=True)
+  model = dict(d_model=256, num_heads=4, d_ff=1024, num_encoder_layers=3, num_decoder_layers=3,
+               dropout_rate=0.1, attention_dropout_rate=0.1)
+  (workdir / "config.json").write_text(json.dumps({
+      "model": model, "train": dict(num_steps=100, batch_size=8, label_smoothing=0.1),
+      "optim": dict(learning_rate=1e-3, schedule="cosine")}))
+  rows = [{"step": s, "train/loss": 1.0 / s} for s in (10, 20, 30)]
+  rows += [{"step": 50, "eval/loss": 0.2, "eval/wer": 30.0, "eval/per": 7.0}]
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  for name, wer in (("test-100", 26.0), ("test-beam4-100", 25.0)):
+    (workdir / "eval" / f"{name}.json").write_text(json.dumps(
+        dict(wer=wer, per=6.0, exact_match=100 - wer, num_examples=40)))
+    lines = ["source\treferences\tprediction"]
+    lines += [f"w{i}\tA B | A C\t{'A B' if i % 4 else 'X'}" for i in range(40)]
+    (workdir / "eval" / f"{name}-predictions.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_results_page_has_both_searches_a_curve_and_twenty_samples_with_errors(tmp_path):
+  fake_run(tmp_path / "run")
+  out = tmp_path / "results"
+  subprocess.run([sys.executable, str(ROOT / "experiments" / "g2p_result.py"), str(tmp_path / "run"),
+                  "--out", str(out), "--wall-time", "1h", "--hardware", "2 cores"], check=True)
+  page = (out / "g2p_cmudict.md").read_text()
+  assert "| greedy | 26.00 |" in page and "| beam 4 (alpha 0.6) | 25.00 |" in page
+  samples = [l for l in page.splitlines() if l.startswith("| w") and "word" not in l]
+  assert "| w11 | A B, A C | A B | ok |" in samples
+  assert len(samples) == 20 and sum(l.endswith("| wrong |") for l in samples) == 10
+  assert (out / "g2p_cmudict" / "learning_curve.png").stat().st_size > 10_000
