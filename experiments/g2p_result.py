@@ -116,7 +116,7 @@ def main() -> None:
       "## Learning curve", "", "![learning curve](g2p_cmudict/learning_curve.png)", "",
   ]
   if attention:
-    lines += ["## Cross-attention (test word, per layer, averaged over heads)", "",
+    lines += ["## Cross-attention on a test word (rows: layers; mean over heads, then each head)", "",
               "![attention map](g2p_cmudict/attention_map.png)", ""]
   lines += [f"## 20 test words (beam {args.beam}), half of them errors", "",
             "| word | reference(s) | prediction | |", "|---|---|---|---|"]
