@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from encdec import model, parallel
+from encdec import config, model, parallel
 from encdec.train import optim, state as state_lib, step as step_lib
 
 MODEL = dict(src_vocab_size=16, tgt_vocab_size=16, d_model=32, num_heads=4, d_ff=64,
              num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.1)
-OPTIM = ml_collections.ConfigDict(dict(learning_rate=1e-3, schedule="constant", warmup_steps=2,
-                                       b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.01,
-                                       grad_clip_norm=1.0))
+OPTIM = config.base().optim
+OPTIM.update(learning_rate=1e-3, schedule="constant", warmup_steps=2, weight_decay=0.01,
+             grad_clip_norm=1.0)
 
 
 def mesh_cfg(data, fsdp, tensor):

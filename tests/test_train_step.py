@@ -6,14 +6,14 @@ import numpy as np
 import optax
 import pytest
 
-from encdec import model
+from encdec import config, model
 from encdec.train import checkpoint, optim, state as state_lib, step as step_lib
 
 MODEL = dict(src_vocab_size=12, tgt_vocab_size=12, d_model=32, num_heads=4, d_ff=64,
              num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0)
-OPTIM = ml_collections.ConfigDict(dict(learning_rate=3e-3, schedule="constant", warmup_steps=10,
-                                       b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.0,
-                                       grad_clip_norm=1.0, trainable=""))
+OPTIM = config.base().optim
+OPTIM.update(learning_rate=3e-3, schedule="constant", warmup_steps=10, weight_decay=0.0,
+             grad_clip_norm=1.0)
 
 
 def copy_batch(seed: int, batch: int = 16, length: int = 6):
