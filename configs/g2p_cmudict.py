@@ -4,7 +4,7 @@
     encdec train --config configs/g2p_cmudict.py:size=base --workdir runs/g2p_base
 
 size=small: under 10 minutes on 2 CPU cores (packed batches of 128 rows, about 3.5 steps/s).
-size=base: the quality configuration (about 2 hours on 2 CPU cores; experiments/results/).
+size=base: the quality configuration (about 2 h 06 min on 2 idle CPU cores; experiments/results/).
 """
 from encdec import config
 from encdec.data import tasks

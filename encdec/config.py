@@ -43,6 +43,7 @@ def base() -> ml_collections.ConfigDict:
   c.checkpoint = dict(every_steps=1000, keep=3, async_save=True)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.eval = dict(every_steps=1000, split="dev", max_examples=500, final_split="test",
+                extra_final_splits="",   # comma-separated, also decoded at the end (test_long)
                 batch_size=256, num_samples_to_print=8)
   c.decode = dict(max_len=0, beam_size=1, alpha=0.6)   # max_len 0: task.max_tgt_len + 1
   c.logging = dict(every_steps=100, tensorboard=True)

@@ -26,7 +26,9 @@ def copy_batch(seed: int, batch: int = 16, length: int = 6):
 
 def setup(accum_steps=1, skip_nonfinite=False, trainable="", **model_overrides):
   m = model.build({**MODEL, **model_overrides})
-  tx = optim.optimizer(ml_collections.ConfigDict({**OPTIM.to_dict(), "trainable": trainable}), 100)
+  optim_cfg = OPTIM.copy_and_resolve_references()
+  optim_cfg.trainable = trainable
+  tx = optim.optimizer(optim_cfg, 100)
   b = copy_batch(0)
   st = state_lib.create(m, tx, jax.random.key(0), b["src"][:1], b["tgt_in"][:1])
   fn = step_lib.make_train_step(m, tx, optim.schedule(OPTIM, 100), label_smoothing=0.0,

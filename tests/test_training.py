@@ -16,9 +16,12 @@ FAST = {"eval.every_steps": 10_000, "checkpoint.every_steps": 10_000, "logging.e
 @pytest.mark.parametrize("task", ["copy", "reverse"])
 def test_learns_algorithmic_task_to_99_percent(tmp_path, task):
   cfg = config.load(f"configs/algorithmic.py:task={task}",
-                    {**FAST, "task.max_len": 8, "train.num_steps": 600, "eval.every_steps": 300})
+                    {**FAST, "task.max_len": 8, "train.num_steps": 600, "eval.every_steps": 300,
+                     "eval.extra_final_splits": "test_long"})
   scores = loop.train(cfg, tmp_path)
   assert scores["exact_match"] >= 99.0, scores
+  test_long = json.loads((tmp_path / "eval" / "test_long-600.json").read_text())
+  assert 0 <= test_long["exact_match"] <= 100 and test_long["num_examples"] > 0
   dev = [r for r in writers.read_metrics(tmp_path) if "eval/loss" in r]
   assert [r["step"] for r in dev] == [300]                      # teacher-forced dev metrics too
   assert dev[0]["eval/accuracy"] > 0.9 and dev[0]["eval/perplexity"] < 2.0
@@ -69,9 +72,17 @@ def jax_leaves(tree):
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
+@pytest.mark.parametrize("key", ["eval.split", "eval.final_split", "eval.extra_final_splits"])
+def test_unknown_eval_split_is_refused_before_training(tmp_path, key):
+  with pytest.raises(config.ConfigError, match=rf"{key}='tset' is not a split of task "
+                                               r"'reverse'; valid: train, dev, test, test_long"):
+    loop.Trainer(small_run_config(**{key: "tset"}), tmp_path)
+  assert not (tmp_path / "checkpoints").exists()
+
+
 def test_workdir_of_another_model_is_refused(tmp_path):
   loop.prepare_workdir(tmp_path, small_run_config())
-  with pytest.raises(config.ConfigError, match="model config differs"):
+  with pytest.raises(config.ConfigError, match=r"config differs .* in model\.d_model="):
     loop.prepare_workdir(tmp_path, small_run_config(**{"model.d_model": 32}))
 
 
@@ -82,7 +93,7 @@ def test_workdir_saved_before_a_model_option_existed_still_resumes(tmp_path):
   del saved["model"]["cross_window"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
   loop.prepare_workdir(tmp_path, small_run_config())
-  with pytest.raises(config.ConfigError, match="model config differs"):
+  with pytest.raises(config.ConfigError, match=r"model\.cross_window=\d+ \(now 2\)"):
     loop.prepare_workdir(tmp_path, small_run_config(**{"model.cross_window": 2}))
 
 

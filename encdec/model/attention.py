@@ -176,9 +176,7 @@ class SelfAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool,
                decode: bool = False, cache_length: int | None = None) -> jax.Array:
-    qkv = layers.dense_general((3, self.num_heads, self.head_dim), ("embed", "qkv", "heads", "kv"),
-                               self.dtype, name="qkv")(x)                # [B, T, 3, H, D]
-    query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    query, key, value = qkv_projection(x, self.num_heads, self.head_dim, self.dtype)
     if decode:
       key, value, mask = update_cache(self, key, value, cache_length)
     dropout_rng = None if deterministic or self.dropout_rate == 0 else self.make_rng("dropout")
@@ -187,10 +185,31 @@ class SelfAttention(nn.Module):
     return output_projection(out, x.shape[-1], self.dtype)                 # [B, T, d_model]
 
 
-def output_projection(heads: jax.Array, d_model: int, dtype) -> jax.Array:
-  """[B, T, H, D] --> [B, T, d_model] (call from a compact method: the layer is named 'out')."""
+def query_projection(x: jax.Array, num_heads: int, head_dim: int, dtype,
+                     name: str = "query") -> jax.Array:
+  """[B, T, d_model] --> [B, T, H, D] (call from a compact method)."""
+  return layers.dense_general((num_heads, head_dim), ("embed", "heads", "kv"), dtype,
+                              name=name)(x)
+
+
+def kv_projection(x: jax.Array, kv_heads: int, head_dim: int, dtype, name: str = "kv",
+                  head_axis: str = "kv_heads") -> jax.Array:
+  """[B, S, d_model] --> [B, S, 2, Hk, D]: keys and values in one matmul."""
+  return layers.dense_general((2, kv_heads, head_dim), ("embed", "qkv", head_axis, "kv"), dtype,
+                              name=name)(x)
+
+
+def qkv_projection(x: jax.Array, num_heads: int, head_dim: int, dtype):
+  """[B, T, d_model] --> query, key, value, each [B, T, H, D], from one matmul named 'qkv'."""
+  qkv = layers.dense_general((3, num_heads, head_dim), ("embed", "qkv", "heads", "kv"), dtype,
+                             name="qkv")(x)                              # [B, T, 3, H, D]
+  return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+
+def output_projection(heads: jax.Array, d_model: int, dtype, name: str = "out") -> jax.Array:
+  """[B, T, H, D] --> [B, T, d_model] (call from a compact method)."""
   return layers.dense_general(d_model, ("heads", "kv", "embed"), dtype, axis=(-2, -1),
-                              name="out")(heads)
+                              name=name)(heads)
 
 
 def update_cache(module: nn.Module, key: jax.Array, value: jax.Array, cache_length: int | None):

@@ -57,9 +57,7 @@ class MultiHeadCrossAttention(CrossAttentionBase):
   def project_kv(self, memory: jax.Array, mask: jax.Array) -> jax.Array:
     """[B, S, d_model] --> [B, S, 2, Hk, D] (keys and values in one matmul)."""
     cfg = self.config
-    return layers.dense_general((2, self.kv_heads(), cfg.heads_dim),
-                                ("embed", "qkv", "kv_heads", "kv"), cfg.compute_dtype,
-                                name="kv")(memory)
+    return attention.kv_projection(memory, self.kv_heads(), cfg.heads_dim, cfg.compute_dtype)
 
   def kv_mask(self, mask: jax.Array) -> jax.Array:
     """The mask over the keys `project_kv` returns (here: the source positions themselves)."""
@@ -81,8 +79,8 @@ class MultiHeadCrossAttention(CrossAttentionBase):
              deterministic: bool) -> jax.Array:
     """Queries from x [B*G, T, d] over kv [B, S, 2, Hk, D] --> [B*G, T, d]."""
     cfg = self.config
-    query = layers.dense_general((cfg.num_heads, cfg.heads_dim), ("embed", "heads", "kv"),
-                                 cfg.compute_dtype, name="query")(x)       # [B*G, T, H, D]
+    query = attention.query_projection(x, cfg.num_heads, cfg.heads_dim,
+                                       cfg.compute_dtype)                  # [B*G, T, H, D]
     rate = cfg.attention_dropout_rate
     dropout_rng = None if deterministic or rate == 0 else self.make_rng("dropout")
     out, weights = attention.grouped_attention(
@@ -157,15 +155,15 @@ class LatentCrossAttention(MultiHeadCrossAttention):
     latents = self.param("latents", nn.with_logical_partitioning(
         nn.initializers.normal(1.0), ("latents", "embed")), (cfg.cross_latents, cfg.d_model),
                          jnp.float32).astype(cfg.compute_dtype)            # [M, d]
-    query = layers.dense_general((cfg.num_heads, cfg.heads_dim), ("embed", "heads", "kv"),
-                                 cfg.compute_dtype, name="latent_query")(latents)
+    query = attention.query_projection(latents, cfg.num_heads, cfg.heads_dim, cfg.compute_dtype,
+                                       name="latent_query")
     query = jnp.broadcast_to(query, (memory.shape[0],) + query.shape)      # [B, M, H, D]
-    kv = layers.dense_general((2, cfg.num_heads, cfg.heads_dim), ("embed", "qkv", "heads", "kv"),
-                              cfg.compute_dtype, name="source_kv")(memory)  # [B, S, 2, H, D]
+    kv = attention.kv_projection(memory, cfg.num_heads, cfg.heads_dim, cfg.compute_dtype,
+                                 name="source_kv", head_axis="heads")      # [B, S, 2, H, D]
     source_mask = jnp.any(mask, axis=2, keepdims=True)                     # [B, 1, 1, S]
     read = attention.dot_product_attention(query, kv[:, :, 0], kv[:, :, 1], source_mask)
-    z = latents + layers.dense_general(cfg.d_model, ("heads", "kv", "embed"), cfg.compute_dtype,
-                                       axis=(-2, -1), name="latent_out")(read)  # [B, M, d]
+    z = latents + attention.output_projection(read, cfg.d_model, cfg.compute_dtype,
+                                              name="latent_out")           # [B, M, d]
     return super().project_kv(z, mask)
 
   def kv_mask(self, mask):
@@ -224,9 +222,8 @@ class MergedAttention(MultiHeadCrossAttention):
   def __call__(self, x, memory, mask, *, deterministic: bool, decode: bool = False,
                self_mask: jax.Array | None = None, cache_length: int | None = None):
     cfg = self.config
-    qkv = layers.dense_general((3, cfg.num_heads, cfg.heads_dim), ("embed", "qkv", "heads", "kv"),
-                               cfg.compute_dtype, name="qkv")(x)            # [R, T, 3, H, D]
-    query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    query, key, value = attention.qkv_projection(x, cfg.num_heads, cfg.heads_dim,
+                                                 cfg.compute_dtype)         # [R, T, H, D] each
     if decode:
       key, value, self_mask = attention.update_cache(self, key, value, cache_length)
     kv, mask = self.keys_values(memory, mask, decode)                       # [B, S, 2, H, D]

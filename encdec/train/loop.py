@@ -37,15 +37,43 @@ def prepare_workdir(workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict)
   if path.exists():
     old = json.loads(path.read_text())
     for section in RESUME_SECTIONS:
-      saved = old.get(section)
-      if section == "model" and saved is not None:
-        saved = config_lib.with_defaults(section, saved)
-      if saved != new.get(section):
-        raise ConfigError(f"the {section} config differs from the one in {path}; use another "
+      diff = section_differences(section, old.get(section), new.get(section))
+      if diff:
+        raise ConfigError(f"the config differs from the one in {path} in {diff}; use another "
                           "--workdir or the same config to resume")
   if jax.process_index() == 0:
     path.write_text(json.dumps(new, indent=2) + "\n")
   return workdir
+
+
+def section_differences(section: str, saved: dict[str, Any] | None,
+                        current: dict[str, Any] | None) -> str:
+  """'' if a saved config section (keys added since filled with defaults) equals the current
+  one; otherwise the differing keys, e.g. "model.d_model=64 (now 128)"."""
+  if saved is None:
+    return ""
+  if section == "model":
+    saved = config_lib.with_defaults(section, saved)
+  if not isinstance(saved, dict) or not isinstance(current, dict):
+    return "" if saved == current else f"{section}={saved!r} (now {current!r})"
+  return ", ".join(f"{section}.{k}={saved.get(k)!r} (now {current.get(k)!r})"
+                   for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k))
+
+
+def final_splits(cfg: ml_collections.ConfigDict) -> list[str]:
+  """eval.final_split, then eval.extra_final_splits (comma-separated)."""
+  extra = [s.strip() for s in cfg.eval.extra_final_splits.split(",") if s.strip()]
+  return [cfg.eval.final_split] + [s for s in extra if s != cfg.eval.final_split]
+
+
+def check_splits(cfg: ml_collections.ConfigDict, task) -> None:
+  """A one-line error before training if an eval split does not exist for the task."""
+  for key, split in [("eval.split", cfg.eval.split)] + [
+      ("eval.final_split" if i == 0 else "eval.extra_final_splits", s)
+      for i, s in enumerate(final_splits(cfg))]:
+    if split not in task.splits:
+      raise ConfigError(f"{key}={split!r} is not a split of task {task.name!r}; valid: "
+                        f"{', '.join(task.splits)}")
 
 
 def model_config(model_cfg: ml_collections.ConfigDict, task) -> dict[str, Any]:
@@ -81,6 +109,7 @@ class Trainer:
     self.cfg = cfg
     self.workdir = prepare_workdir(workdir, cfg)
     self.task = tasks.build(cfg.task)
+    check_splits(cfg, self.task)
     self.module = model.build(model_config(cfg.model, self.task))
     self.tx = optim.optimizer(cfg.optim, cfg.train.num_steps)
     self.learning_rate = optim.schedule(cfg.optim, cfg.train.num_steps)
@@ -121,13 +150,9 @@ class Trainer:
 
   def check_compatible(self, step: int) -> None:
     """A one-line error if checkpoint `step` was trained with another model config."""
-    saved = self.checkpointer.saved_config(step).get("model")
-    current = json.loads(self.cfg.to_json())["model"]
-    if saved is not None:
-      saved = config_lib.with_defaults("model", saved)
-    if saved is not None and saved != current:
-      diff = ", ".join(f"model.{k}={saved.get(k)!r} (now {current.get(k)!r})"
-                       for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k))
+    diff = section_differences("model", self.checkpointer.saved_config(step).get("model"),
+                               json.loads(self.cfg.to_json())["model"])
+    if diff:
       raise ConfigError(f"checkpoint {self.checkpointer.directory / str(step)} was trained with "
                         f"{diff}; use its config or another --workdir")
 
@@ -248,7 +273,11 @@ class Trainer:
     self.log(step, {f"eval/{k}": v for k, v in scores.items() if not isinstance(v, str)})
 
   def final_eval(self, state) -> dict[str, Any]:
-    split, step = self.cfg.eval.final_split, int(state.step)
+    """Decode eval.final_split, then each of eval.extra_final_splits; the first's scores."""
+    return [self.final_eval_split(state, split) for split in final_splits(self.cfg)][0]
+
+  def final_eval_split(self, state, split: str) -> dict[str, Any]:
+    step = int(state.step)
     scores, predictions = self.evaluate(state, split, 0)
     logging.info("final %s @ %d: %s\n%s", split, step, _fmt(scores),
                  evaluate.format_samples(predictions, self.cfg.eval.num_samples_to_print))
