@@ -18,6 +18,7 @@ import logging as py_logging
 import os
 import shlex
 import sys
+import traceback
 
 from absl import flags, logging
 
@@ -108,11 +109,35 @@ class _OwnInfoOnly(py_logging.Filter):
   def filter(self, record: py_logging.LogRecord) -> bool:
     if f"{os.sep}encdec{os.sep}" in record.pathname or os.environ.get("ENCDEC_DEBUG"):
       return True
-    if record.levelno < py_logging.WARNING:
-      return False
+    if record.levelno < py_logging.WARNING or (
+        record.name == "asyncio" and record.msg == "Task exception was never retrieved"):
+      return False  # the latter: a failed Orbax write that encdec reports itself
     record.exc_info, record.exc_text, record.stack_info = None, None, None
     record.msg, record.args = record.getMessage().splitlines()[0][:300], None
     return True
+
+
+def _is_closed_event_loop_error(exc_type, exc: BaseException, tb) -> bool:
+  """True for asyncio's "Event loop is closed", as raised in TensorStore's write callbacks
+  that outlive Orbax's event loop after a failed checkpoint write (e.g. a full disk)."""
+  frames = traceback.extract_tb(tb)
+  return (exc_type is RuntimeError and str(exc) == "Event loop is closed" and bool(frames)
+          and f"{os.sep}asyncio{os.sep}" in frames[-1].filename)
+
+
+def _quiet_closed_event_loop_errors() -> None:
+  """Drop those tracebacks (C++ callbacks print them through sys.excepthook); encdec has
+  already reported the failure in one line. ENCDEC_DEBUG=1 keeps them."""
+  if os.environ.get("ENCDEC_DEBUG") or getattr(sys.excepthook, "encdec_quiet", False):
+    return
+  default = sys.excepthook
+
+  def hook(exc_type, exc, tb):
+    if not _is_closed_event_loop_error(exc_type, exc, tb):
+      default(exc_type, exc, tb)
+
+  hook.encdec_quiet = True
+  sys.excepthook = hook
 
 
 def _setup_logging() -> None:
@@ -186,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
   args, rest = _parser().parse_known_args(argv)
   args.argv = argv  # recorded by `encdec sweep` in sweep.json
   _setup_logging()
+  _quiet_closed_event_loop_errors()
   try:
     if rest and args.command not in WITH_OVERRIDES:
       raise config_lib.ConfigError(f"unrecognised arguments: {' '.join(rest)}")

@@ -1,8 +1,11 @@
 """The command line: bad input fails in one line with a non-zero exit, before compiling."""
+import asyncio
 import subprocess
 import sys
 
 import pytest
+
+from encdec import cli
 
 
 def encdec(*args, cwd=None, timeout=300):
@@ -28,3 +31,24 @@ def test_bad_train_arguments_fail_in_one_line(tmp_path, args, message):
 def test_eval_on_a_directory_that_is_not_a_run(tmp_path):
   result = encdec("eval", "--workdir", str(tmp_path))
   assert result.returncode == 2 and "config.json does not exist" in result.stderr
+
+
+def _raised(fn):
+  try:
+    fn()
+  except Exception as e:  # pylint: disable=broad-except
+    return type(e), e, e.__traceback__
+  raise AssertionError("nothing raised")
+
+
+def test_only_asyncio_closed_event_loop_errors_are_quietened():
+  loop = asyncio.new_event_loop()
+  loop.close()
+  closed = _raised(lambda: loop.call_soon_threadsafe(print))
+  assert cli._is_closed_event_loop_error(*closed)                # pylint: disable=protected-access
+
+  def own_error():
+    raise RuntimeError("Event loop is closed")
+
+  assert not cli._is_closed_event_loop_error(*_raised(own_error))  # pylint: disable=protected-access
+  assert not cli._is_closed_event_loop_error(*_raised(lambda: 1 / 0))  # pylint: disable=protected-access
