@@ -21,10 +21,47 @@ def _pyplot():
   return plt
 
 
-def colours(labels: Sequence[str]) -> dict[str, str]:
-  """A fixed colour per group label (matplotlib's default cycle C0..C9, in label order)."""
-  palette = [f"C{i}" for i in range(10)]
+def colours(labels: Sequence[str]) -> dict[str, tuple | str]:
+  """A distinct colour per group label, in label order: matplotlib's default cycle C0..C9, or
+  the 20 colours of tab20 for more groups."""
+  if len(labels) <= 10:
+    return {label: f"C{i}" for i, label in enumerate(labels)}
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  palette = colormaps["tab20"].colors
   return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+
+
+def short_labels(labels: Sequence[str]) -> dict[str, str]:
+  """Drop a 'key=' prefix that every label shares ('cross_attention=mqa' -> 'mqa')."""
+  keys = {label.split("=", 1)[0] for label in labels if "=" in label}
+  if len(keys) != 1 or not all("=" in label and "." not in label for label in labels):
+    return {label: label for label in labels}
+  return {label: label.split("=", 1)[1] for label in labels}
+
+
+def off_scale(values: Mapping[str, float], factor: float = 10.0) -> set[str]:
+  """Groups whose value lies more than `factor` median absolute deviations (of all groups'
+  values) from their median, e.g. a no-source control at 100% WER beside variants at 55-60%.
+  Plots leave them out of the axis range and name them instead of squashing the others."""
+  if len(values) < 4:
+    return set()
+  centre = float(np.median(list(values.values())))
+  spread = float(np.median([abs(v - centre) for v in values.values()]))
+  if spread == 0:
+    return set()
+  return {label for label, v in values.items() if abs(v - centre) > factor * spread}
+
+
+def _limits(values: Sequence[float], margin: float = 0.08) -> tuple[float, float]:
+  low, high = min(values), max(values)
+  pad = margin * (high - low) or abs(high) * margin or 1.0
+  return low - pad, high + pad
+
+
+def _note_off_scale(ax, names: Sequence[str]) -> None:
+  if names:
+    ax.text(0.01, 0.99, "off scale: " + ", ".join(names), transform=ax.transAxes, va="top",
+            fontsize=8, color="0.3")
 
 
 def seed_band(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -43,17 +80,24 @@ def learning_curves(panels: Mapping[str, Mapping[str, Sequence[Curve]]],
   and its min–max over seeds as a band."""
   plt = _pyplot()
   labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
-  colour = colours(labels)
+  colour, name = colours(labels), short_labels(labels)
   fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
   for ax, (title, groups) in zip(axes[0], panels.items()):
-    for label, curves in groups.items():
-      steps, mean, low, high = seed_band([c for c in curves if c])
-      if not len(steps):
-        continue
+    bands = {label: seed_band([c for c in curves if c]) for label, curves in groups.items()}
+    bands = {label: band for label, band in bands.items() if len(band[0])}
+    hidden = off_scale({label: float(band[1][-1]) for label, band in bands.items()})
+    for i, (label, (steps, mean, low, high)) in enumerate(bands.items()):
       ax.plot(steps, mean, color=colour[label], marker="o", markersize=3,
-              label=f"{label} (n={len(curves)})")
-      if len(curves) > 1:
+              linestyle=("-", "--")[i // 10 % 2], label=f"{name[label]} (n={len(groups[label])})")
+      if len(groups[label]) > 1:
         ax.fill_between(steps, low, high, color=colour[label], alpha=0.2, linewidth=0)
+    if hidden:
+      low, high = _limits([v for label, band in bands.items() if label not in hidden
+                           for v in (*band[2], *band[3])])
+      outside = sorted(k for k in hidden if not low <= bands[k][1][-1] <= high)
+      if outside:   # (an early-steps range may already hold them)
+        ax.set_ylim(low, high)
+        _note_off_scale(ax, [f"{name[k]} (ends at {bands[k][1][-1]:.3g})" for k in outside])
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
@@ -65,16 +109,20 @@ def quality_vs_speed(points: Mapping[str, tuple[float, float, float, float]], xl
                      ylabel: str, path: str | pathlib.Path) -> pathlib.Path:
   """Scatter of groups: label -> (x mean, x std, y mean, y std), with error bars."""
   plt = _pyplot()
-  colour = colours(list(points))
-  fig, ax = plt.subplots(figsize=(6, 4.5))
-  for label, (x, x_std, y, y_std) in points.items():
+  colour, name = colours(list(points)), short_labels(list(points))
+  hidden = off_scale({label: p[2] for label, p in points.items()})
+  shown = {label: p for label, p in points.items() if label not in hidden}
+  fig, ax = plt.subplots(figsize=(7, 5))
+  for label, (x, x_std, y, y_std) in shown.items():
     ax.errorbar([x], [y], xerr=[x_std], yerr=[y_std], fmt="o", color=colour[label], capsize=3,
-                label=label)
-    ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+                label=name[label])
+    ax.annotate(name[label], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+  _note_off_scale(ax, [f"{name[k]} ({ylabel} {points[k][2]:.3g}, {xlabel} {points[k][0]:.3g})"
+                       for k in sorted(hidden)])
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc="best")
   return _save(fig, plt, path)
 
 
@@ -83,14 +131,18 @@ def metric_bars(values: Mapping[str, tuple[float, float]], ylabel: str,
   """A bar per group: label -> (mean, std), std as an error bar; `highlight` gets hatching."""
   plt = _pyplot()
   labels = list(values)
-  colour = colours(labels)
-  fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 4))
+  colour, name = colours(labels), short_labels(labels)
+  fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(labels) + 1.5), 4))
   bars = ax.bar(range(len(labels)), [values[k][0] for k in labels],
                 yerr=[values[k][1] for k in labels], capsize=4,
                 color=[colour[k] for k in labels])
   if highlight in values:
     bars[labels.index(highlight)].set_hatch("//")
-  ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+  for bar, label in zip(bars, labels):   # the value on each bar: differences can be small
+    ax.annotate(f"{values[label][0]:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+  ax.set_xticks(range(len(labels)), [name[k] for k in labels], rotation=30, ha="right",
+                fontsize=8)
   ax.set_ylabel(ylabel)
   ax.grid(axis="y", alpha=0.3)
   return _save(fig, plt, path)

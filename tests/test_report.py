@@ -165,3 +165,17 @@ def test_report_on_real_runs_measures_and_caches_decode_speed(tmp_path):
   mtime = (tmp_path / "mqa" / report.SPEED_FILE).stat().st_mtime_ns
   report.write_report(tmp_path)                    # cached: not measured again
   assert (tmp_path / "mqa" / report.SPEED_FILE).stat().st_mtime_ns == mtime
+
+
+def test_plot_labels_colours_and_off_scale_groups():
+  from encdec import plots  # pylint: disable=import-outside-toplevel
+  names = [f"cross_attention={v}" for v in ("mha", "mqa", "none")]
+  assert plots.short_labels(names) == {n: n.split("=")[1] for n in names}
+  mixed = ["cross_attention=mha.seed_group=1", "cross_attention=mqa"]
+  assert plots.short_labels(mixed) == {n: n for n in mixed}     # more than one key: unchanged
+  eleven = [f"v{i}" for i in range(11)]
+  assert len(set(plots.colours(eleven).values())) == 11
+  wer = {"mha": 56.5, "mqa": 57.2, "gqa": 57.0, "local": 56.6, "none": 100.0}
+  assert plots.off_scale(wer) == {"none"}
+  assert plots.off_scale({k: v for k, v in wer.items() if k != "none"}) == set()
+  assert plots.off_scale({"a": 1.0, "b": 50.0, "c": 99.0}) == set()   # too few to call one off
