@@ -22,6 +22,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -294,16 +295,21 @@ def bench_decode(args, module, params) -> dict[str, Any]:
   return out
 
 
+def compile_times(args, layers: int) -> dict[str, float]:
+  """Trace + XLA compile times of a fresh train step at `layers` per side (abstract state)."""
+  cfg = load_config(args, layers)
+  module, tx, train_step, batch = build_train(cfg, args.seed)
+  abstract_state = state_lib.abstract_shapes(module, tx, batch["src"], batch["tgt_in"])
+  abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+  return compile_train_step(train_step, abstract_state, abstract_batch,
+                            jax.random.key(args.seed))[1]
+
+
 def bench_compile(args) -> dict[str, Any]:
   """Trace + XLA compile time of the train step at two depths (abstract state: no init)."""
   out = {}
   for layers in args.compile_layers:
-    cfg = load_config(args, layers)
-    module, tx, train_step, batch = build_train(cfg, args.seed)
-    abstract_state = state_lib.abstract_shapes(module, tx, batch["src"], batch["tgt_in"])
-    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
-    _, times = compile_train_step(train_step, abstract_state, abstract_batch,
-                                  jax.random.key(args.seed))
+    times = compile_times(args, layers)
     out[f"compile_s_{layers}_layers"] = times["compile_s"]
     out[f"lower_s_{layers}_layers"] = times["lower_s"]
     out[f"xla_compile_s_{layers}_layers"] = times["xla_compile_s"]
@@ -312,6 +318,19 @@ def bench_compile(args) -> dict[str, Any]:
   out["compile_scan_layers"] = bool(load_config(args).model.scan_layers)
   out["compile_s_ratio"] = out[f"compile_s_{deep}_layers"] / out[f"compile_s_{shallow}_layers"]
   return out
+
+
+def bench_compile_cache(args, directory: str) -> dict[str, Any]:
+  """The train step compiled twice with JAX's persistent compilation cache in `directory`:
+  cold (compiles and writes) and warm (reads), as a resumed run or another seed of a sweep
+  would. Call it last: the cache stays enabled for the rest of the process."""
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  layers = args.compile_layers[0]
+  cold, warm = compile_times(args, layers), compile_times(args, layers)
+  return {"compile_cache_layers": layers, "compile_s_cache_cold": cold["compile_s"],
+          "compile_s_cache_warm": warm["compile_s"],
+          "compile_cache_speedup": cold["compile_s"] / warm["compile_s"]}
 
 
 # OpenMP's default spin-waiting can slow PyTorch down by orders of magnitude when the cores
@@ -396,6 +415,9 @@ def summary_table(r: dict[str, Any]) -> str:
       (f"compile {shallow} / {deep} layers (s)",
        f"{num(f'compile_s_{shallow}_layers', '{:.2f}')} / {num(f'compile_s_{deep}_layers', '{:.2f}')}",
        f"ratio {num('compile_s_ratio', '{:.2f}')}"),
+      ("compile, persistent cache cold / warm (s)",
+       f"{num('compile_s_cache_cold', '{:.2f}')} / {num('compile_s_cache_warm', '{:.2f}')}",
+       f"{r.get('compile_cache_layers')} layers; {num('compile_cache_speedup', '{:.1f}x')}"),
       ("peak RSS (MB)", num("peak_rss_mb", "{:,.0f}"),
        f"after train {num('peak_rss_mb_after_train', '{:,.0f}')}"),
   ]
@@ -438,6 +460,9 @@ def main(argv=None) -> dict[str, Any]:
   del params
   stage(f"compile time at {args.compile_layers} layers")
   r.update(bench_compile(args))
+  stage("compile time from the persistent compilation cache (cold, then warm)")
+  with tempfile.TemporaryDirectory() as cache:
+    r.update(bench_compile_cache(args, cache))
   if args.peers:
     stage("torch peer")
     r.update(run_torch_peer(args, cfg))

@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import itertools
 import json
+import os
 import pathlib
 import re
 import shlex
@@ -217,6 +218,18 @@ def local_argv(run: Run) -> list[str]:
   return [sys.executable, "-m", "encdec", "train", *run.train_args]
 
 
+COMPILATION_CACHE = "compilation_cache"
+
+
+def local_env(run: Run) -> dict[str, str]:
+  """The environment of a local run: JAX's persistent compilation cache in the sweep directory
+  (unless JAX_COMPILATION_CACHE_DIR is set), so seeds and resumed runs, which compile the same
+  programs, read them instead of compiling again."""
+  env = dict(os.environ)
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", str(run.workdir.parent / COMPILATION_CACHE))
+  return env
+
+
 def launcher_module(name: str):
   """experiments.launch.<name> from the repository checkout this package lives in."""
   root = pathlib.Path(__file__).resolve().parents[1]
@@ -272,7 +285,7 @@ def _start(run: Run) -> subprocess.Popen:
   run.workdir.mkdir(parents=True, exist_ok=True)
   with (run.workdir / "train.log").open("a") as log:
     proc = subprocess.Popen(local_argv(run), stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, env=local_env(run))
   _print(f"start {run.name} (log: {run.workdir / 'train.log'})")
   return proc
 

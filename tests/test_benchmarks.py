@@ -140,6 +140,7 @@ def test_run_quick_writes_json(tmp_path):
   assert f"compile_s_{shallow}_layers" in r and f"compile_s_{deep}_layers" in r
   assert r["baseline_beam4_token_agreement"] == 1.0
   assert r["baseline_greedy_token_agreement"] == 1.0
+  assert r["compile_s_cache_cold"] > 0 and r["compile_s_cache_warm"] > 0
   assert "| metric | value | notes |" in proc.stdout
 
 

@@ -173,6 +173,28 @@ def test_failed_runs_do_not_stop_the_others(config_file, tmp_path, capsys, monke
   assert out.count("[sweep] skip") == 2 and "start seed=1" in out and "start seed=0" not in out
 
 
+@pytest.mark.parametrize("user_cache", [None, "/elsewhere/jax_cache"])
+def test_runs_share_a_compilation_cache_in_the_sweep_directory(config_file, tmp_path, capsys,
+                                                               monkeypatch, user_cache):
+  """A stand-in for `encdec train` records the cache directory it was given."""
+  if user_cache:
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", user_cache)
+  else:
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  fake = tmp_path / "fake_train.py"
+  fake.write_text("import os, pathlib, sys\n"
+                  "path = pathlib.Path(sys.argv[1]); path.parent.mkdir(parents=True)\n"
+                  "path.write_text(os.environ['JAX_COMPILATION_CACHE_DIR'])\n")
+  monkeypatch.setattr(sweep, "local_argv",
+                      lambda run: [sys.executable, str(fake), str(run.final_eval)])
+  workdir = tmp_path / "s"
+  assert cli.main(["sweep", "--config", config_file, "--sweep", "three", "--workdir",
+                   str(workdir)]) == 0, capsys.readouterr()
+  for seed in (0, 1, 2):
+    given = next((workdir / f"seed={seed}" / "eval").iterdir()).read_text()
+    assert given == (user_cache or str(workdir / sweep.COMPILATION_CACHE))
+
+
 def test_sigterm_stops_the_running_run_and_starts_no_other(config_file, tmp_path, capsys,
                                                            monkeypatch):
   """The running stand-in gets the SIGTERM (and exits 0, as a preempted `encdec train`)."""
