@@ -5,7 +5,7 @@ import dataclasses
 import itertools
 import json
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import numpy as np
@@ -24,14 +24,16 @@ class Prediction:
 
 
 def decode_split(module: nn.Module, params: Any, task, task_cfg, split: str, *, batch_size: int,
-                 max_len: int, max_examples: int = 0, beam_size: int = 1, alpha: float = 0.6,
-                 show_progress: bool = False) -> list[Prediction]:
-  """Decode the first `max_examples` (0: all) examples of `split` (greedy or beam search)."""
+                 max_len_for: Callable[[int], int], max_examples: int = 0, beam_size: int = 1,
+                 alpha: float = 0.6, show_progress: bool = False) -> list[Prediction]:
+  """Decode the first `max_examples` (0: all) examples of `split` (greedy or beam search);
+  `max_len_for(S)`: the output length limit for the split's source width S."""
   total = len(task.eval_examples(split))
   total = min(total, max_examples) if max_examples else total
   meter = progress.Progress(0, total)
   out = []
   for src, examples in pipeline.eval_batches(task, task_cfg, split, batch_size=batch_size):
+    max_len = max_len_for(src.shape[1])                                    # src: [B, S]
     tokens = np.asarray(decoding.search(module, {"params": params}, src, max_len,
                                         beam_size=beam_size, alpha=alpha))    # [B, L]
     for example, row in zip(examples, tokens):

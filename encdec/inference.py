@@ -1,6 +1,7 @@
 """`encdec eval` and `encdec decode`: use a trained run on a split or on new inputs."""
 from __future__ import annotations
 
+import functools
 import pathlib
 from typing import Iterable, Iterator
 
@@ -31,7 +32,7 @@ def evaluate_run(workdir: str | pathlib.Path, *, split: str | None = None, step:
   beam_size, alpha, batch_size = _search_options(run, beam_size, alpha, batch_size)
   predictions = evaluate.decode_split(
       run.module, run.params, run.task, run.cfg.task, split, batch_size=batch_size,
-      max_len=loop.decode_max_len(run.cfg), max_examples=max_examples, beam_size=beam_size,
+      max_len_for=functools.partial(loop.decode_max_len, run.cfg), max_examples=max_examples, beam_size=beam_size,
       alpha=alpha, show_progress=True)
   scores = {**evaluate.score(run.task, predictions), "beam_size": beam_size, "step": run.step}
   name = split if beam_size == 1 else f"{split}-beam{beam_size}"
@@ -96,6 +97,8 @@ def _decode_batch(run, sources: list[str], beam_size: int, alpha: float) -> list
     if tokenizers.UNK in ids:
       logging.warning("unknown symbols in %r were mapped to UNK", text)
     rows.append(ids + [tokenizers.EOS])
-  out = decoding.search(run.module, {"params": run.params}, _pad_batch(rows),
-                        loop.decode_max_len(run.cfg), beam_size=beam_size, alpha=alpha)
+  src = _pad_batch(rows)                                                  # [B, S]
+  out = decoding.search(run.module, {"params": run.params}, src,
+                        loop.decode_max_len(run.cfg, src.shape[1]), beam_size=beam_size,
+                        alpha=alpha)
   return [run.task.tgt_tokenizer.decode(row) for row in np.asarray(out)]

@@ -253,7 +253,7 @@ def measure_decode_speed(workdir: pathlib.Path, split: str, batch_size: int = SP
   src, _ = next(batches)                                                    # [B, S]
   batches.close()
   src = jax.device_put(src)
-  max_len = loop.decode_max_len(run.cfg)
+  max_len = loop.decode_max_len(run.cfg, src.shape[1])
   decode = lambda: decoding.greedy(run.module, {"params": run.params}, src, max_len,
                                    eos_id=-1).block_until_ready()
   decode()                                                                  # compile

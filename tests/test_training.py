@@ -134,3 +134,28 @@ def test_cli_train_resume_eval_decode(tmp_path):
   assert [o[0] for o in outputs] == ["abc", "hello"]
   from_stdin = encdec("decode", "--workdir", str(tmp_path), stdin="abc\nhello\n")
   assert from_stdin.stdout == decoded.stdout
+
+
+def test_decode_length_limit_grows_with_longer_sources_unless_set():
+  cfg = small_run_config()                          # max_src_len = max_tgt_len = 6
+  assert loop.decode_max_len(cfg) == loop.decode_max_len(cfg, 7) == 7
+  assert loop.decode_max_len(cfg, 13) == 13         # test_long: 12 symbols + EOS
+  cfg.decode.max_len = 9
+  assert loop.decode_max_len(cfg, 13) == 9
+
+
+def test_longer_eval_sources_are_decoded_with_room_for_longer_outputs(tmp_path, monkeypatch):
+  from encdec import evaluate  # pylint: disable=import-outside-toplevel
+  limits = {}
+  search = evaluate.decoding.search
+
+  def recording_search(module, variables, src, max_len, **kwargs):
+    limits[src.shape[1]] = max_len
+    return search(module, variables, src, max_len, **kwargs)
+
+  monkeypatch.setattr(evaluate.decoding, "search", recording_search)
+  trainer = loop.Trainer(small_run_config(), tmp_path)   # max_len 6: test_long has 7-12 symbols
+  state = trainer.initial_state()
+  trainer.evaluate(state, "test", 0)
+  trainer.evaluate(state, "test_long", 0)
+  assert limits == {7: 7, 13: 13}                        # [B, S] --> up to S outputs, EOS included

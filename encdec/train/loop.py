@@ -5,6 +5,7 @@ only sequences them. Re-running `train` on the same workdir resumes from its new
 """
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 from typing import Any
@@ -92,8 +93,13 @@ def model_config(model_cfg: ml_collections.ConfigDict, task) -> dict[str, Any]:
   return values
 
 
-def decode_max_len(cfg: ml_collections.ConfigDict) -> int:
-  return cfg.decode.max_len or cfg.task.max_tgt_len + 1
+def decode_max_len(cfg: ml_collections.ConfigDict, src_len: int = 0) -> int:
+  """decode.max_len if set; else task.max_tgt_len + 1, plus as many steps as sources of
+  `src_len` tokens (EOS and padding included) are longer than training's (max_src_len + 1):
+  longer inputs, e.g. a test_long split, get room for longer outputs."""
+  if cfg.decode.max_len:
+    return cfg.decode.max_len
+  return cfg.task.max_tgt_len + 1 + max(0, src_len - (cfg.task.max_src_len + 1))
 
 
 def example_inputs(cfg: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
@@ -247,7 +253,8 @@ class Trainer:
   def evaluate(self, state, split: str, max_examples: int):
     predictions = evaluate.decode_split(
         self.module, state.params, self.task, self.cfg.task, split,
-        batch_size=self.cfg.eval.batch_size, max_len=decode_max_len(self.cfg),
+        batch_size=self.cfg.eval.batch_size,
+        max_len_for=functools.partial(decode_max_len, self.cfg),
         max_examples=max_examples)
     return evaluate.score(self.task, predictions), predictions
 
