@@ -126,18 +126,24 @@ def _is_closed_event_loop_error(exc_type, exc: BaseException, tb) -> bool:
 
 
 def _quiet_closed_event_loop_errors() -> None:
-  """Drop those tracebacks (C++ callbacks print them through sys.excepthook); encdec has
-  already reported the failure in one line. ENCDEC_DEBUG=1 keeps them."""
+  """Drop those tracebacks (C++ callbacks report them through sys.unraisablehook, or
+  sys.excepthook); encdec has already reported the failure in one line. ENCDEC_DEBUG=1 keeps
+  them."""
   if os.environ.get("ENCDEC_DEBUG") or getattr(sys.excepthook, "encdec_quiet", False):
     return
-  default = sys.excepthook
+  default_excepthook, default_unraisablehook = sys.excepthook, sys.unraisablehook
 
-  def hook(exc_type, exc, tb):
+  def excepthook(exc_type, exc, tb):
     if not _is_closed_event_loop_error(exc_type, exc, tb):
-      default(exc_type, exc, tb)
+      default_excepthook(exc_type, exc, tb)
 
-  hook.encdec_quiet = True
-  sys.excepthook = hook
+  def unraisablehook(unraisable):
+    if not _is_closed_event_loop_error(unraisable.exc_type, unraisable.exc_value,
+                                       unraisable.exc_traceback):
+      default_unraisablehook(unraisable)
+
+  excepthook.encdec_quiet = True
+  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
 def _setup_logging() -> None:

@@ -2,6 +2,7 @@
 import asyncio
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -52,3 +53,21 @@ def test_only_asyncio_closed_event_loop_errors_are_quietened():
 
   assert not cli._is_closed_event_loop_error(*_raised(own_error))  # pylint: disable=protected-access
   assert not cli._is_closed_event_loop_error(*_raised(lambda: 1 / 0))  # pylint: disable=protected-access
+
+
+def test_installed_hooks_drop_only_closed_event_loop_errors(monkeypatch):
+  """TensorStore's callbacks report them through sys.unraisablehook (seen on a full disk)."""
+  seen = []
+  monkeypatch.delenv("ENCDEC_DEBUG", raising=False)
+  monkeypatch.setattr(sys, "excepthook", lambda *exc: seen.append(("except", exc[0])))
+  monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(("unraisable", u.exc_type)))
+  cli._quiet_closed_event_loop_errors()                          # pylint: disable=protected-access
+  loop = asyncio.new_event_loop()
+  loop.close()
+  closed = _raised(lambda: loop.call_soon_threadsafe(print))
+  other = _raised(lambda: 1 / 0)
+  for exc_type, exc, tb in (closed, other):
+    sys.excepthook(exc_type, exc, tb)
+    sys.unraisablehook(types.SimpleNamespace(exc_type=exc_type, exc_value=exc, exc_traceback=tb,
+                                             err_msg=None, object=None))
+  assert seen == [("except", ZeroDivisionError), ("unraisable", ZeroDivisionError)]

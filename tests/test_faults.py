@@ -170,6 +170,7 @@ def test_full_disk_on_save_is_a_clear_error_and_keeps_older_checkpoints(small_di
   workdir = small_disk / "run"
   result = run(workdir, 100, "--config.model.d_model=64", "--config.checkpoint.keep=100")
   assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
   last = [l for l in result.stderr.splitlines() if l.startswith("encdec train: error")][-1]
   assert last.startswith("encdec train: error: cannot write") and (
       "no space left on device" in last), last          # a checkpoint or the metrics
