@@ -31,6 +31,9 @@ class RecomputedCrossAttention(cross_attention.MultiHeadCrossAttention):
     beams = x.shape[0] // mask.shape[0]
     expand = lambda: jnp.repeat(memory, beams, axis=0)                      # [B*K, S, d]
     encoded = self.variable("cache", "encoded", expand).value if decode else expand()
+    # Tie the encoder output to this step's queries, so XLA cannot hoist the loop-invariant
+    # projection out of the decoding loop: the baseline re-projects at every step, as defined.
+    encoded, x = jax.lax.optimization_barrier((encoded, x))
     mask = jnp.repeat(mask, beams, axis=0)                                  # [B*K, 1, 1, S]
     kv = self.project_kv(encoded, mask)                     # every step: [B*K, S, 2, H, D]
     return self.attend(x, kv, mask, None, deterministic)

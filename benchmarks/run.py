@@ -29,6 +29,9 @@ from typing import Any, Callable
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
+if __name__ == "__main__":   # as `encdec` does: huge pages for XLA's buffers (and the peer's)
+  from encdec import hugepages  # pylint: disable=wrong-import-position
+  hugepages.reexec_if_wanted()
 
 import flax  # noqa: E402
 import jax  # noqa: E402
@@ -151,6 +154,7 @@ def environment() -> dict[str, Any]:
       "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
       "cpu_model": _cpu_model(), "load_avg_1m": os.getloadavg()[0],
       "matmul_precision": str(jax.config.jax_default_matmul_precision),
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
   }
 
 

@@ -23,6 +23,7 @@ import traceback
 from absl import flags, logging
 
 from encdec import config as config_lib
+from encdec import hugepages
 from encdec.train.checkpoint import CheckpointWriteError
 from encdec.train.preemption import Preempted
 from encdec.writers import MetricWriteError
@@ -213,6 +214,8 @@ WITH_OVERRIDES = ("train", "sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
+  if argv is None:                     # the command line itself (not a call from Python)
+    hugepages.reexec_if_wanted()
   argv = sys.argv[1:] if argv is None else list(argv)
   args, rest = _parser().parse_known_args(argv)
   args.argv = argv  # recorded by `encdec sweep` in sweep.json

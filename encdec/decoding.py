@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from encdec.model import transformer
+
 PAD, BOS, EOS = 0, 1, 2
 
 
@@ -38,6 +40,13 @@ def decode_step(module: nn.Module, variables: Any, cache: Any, src: jax.Array,
   return jax.nn.log_softmax(logits[:, 0]), state["cache"]                  # [B*G, V]
 
 
+def for_decoding(module: nn.Module, variables: Any) -> tuple[nn.Module, Any]:
+  """(module, {"params": ...}) with the layers unrolled: each layer's cache is updated in place
+  instead of being sliced out of and restacked into a scanned cache every step."""
+  module, params = transformer.unrolled(module, variables["params"])
+  return module, {"params": params}
+
+
 def finalize(tokens: jax.Array) -> jax.Array:
   """Everything after the first EOS becomes PAD: [B, L] --> [B, L]."""
   seen_eos = jnp.cumsum(tokens == EOS, axis=1) - (tokens == EOS)
@@ -51,7 +60,7 @@ def greedy(module: nn.Module, variables: Any, src: jax.Array, max_len: int,
 
   Stops as soon as every row has produced `eos_id` (-1: never, e.g. for benchmarks).
   """
-  variables = {"params": variables["params"]}
+  module, variables = for_decoding(module, variables)
   batch = src.shape[0]
   cache = init_cache(module, variables, src, max_len)
   out = jnp.zeros((batch, max_len), jnp.int32)
@@ -91,18 +100,18 @@ def _gather_beams(x: jax.Array, beam_indices: jax.Array) -> jax.Array:
 def reorder_cache(cache: Any, beam_indices: jax.Array, beams: int) -> Any:
   """Select the self-attention cache rows of the surviving beams.
 
-  Self-attention K/V leaves are [..., B*K, length, H, D] (a leading layer axis when scanned);
+  Self-attention K/V leaves are [..., B*K, H, length, D] (a leading layer axis when scanned);
   the cross-attention K/V (kept at source batch B) and step indices are left untouched.
+  beam_indices [B, K] index beams within their source.
   """
+  batch = beam_indices.shape[0]
+  rows = (jnp.arange(batch)[:, None] * beams + beam_indices).reshape(-1)     # [B*K] flat rows
+
   def reorder(path, x):
     name = path[-1].key if isinstance(path[-1], jax.tree_util.DictKey) else None
     if name not in ("key", "value"):
       return x
-    axis = x.ndim - 4                                                      # the B*K axis
-    batch = x.shape[axis] // beams
-    x = jnp.moveaxis(x, axis, 0).reshape((batch, beams) + x.shape[:axis] + x.shape[axis + 1:])
-    x = _gather_beams(x, beam_indices)                                     # [B, K, ...]
-    return jnp.moveaxis(x.reshape((batch * beams,) + x.shape[2:]), 0, axis)
+    return jnp.take(x, rows, axis=x.ndim - 4, mode="clip")                 # a row gather
   return jax.tree_util.tree_map_with_path(reorder, cache)
 
 
@@ -120,7 +129,7 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
   log P / penalty(max_len), since log P only falls as tokens are added. `eos_id=-1` never
   finishes a hypothesis (benchmarks decode exactly max_len steps).
   """
-  variables = {"params": variables["params"]}
+  module, variables = for_decoding(module, variables)
   batch, k = src.shape[0], beam_size
   carry = dict(
       step=jnp.array(0),
@@ -210,7 +219,7 @@ def sample(module: nn.Module, variables: Any, src: jax.Array, max_len: int, rng:
 
   Deterministic given `rng` (step t draws with fold_in(rng, t)).
   """
-  variables = {"params": variables["params"]}
+  module, variables = for_decoding(module, variables)
   batch = src.shape[0]
   cache = init_cache(module, variables, src, max_len)
 

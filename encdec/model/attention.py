@@ -216,19 +216,22 @@ def update_cache(module: nn.Module, key: jax.Array, value: jax.Array, cache_leng
   """Write this step's key/value into `module`'s cache; return the whole cache and its mask.
 
   The first call (no cache yet) creates an empty cache of `cache_length` steps and returns
-  the inputs unchanged with a causal mask. Cache variables: 'key', 'value' [B, L, H, D] and
-  'index' (decoding.reorder_cache reorders 'key'/'value' rows by beam).
+  the inputs unchanged with a causal mask. Cache variables: 'key', 'value' [B, H, L, D] and
+  'index' (decoding.reorder_cache reorders 'key'/'value' rows by beam). The cache is stored
+  heads-major, as the attention matmuls read it, so a step does not transpose the whole cache;
+  it is returned as [B, L, H, D] (XLA folds the two transposes away).
   """
   initialized = module.has_variable("cache", "key")
   batch, _, heads, depth = key.shape
-  shape = (batch, cache_length or 0, heads, depth)
+  shape = (batch, heads, cache_length or 0, depth)
   cached_key = module.variable("cache", "key", jnp.zeros, shape, key.dtype)
   cached_value = module.variable("cache", "value", jnp.zeros, shape, value.dtype)
   index = module.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
   if not initialized:  # cache creation: nothing to attend to yet
     return key, value, causal_mask(key.shape[1])
   i = index.value
-  cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, i, 0, 0))
-  cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, i, 0, 0))
+  for cached, new in ((cached_key, key), (cached_value, value)):
+    cached.value = jax.lax.dynamic_update_slice(cached.value, new.swapaxes(1, 2), (0, 0, i, 0))
   index.value = i + 1
-  return cached_key.value, cached_value.value, cache_mask(i, cached_key.value.shape[1])
+  return (cached_key.value.swapaxes(1, 2), cached_value.value.swapaxes(1, 2),
+          cache_mask(i, cached_key.value.shape[2]))

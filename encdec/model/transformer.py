@@ -305,6 +305,32 @@ class EncoderDecoder(nn.Module):
                         decode=decode, cache_length=cache_length)
 
 
+def unstack_layers(params: Any) -> Any:
+  """Scanned parameters (a 'layers' subtree stacked on axis 0) --> the unrolled layout
+  (layer_0, layer_1, ...), as `scan_layers=False` names them. Other subtrees are unchanged."""
+  if not isinstance(params, dict):
+    return params
+  out = {key: unstack_layers(value) for key, value in params.items() if key != "layers"}
+  if "layers" in params:
+    num_layers = jax.tree_util.tree_leaves(params["layers"])[0].shape[0]
+    for i in range(num_layers):
+      out[f"layer_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], params["layers"])
+  return out
+
+
+def unrolled(module: EncoderDecoder, params: Any) -> tuple[EncoderDecoder, Any]:
+  """The same model with its layers unrolled, and its parameters in that layout.
+
+  Decoding uses it: a scanned decode step slices every layer's cache out of the stacked cache
+  and writes it back each step (whole-cache copies); unrolled, each layer updates its own cache
+  in place (1.4x faster beam search on the bench config, benchmarks/RESULTS.md).
+  """
+  if not module.config.scan_layers:
+    return module, params
+  config = dataclasses.replace(module.config, scan_layers=False)
+  return EncoderDecoder(config), unstack_layers(params)
+
+
 def build(model_cfg) -> EncoderDecoder:
   """A ConfigDict / mapping of TransformerConfig fields --> an EncoderDecoder module."""
   fields = {f.name for f in dataclasses.fields(TransformerConfig)}
