@@ -10,10 +10,17 @@ The baseline is one more cross-attention variant (not registered: a config subcl
 it), so `baseline_for(module)` reads the parameters of an encdec "mha" model unchanged and plugs into
 `encdec.decoding.greedy` / `beam_search`: the search code and every other layer are identical,
 and a comparison measures only the cross-attention caching.
+
+Decoding runs the layers unrolled, and then XLA may hoist the projection of the (loop-invariant)
+encoder output out of the decoding loop, which would turn the baseline into a cached decoder.
+The baseline therefore ties the encoder output to each step's queries with an optimization
+barrier, so it re-projects at every step as defined. `baseline_for(module, hoistable=True)`
+leaves XLA free to hoist: benchmarks/run.py reports that one too, for reference.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -24,6 +31,7 @@ from encdec.model import cross_attention, transformer
 class RecomputedCrossAttention(cross_attention.MultiHeadCrossAttention):
   """Multi-head cross-attention that projects K/V from the per-beam encoder output at every
   call, decode included. Same parameters (query, kv, out) as MultiHeadCrossAttention."""
+  hoistable: ClassVar[bool] = False
 
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array | None, mask: jax.Array, *,
@@ -31,26 +39,33 @@ class RecomputedCrossAttention(cross_attention.MultiHeadCrossAttention):
     beams = x.shape[0] // mask.shape[0]
     expand = lambda: jnp.repeat(memory, beams, axis=0)                      # [B*K, S, d]
     encoded = self.variable("cache", "encoded", expand).value if decode else expand()
-    # Tie the encoder output to this step's queries, so XLA cannot hoist the loop-invariant
-    # projection out of the decoding loop: the baseline re-projects at every step, as defined.
-    encoded, x = jax.lax.optimization_barrier((encoded, x))
+    if not self.hoistable:   # tied to this step's queries: XLA cannot hoist the projection
+      encoded, x = jax.lax.optimization_barrier((encoded, x))
     mask = jnp.repeat(mask, beams, axis=0)                                  # [B*K, 1, 1, S]
     kv = self.project_kv(encoded, mask)                     # every step: [B*K, S, 2, H, D]
     return self.attend(x, kv, mask, None, deterministic)
 
 
+class HoistableRecomputedCrossAttention(RecomputedCrossAttention):
+  """The same, without the barrier: XLA may compute the projection once, before the loop."""
+  hoistable = True
+
+
 @dataclasses.dataclass(frozen=True)
 class BaselineConfig(transformer.TransformerConfig):
   """An "mha" model config whose cross-attention is the recomputing one."""
+  hoistable: bool = False
 
   @property
   def variant(self) -> type[nn.Module]:
-    return RecomputedCrossAttention
+    return HoistableRecomputedCrossAttention if self.hoistable else RecomputedCrossAttention
 
 
-def baseline_for(module: transformer.EncoderDecoder) -> transformer.EncoderDecoder:
+def baseline_for(module: transformer.EncoderDecoder,
+                 hoistable: bool = False) -> transformer.EncoderDecoder:
   """The baseline model that reads `module`'s ("mha") parameters."""
   if module.config.cross_attention != "mha":
     raise ValueError(f"the decode baseline is standard multi-head cross-attention; got "
                      f"model.cross_attention={module.config.cross_attention!r} (use 'mha')")
-  return transformer.EncoderDecoder(BaselineConfig(**dataclasses.asdict(module.config)))
+  return transformer.EncoderDecoder(
+      BaselineConfig(**dataclasses.asdict(module.config), hoistable=hoistable))

@@ -103,9 +103,10 @@ def test_baseline_reads_the_same_parameters(tiny_model):
                              unrolled.apply(uv, src % 12, src % 10), atol=1e-5)
 
 
-def test_baseline_decodes_the_same_tokens(tiny_model):
+@pytest.mark.parametrize("hoistable", [False, True])
+def test_baseline_decodes_the_same_tokens(tiny_model, hoistable):
   m, v, src = tiny_model
-  b = baseline_decoder.baseline_for(m)
+  b = baseline_decoder.baseline_for(m, hoistable=hoistable)
   np.testing.assert_array_equal(decoding.greedy(b, v, src, max_len=12, eos_id=-1),
                                 decoding.greedy(m, v, src, max_len=12, eos_id=-1))
   np.testing.assert_array_equal(decoding.beam_search(b, v, src, 4, 12, eos_id=-1),
@@ -133,6 +134,7 @@ def test_run_quick_writes_json(tmp_path):
               "matmul_peak_flops", "train_flops_per_step", "peak_rss_mb",
               "decode_greedy_tokens_per_s", "decode_beam4_tokens_per_s",
               "baseline_decode_beam4_tokens_per_s", "decode_beam4_speedup_vs_baseline",
+              "decode_beam4_speedup_vs_hoistable_baseline",
               "compile_s_ratio", "device_kind", "platform", "jax_version", "date", "cpu_count"):
     assert key in r, key
     assert r[key] is not None, key

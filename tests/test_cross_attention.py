@@ -106,7 +106,7 @@ def test_kv_cache_shrinks_with_fewer_kv_heads():
     m, v = make(variant)
     cache = decoding.init_cache(m.module, v, SRC, max_len=4)
     kv = cache["decoder"]["layers"]["cross_attention"]["cached_kv"]
-    sizes[variant] = kv.shape[-2]                                   # [L, B, S, 2, Hk, D]
+    sizes[variant] = kv.shape[-3]                                   # [L, 2, B, Hk, S, D]
   assert sizes == {"mha": 4, "gqa": 2, "mqa": 1}
 
 
@@ -145,7 +145,7 @@ def test_bad_cross_attention_layers_is_a_clear_error(spec):
 def test_shared_kv_caches_one_projection_for_all_layers():
   m, v = make("shared_kv")
   cache = decoding.init_cache(m.module, v, SRC, max_len=4)
-  assert cache["decoder"]["cross_attention_memory"]["cached_kv"].shape == (2, 6, 2, 4, 8)
+  assert cache["decoder"]["cross_attention_memory"]["cached_kv"].shape == (2, 2, 4, 6, 8)  # [2, B, H, S, D]
   assert "cached_kv" not in cache["decoder"]["layers"].get("cross_attention", {})
 
 
@@ -154,7 +154,7 @@ def test_latent_cache_does_not_grow_with_the_source():
   for length in (6, 12):
     src = jnp.pad(SRC, [(0, 0), (0, length - SRC.shape[1])])
     kv = decoding.init_cache(m.module, v, src, max_len=4)["decoder"]["layers"]["cross_attention"]
-    assert kv["cached_kv"].shape == (2, 2, 16, 2, 4, 8)             # [L, B, M, 2, H, D]
+    assert kv["cached_kv"].shape == (2, 2, 2, 4, 16, 8)             # [L, 2, B, H, M, D]
 
 
 def test_local_attention_stays_within_its_window():

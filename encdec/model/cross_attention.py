@@ -64,9 +64,16 @@ class MultiHeadCrossAttention(CrossAttentionBase):
     return mask
 
   def keys_values(self, memory: jax.Array | None, mask: jax.Array, decode: bool):
-    """(K/V [B, S', 2, Hk, D], their mask); when decoding, projected once into the cache."""
+    """(K/V [B, S', 2, Hk, D], their mask); when decoding, projected once into the cache.
+
+    The cache holds them as [2, B, Hk, S', D], the layout the attention matmuls read. The
+    barrier keeps XLA from folding that transpose into the read-back below, which would leave
+    a transposing copy of the whole K/V inside every decoding step.
+    """
     if decode:
-      kv = self.variable("cache", "cached_kv", self.project_kv, memory, mask).value
+      store = lambda: jax.lax.optimization_barrier(
+          jnp.moveaxis(self.project_kv(memory, mask), (2, 1), (0, 3)))     # [2, B, Hk, S', D]
+      kv = jnp.moveaxis(self.variable("cache", "cached_kv", store).value, (0, 3), (2, 1))
     else:
       kv = self.project_kv(memory, mask)
     return kv, self.kv_mask(mask)
