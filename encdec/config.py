@@ -32,7 +32,7 @@ def base() -> ml_collections.ConfigDict:
       num_decoder_layers=3, dropout_rate=0.1, attention_dropout_rate=0.0, cross_attention="mha",
       cross_kv_heads=0, cross_latents=16, cross_window=4, cross_attention_layers="all",
       share_embeddings=False, tie_output=True, position_encoding="sinusoidal", max_len=512,
-      norm="pre", activation="relu", dtype="float32", scan_layers=True)
+      norm="pre", activation="relu", dtype="float32", scan_layers=True, remat="none")
   c.task = dict(name="copy")
   c.train = dict(num_steps=1000, batch_size=64, seed=0, accum_steps=1, label_smoothing=0.1,
                  pack=False, skip_nonfinite=False,

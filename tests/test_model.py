@@ -103,6 +103,24 @@ def test_gradients_reach_every_parameter():
   assert not dead, f"no gradient reaches {dead}"
 
 
+@pytest.mark.parametrize("remat, scan", [("dots", True), ("full", False)])
+def test_remat_changes_memory_not_the_loss_or_gradients(remat, scan):
+  """Same parameters, same dropout masks (recomputed from the same keys), same gradients."""
+  def loss_and_grads(**overrides):
+    m, v, src, tgt = make(dropout_rate=0.1, scan_layers=scan, **overrides)
+
+    def loss(params):
+      logits = m.apply({"params": params}, src, tgt, train=True,
+                       rngs={"dropout": jax.random.key(1)})
+      return jnp.mean(jax.nn.log_softmax(logits)[..., 4])
+    return jax.jit(jax.value_and_grad(loss))(v["params"])
+
+  (plain, plain_grads), (rematted, remat_grads) = loss_and_grads(), loss_and_grads(remat=remat)
+  np.testing.assert_allclose(rematted, plain, rtol=1e-6)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                         remat_grads, plain_grads)
+
+
 def test_dropout_is_active_only_in_training():
   m, v, src, tgt = make(dropout_rate=0.5)
   np.testing.assert_allclose(m.apply(v, src, tgt), m.apply(v, src, tgt))

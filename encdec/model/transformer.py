@@ -11,6 +11,10 @@ import jax.numpy as jnp
 from encdec.model import attention, cross_attention, layers
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# What a layer keeps for the backward pass (jax.checkpoint policies); the rest is recomputed.
+# none: everything (no remat); dots: matmul outputs without batch dims; full: only its input.
+REMAT_POLICIES = {"none": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                  "full": jax.checkpoint_policies.nothing_saveable}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,7 @@ class TransformerConfig:
   activation: str = "relu"
   dtype: str = "float32"           # compute dtype; params are always float32
   scan_layers: bool = True         # nn.scan over layers: compile time independent of depth
+  remat: str = "none"              # rematerialise in the backward pass: see REMAT_POLICIES
 
   def __post_init__(self):
     cross_attention.get(self.cross_attention)
@@ -46,6 +51,7 @@ class TransformerConfig:
     _check_choice("norm", self.norm, ("pre", "post"))
     _check_choice("activation", self.activation, tuple(layers.ACTIVATIONS))
     _check_choice("dtype", self.dtype, tuple(DTYPES))
+    _check_choice("remat", self.remat, tuple(REMAT_POLICIES))
     if self.d_model % self.num_heads and not self.head_dim:
       raise ValueError(f"model.d_model={self.d_model} is not divisible by "
                        f"model.num_heads={self.num_heads}; set model.head_dim")
@@ -173,14 +179,17 @@ class DecoderBlock(nn.Module):
 
 
 def layer_stack(block: type[nn.Module], num_layers: int, scan: bool, num_args: int,
-                per_layer: list[dict[str, Any]] | None = None, **kwargs):
+                per_layer: list[dict[str, Any]] | None = None, remat: str = "none", **kwargs):
   """`num_layers` blocks applied in sequence: fn(x, *args) -> (x, per-layer outputs or None).
 
   With `scan`, parameters (and caches) are stacked on a leading 'layers' axis and the block is
   traced once (nn.scan), so compile time does not grow with depth. Blocks that differ
   (`per_layer` keyword arguments, e.g. which have cross-attention) are unrolled as layer_<i>.
+  `remat` names a REMAT_POLICIES entry: each block is wrapped in nn.remat with that policy.
   """
   per_layer = per_layer or [{}] * num_layers
+  if remat != "none":
+    block = nn.remat(block, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
   if scan and all(p == per_layer[0] for p in per_layer):
     stacked = nn.scan(block, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                       split_rngs={"params": True, "dropout": True},
@@ -220,7 +229,8 @@ class Encoder(nn.Module):
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
     every_layer = cfg.variant.reads_encoder_layers
     stack = layer_stack(EncoderBlock, cfg.num_encoder_layers, cfg.scan_layers, num_args=1,
-                        config=cfg, train=train, collect=every_layer)
+                        remat=cfg.remat if train else "none", config=cfg, train=train,
+                        collect=every_layer)
     out, per_layer = stack(x, attention.encoder_mask(src, segment_ids))   # per_layer [L, B, S, d]
     if every_layer:   # the variant reads every layer: [B, S, L+1, d] (embeddings first)
       out = jnp.moveaxis(jnp.concatenate([x[None], per_layer]), 0, 2)
@@ -249,7 +259,7 @@ class Decoder(nn.Module):
           encoded, cross_mask, decode=decode)
     stack = layer_stack(DecoderBlock, cfg.num_decoder_layers, cfg.scan_layers, num_args=3,
                         per_layer=[dict(has_cross=c) for c in cfg.cross_layers()],
-                        config=cfg, train=train, decode=decode, cache_length=cache_length)
+                        remat=cfg.remat if train else "none", config=cfg, train=train, decode=decode, cache_length=cache_length)
     y, _ = stack(y, memory, self_mask, cross_mask)
     if cfg.norm == "pre":
       y = layers.norm(cfg.compute_dtype, name="norm")(y)
