@@ -259,7 +259,8 @@ class Decoder(nn.Module):
           encoded, cross_mask, decode=decode)
     stack = layer_stack(DecoderBlock, cfg.num_decoder_layers, cfg.scan_layers, num_args=3,
                         per_layer=[dict(has_cross=c) for c in cfg.cross_layers()],
-                        remat=cfg.remat if train else "none", config=cfg, train=train, decode=decode, cache_length=cache_length)
+                        remat=cfg.remat if train else "none", config=cfg, train=train,
+                        decode=decode, cache_length=cache_length)
     y, _ = stack(y, memory, self_mask, cross_mask)
     if cfg.norm == "pre":
       y = layers.norm(cfg.compute_dtype, name="norm")(y)
