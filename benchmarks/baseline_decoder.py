@@ -20,7 +20,6 @@ leaves XLA free to hoist: benchmarks/run.py reports that one too, for reference.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -31,7 +30,6 @@ from encdec.model import cross_attention, transformer
 class RecomputedCrossAttention(cross_attention.MultiHeadCrossAttention):
   """Multi-head cross-attention that projects K/V from the per-beam encoder output at every
   call, decode included. Same parameters (query, kv, out) as MultiHeadCrossAttention."""
-  hoistable: ClassVar[bool] = False
 
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array | None, mask: jax.Array, *,
@@ -39,26 +37,22 @@ class RecomputedCrossAttention(cross_attention.MultiHeadCrossAttention):
     beams = x.shape[0] // mask.shape[0]
     expand = lambda: jnp.repeat(memory, beams, axis=0)                      # [B*K, S, d]
     encoded = self.variable("cache", "encoded", expand).value if decode else expand()
-    if not self.hoistable:   # tied to this step's queries: XLA cannot hoist the projection
+    if not self.config.hoistable:   # tied to this step's queries: XLA cannot hoist it
       encoded, x = jax.lax.optimization_barrier((encoded, x))
     mask = jnp.repeat(mask, beams, axis=0)                                  # [B*K, 1, 1, S]
     kv = self.project_kv(encoded, mask)                     # every step: [B*K, S, 2, H, D]
     return self.attend(x, kv, mask, None, deterministic)
 
 
-class HoistableRecomputedCrossAttention(RecomputedCrossAttention):
-  """The same, without the barrier: XLA may compute the projection once, before the loop."""
-  hoistable = True
-
-
 @dataclasses.dataclass(frozen=True)
 class BaselineConfig(transformer.TransformerConfig):
-  """An "mha" model config whose cross-attention is the recomputing one."""
+  """An "mha" model config whose cross-attention is the recomputing one. hoistable: without
+  the barrier, so XLA may compute the projection once, before the decoding loop."""
   hoistable: bool = False
 
   @property
   def variant(self) -> type[nn.Module]:
-    return HoistableRecomputedCrossAttention if self.hoistable else RecomputedCrossAttention
+    return RecomputedCrossAttention
 
 
 def baseline_for(module: transformer.EncoderDecoder,

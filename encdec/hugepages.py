@@ -59,7 +59,3 @@ def reexec_if_wanted() -> None:
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, environment_with_tunable())
 
-
-def active() -> bool:
-  """Whether this process runs with the tunable (recorded by benchmarks)."""
-  return TUNABLE in os.environ.get("GLIBC_TUNABLES", "")

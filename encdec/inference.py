@@ -32,8 +32,8 @@ def evaluate_run(workdir: str | pathlib.Path, *, split: str | None = None, step:
   beam_size, alpha, batch_size = _search_options(run, beam_size, alpha, batch_size)
   predictions = evaluate.decode_split(
       run.module, run.params, run.task, run.cfg.task, split, batch_size=batch_size,
-      max_len_for=functools.partial(loop.decode_max_len, run.cfg), max_examples=max_examples, beam_size=beam_size,
-      alpha=alpha, show_progress=True)
+      max_len_for=functools.partial(loop.decode_max_len, run.cfg), max_examples=max_examples,
+      beam_size=beam_size, alpha=alpha, show_progress=True)
   scores = {**evaluate.score(run.task, predictions), "beam_size": beam_size, "step": run.step}
   name = split if beam_size == 1 else f"{split}-beam{beam_size}"
   out_dir = pathlib.Path(workdir) / "eval"
