@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from encdec import threefry
 from encdec.train.state import TrainState
 
 PAD = 0
@@ -92,7 +93,9 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation,
   draws exactly the masks of an uninterrupted one. Gradients are per real target token.
   With `skip_nonfinite`, an update with a NaN/Inf gradient is skipped (and counted).
   With shardings, the step is compiled for them (state donated, metrics replicated).
+  On CPU, dropout's Threefry hash is lowered unrolled (encdec/threefry.py: same bits, faster).
   """
+  threefry.unroll_on_cpu()
   def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
     grads, sums = accumulated_grads(module, state.params, batch, step_rng,
