@@ -72,7 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--compile_layers", help="two depths for compile time (default 6,24; quick 1,4)")
   p.add_argument("--peak_size", type=int,
                  help="matmul size for the peak (default 2048 on CPU, 8192 else; quick 512)")
-  p.add_argument("--peak_repeats", type=int, default=5, help="best of this many matmuls")
+  p.add_argument("--peak_repeats", type=int, default=8,
+                 help="best of this many matmuls (measured before and after the train stage)")
   p.add_argument("--peer_steps", type=int, help="timed peer steps (default: --steps)")
   p.add_argument("--peer_timeout", type=int, default=1800, help="seconds per peer run")
   p.add_argument("--seed", type=int, default=0)
@@ -472,6 +473,12 @@ def main(argv=None) -> dict[str, Any]:
   stage(f"train step ({args.warmup} warm-up + {args.steps} timed)")
   train, module, params = bench_train(args, cfg)
   r.update(train)
+  # The peak again, after the train stage: one reading can catch the CPU slow (a neighbour, a
+  # clock change) and inflate MFU. The higher reading counts (the lower MFU).
+  again = matmul_peak(args.peak_size, args.peak_repeats)
+  r["matmul_peak_flops_readings"] = [r["matmul_peak_flops"], again["matmul_peak_flops"]]
+  if again["matmul_peak_flops"] > r["matmul_peak_flops"]:
+    r.update(again)
   r["mfu"] = r["train_flops_per_step"] / r["train_step_s"] / r["matmul_peak_flops"]
   r["peak_rss_mb_after_train"] = peak_rss_mb()
   r.update({f"{k}_after_train": v for k, v in device_memory().items()})

@@ -49,6 +49,14 @@ def test_label_smoothing_matches_optax_up_to_its_entropy():
                              atol=1e-5)
 
 
+def test_first_argmax_equals_argmax_ties_included():
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 4, (5, 7, 33)).astype(np.float32)      # few values: many tied maxima
+  x[0, 0] = 1.0                                              # a row that is all one tie
+  np.testing.assert_array_equal(step_lib.first_argmax(jnp.asarray(x)), np.argmax(x, -1))
+  assert int(step_lib.first_argmax(jnp.array([1.0, np.nan]))) == -1   # NaN: never "correct"
+
+
 def test_loss_ignores_padding_tokens():
   m, _, st, _ = setup()
   b = copy_batch(1)
