@@ -176,7 +176,7 @@ class SelfAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool,
                decode: bool = False, cache_length: int | None = None) -> jax.Array:
-    query, key, value = qkv_projection(x, self.num_heads, self.head_dim, self.dtype)
+    query, key, value = qkv_projection(x, self.num_heads, self.head_dim, self.dtype, decode)
     if decode:
       key, value, mask = update_cache(self, key, value, cache_length)
     dropout_rng = None if deterministic or self.dropout_rate == 0 else self.make_rng("dropout")
@@ -199,11 +199,11 @@ def kv_projection(x: jax.Array, kv_heads: int, head_dim: int, dtype, name: str =
                               name=name)(x)
 
 
-def qkv_projection(x: jax.Array, num_heads: int, head_dim: int, dtype):
-  """[B, T, d_model] --> query, key, value, each [B, T, H, D], from one matmul named 'qkv'."""
-  qkv = layers.dense_general((3, num_heads, head_dim), ("embed", "qkv", "heads", "kv"), dtype,
-                             name="qkv")(x)                              # [B, T, 3, H, D]
-  return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+def qkv_projection(x: jax.Array, num_heads: int, head_dim: int, dtype, decode: bool = False):
+  """[B, T, d_model] --> query, key, value, each [B, T, H, D]; one stacked kernel 'qkv'
+  (three matmuls when training, one when decoding: see layers.StackedProjection)."""
+  return layers.StackedProjection(3, (num_heads, head_dim), ("embed", "qkv", "heads", "kv"),
+                                  dtype, one_matmul=decode, name="qkv")(x)
 
 
 def output_projection(heads: jax.Array, d_model: int, dtype, name: str = "out") -> jax.Array:

@@ -230,7 +230,7 @@ class MergedAttention(MultiHeadCrossAttention):
                self_mask: jax.Array | None = None, cache_length: int | None = None):
     cfg = self.config
     query, key, value = attention.qkv_projection(x, cfg.num_heads, cfg.heads_dim,
-                                                 cfg.compute_dtype)         # [R, T, H, D] each
+                                                 cfg.compute_dtype, decode)  # [R, T, H, D] each
     if decode:
       key, value, self_mask = attention.update_cache(self, key, value, cache_length)
     kv, mask = self.keys_values(memory, mask, decode)                       # [B, S, 2, H, D]
