@@ -5,7 +5,8 @@
 Runs on the bench config (configs/bench.py) on the first JAX device and writes one JSON object
 (see benchmarks/README.md for every key) plus a markdown summary on stdout. Stages, in order:
 matmul peak, train step, decoding (encdec greedy / beam 4, and the baseline decoder of
-benchmarks/baseline_decoder.py), train-step compile time at two depths, the PyTorch peer.
+benchmarks/baseline_decoder.py), train-step compile time at two depths, real G2P batches padded
+and packed, the PyTorch peer.
 Timings are wall-clock medians after warm-up, compilation excluded. Never used by tests for
 timing assertions.
 """
@@ -42,12 +43,15 @@ from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 from benchmarks import baseline_decoder, flops  # noqa: E402
 from encdec import config as config_lib  # noqa: E402
 from encdec import decoding  # noqa: E402
+from encdec.data import pipeline, tasks  # noqa: E402
 from encdec import model as model_lib  # noqa: E402
-from encdec.train import optim  # noqa: E402
+from encdec.train import loop, optim  # noqa: E402
 from encdec.train import state as state_lib  # noqa: E402
 from encdec.train import step as step_lib  # noqa: E402
 
 PEER_TORCH = REPO.parent / "shared" / "peers" / "torch_train.py"
+PACKING_CONFIG = str(REPO / "configs" / "g2p_cmudict.py")
+PAD = 0
 FIRST_REAL_TOKEN = 4  # 0 PAD, 1 BOS, 2 EOS, 3 UNK
 # --quick: a small model and few steps, for a smoke test of every stage.
 QUICK_MODEL = {"model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
@@ -74,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="matmul size for the peak (default 2048 on CPU, 8192 else; quick 512)")
   p.add_argument("--peak_repeats", type=int, default=8,
                  help="best of this many matmuls (measured before and after the train stage)")
+  p.add_argument("--packing_config", default=PACKING_CONFIG,
+                 help="real data for the packing stage: PATH[:ARG] (its model and batch size)")
+  p.add_argument("--no_packing", action="store_true", help="skip the packing stage")
   p.add_argument("--peer_steps", type=int, help="timed peer steps (default: --steps)")
   p.add_argument("--peer_timeout", type=int, default=1800, help="seconds per peer run")
   p.add_argument("--seed", type=int, default=0)
@@ -353,6 +360,56 @@ def bench_compile_cache(args, directory: str) -> dict[str, Any]:
           "compile_cache_speedup": cold["compile_s"] / warm["compile_s"]}
 
 
+def real_batches(cfg, task, pack: bool, count: int) -> list[dict[str, np.ndarray]]:
+  """The first `count` training batches of the config's task, packed or padded."""
+  batches = pipeline.train_batches(task, cfg.task, batch_size=cfg.train.batch_size,
+                                   seed=cfg.train.seed, pack=pack)
+  try:
+    return [next(batches) for _ in range(count)]
+  finally:
+    batches.close()
+
+
+def padding_fraction(batches, key: str) -> float:
+  """Share of the `key` slots of `batches` that hold padding."""
+  return float(np.mean(np.concatenate([b[key].ravel() for b in batches]) == PAD))
+
+
+def bench_packing(args) -> dict[str, Any]:
+  """Real G2P batches, padded to the longest allowed length or packed (several examples per
+  row): padding fraction, and *real* target tokens per second of the config's train step."""
+  cfg = config_lib.load(args.packing_config)
+  task = tasks.build(cfg.task)
+  cfg.model.update(loop.model_config(cfg.model, task))       # vocabulary sizes from the task
+  module, tx, train_step, _ = build_train(cfg, args.seed)
+  out = {"packing_config": args.packing_config, "packing_batch": cfg.train.batch_size,
+         "packing_model_d": cfg.model.d_model}
+  for name, pack in (("padded", False), ("packed", True)):
+    batches = [jax.device_put(b) for b in
+               real_batches(cfg, task, pack, args.warmup + args.steps)]
+    state = state_lib.create(module, tx, jax.random.key(args.seed), batches[0]["src"],
+                             batches[0]["tgt_in"])
+    rng = jax.random.key(args.seed)
+    compiled, _ = compile_train_step(train_step, state, batches[0], rng)
+    for batch in batches[:args.warmup]:
+      state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for batch in batches[args.warmup:]:
+      state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready((state, metrics))
+    seconds = time.perf_counter() - start
+    timed_batches = batches[args.warmup:]
+    real_tgt = sum(int(np.sum(np.asarray(b["tgt_out"]) != PAD)) for b in timed_batches)
+    out[f"{name}_src_padding_fraction"] = padding_fraction(timed_batches, "src")
+    out[f"{name}_tgt_padding_fraction"] = padding_fraction(timed_batches, "tgt_out")
+    out[f"{name}_real_tgt_tokens_per_s"] = real_tgt / seconds
+    out[f"{name}_step_s"] = seconds / len(timed_batches)
+  out["packing_speedup"] = (out["packed_real_tgt_tokens_per_s"]
+                            / out["padded_real_tgt_tokens_per_s"])
+  return out
+
+
 # OpenMP's default spin-waiting can slow PyTorch down by orders of magnitude when the cores
 # are shared with other processes; the peer runs under each policy and its best counts.
 PEER_ENVS = {"default": {}, "omp_passive": {"OMP_WAIT_POLICY": "PASSIVE"}}
@@ -439,6 +496,11 @@ def summary_table(r: dict[str, Any]) -> str:
       ("compile, persistent cache cold / warm (s)",
        f"{num('compile_s_cache_cold', '{:.2f}')} / {num('compile_s_cache_warm', '{:.2f}')}",
        f"{r.get('compile_cache_layers')} layers; {num('compile_cache_speedup', '{:.1f}x')}"),
+      ("real G2P target tokens/s, padded / packed",
+       f"{num('padded_real_tgt_tokens_per_s')} / {num('packed_real_tgt_tokens_per_s')}",
+       f"padding of target slots {num('padded_tgt_padding_fraction', '{:.0%}')} / "
+       f"{num('packed_tgt_padding_fraction', '{:.0%}')}; packing "
+       f"{num('packing_speedup', '{:.2f}x')}"),
       ("peak RSS (MB)", num("peak_rss_mb", "{:,.0f}"),
        f"after train {num('peak_rss_mb_after_train', '{:,.0f}')}"),
   ]
@@ -490,6 +552,9 @@ def main(argv=None) -> dict[str, Any]:
   stage("compile time from the persistent compilation cache (cold, then warm)")
   with tempfile.TemporaryDirectory() as cache:
     r.update(bench_compile_cache(args, cache))
+  if not args.no_packing:
+    stage(f"real batches, padded and packed ({args.packing_config})")
+    r.update(bench_packing(args))
   if args.peers:
     stage("torch peer")
     r.update(run_torch_peer(args, cfg))

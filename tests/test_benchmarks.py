@@ -143,6 +143,10 @@ def test_run_quick_writes_json(tmp_path):
   assert r["baseline_beam4_token_agreement"] == 1.0
   assert r["baseline_greedy_token_agreement"] == 1.0
   assert r["compile_s_cache_cold"] > 0 and r["compile_s_cache_warm"] > 0
+  # Real G2P batches: packing fills the rows that padding leaves mostly empty.
+  assert r["packed_real_tgt_tokens_per_s"] > 0 and r["padded_real_tgt_tokens_per_s"] > 0
+  assert r["packed_tgt_padding_fraction"] < 0.5 < r["padded_tgt_padding_fraction"]
+  assert r["packed_src_padding_fraction"] < r["padded_src_padding_fraction"]
   assert "| metric | value | notes |" in proc.stdout
 
 
