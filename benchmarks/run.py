@@ -51,7 +51,6 @@ from encdec.train import step as step_lib  # noqa: E402
 
 PEER_TORCH = REPO.parent / "shared" / "peers" / "torch_train.py"
 PACKING_CONFIG = str(REPO / "configs" / "g2p_cmudict.py")
-PAD = 0
 FIRST_REAL_TOKEN = 4  # 0 PAD, 1 BOS, 2 EOS, 3 UNK
 # --quick: a small model and few steps, for a smoke test of every stage.
 QUICK_MODEL = {"model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
@@ -219,6 +218,18 @@ def compile_train_step(train_step, state, batch, rng) -> tuple[Any, dict[str, fl
                     "compile_s": done - start}
 
 
+def timed_steps(compiled, state, batches, rng, warmup: int):
+  """The compiled train step over `batches` (state donated): (seconds of each step after the
+  first `warmup`, final state, last metrics)."""
+  step_times, metrics = [], None
+  for batch in batches:
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready((state, metrics))
+    step_times.append(time.perf_counter() - start)
+  return step_times[warmup:], state, metrics
+
+
 def bench_train(args, cfg) -> tuple[dict[str, Any], Any, Any]:
   """Median step time of the jitted train step; returns (results, module, final params)."""
   module, tx, train_step, batch = build_train(cfg, args.seed)
@@ -227,13 +238,8 @@ def bench_train(args, cfg) -> tuple[dict[str, Any], Any, Any]:
   state = state_lib.create(module, tx, jax.random.key(args.seed), batch["src"], batch["tgt_in"])
   compiled, times = compile_train_step(train_step, state, batch, rng)
 
-  step_times, metrics = [], None
-  for _ in range(args.warmup + args.steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, batch, rng)            # state donated
-    jax.block_until_ready((state, metrics))
-    step_times.append(time.perf_counter() - start)
-  step_times = step_times[args.warmup:]
+  step_times, state, metrics = timed_steps(compiled, state, [batch] * (args.warmup + args.steps),
+                                           rng, args.warmup)
   step_s = statistics.median(step_times)
 
   b, s = batch["src"].shape
@@ -372,7 +378,7 @@ def real_batches(cfg, task, pack: bool, count: int) -> list[dict[str, np.ndarray
 
 def padding_fraction(batches, key: str) -> float:
   """Share of the `key` slots of `batches` that hold padding."""
-  return float(np.mean(np.concatenate([b[key].ravel() for b in batches]) == PAD))
+  return float(np.mean(np.concatenate([b[key].ravel() for b in batches]) == step_lib.PAD))
 
 
 def bench_packing(args) -> dict[str, Any]:
@@ -385,26 +391,19 @@ def bench_packing(args) -> dict[str, Any]:
   out = {"packing_config": args.packing_config, "packing_batch": cfg.train.batch_size,
          "packing_model_d": cfg.model.d_model}
   for name, pack in (("padded", False), ("packed", True)):
-    batches = [jax.device_put(b) for b in
-               real_batches(cfg, task, pack, args.warmup + args.steps)]
-    state = state_lib.create(module, tx, jax.random.key(args.seed), batches[0]["src"],
-                             batches[0]["tgt_in"])
+    batches = real_batches(cfg, task, pack, args.warmup + args.steps)
+    on_device = [jax.device_put(b) for b in batches]
+    state = state_lib.create(module, tx, jax.random.key(args.seed), on_device[0]["src"],
+                             on_device[0]["tgt_in"])
     rng = jax.random.key(args.seed)
-    compiled, _ = compile_train_step(train_step, state, batches[0], rng)
-    for batch in batches[:args.warmup]:
-      state, metrics = compiled(state, batch, rng)
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for batch in batches[args.warmup:]:
-      state, metrics = compiled(state, batch, rng)
-    jax.block_until_ready((state, metrics))
-    seconds = time.perf_counter() - start
+    compiled, _ = compile_train_step(train_step, state, on_device[0], rng)
+    step_times, _, _ = timed_steps(compiled, state, on_device, rng, args.warmup)
     timed_batches = batches[args.warmup:]
-    real_tgt = sum(int(np.sum(np.asarray(b["tgt_out"]) != PAD)) for b in timed_batches)
+    real_tgt = sum(int(np.sum(b["tgt_out"] != step_lib.PAD)) for b in timed_batches)
     out[f"{name}_src_padding_fraction"] = padding_fraction(timed_batches, "src")
     out[f"{name}_tgt_padding_fraction"] = padding_fraction(timed_batches, "tgt_out")
-    out[f"{name}_real_tgt_tokens_per_s"] = real_tgt / seconds
-    out[f"{name}_step_s"] = seconds / len(timed_batches)
+    out[f"{name}_real_tgt_tokens_per_s"] = real_tgt / sum(step_times)
+    out[f"{name}_step_s"] = statistics.mean(step_times)
   out["packing_speedup"] = (out["packed_real_tgt_tokens_per_s"]
                             / out["padded_real_tgt_tokens_per_s"])
   return out

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 
 Axes = tuple[str | None, ...]
+# Projection kernels: fan-in scaling over the contracted input axes (Flax flattens the kernel).
+FAN_IN_INIT = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
 
 def dense_general(features: int | Sequence[int], axes: Axes, dtype, *, axis=-1,
@@ -18,10 +20,9 @@ def dense_general(features: int | Sequence[int], axes: Axes, dtype, *, axis=-1,
   Initialised with fan-in scaling over all contracted input axes (Flax flattens the kernel).
   """
   num_inputs = 1 if isinstance(axis, int) else len(axis)
-  init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
   return nn.DenseGeneral(features, axis=axis, use_bias=use_bias, dtype=dtype,
                          param_dtype=jnp.float32,
-                         kernel_init=nn.with_logical_partitioning(init, axes),
+                         kernel_init=nn.with_logical_partitioning(FAN_IN_INIT, axes),
                          bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                                                 axes[num_inputs:]),
                          name=name)
@@ -48,9 +49,8 @@ class StackedProjection(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
-    fan_in = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
-    flat = lambda key, shape, dtype: fan_in(key, (shape[0], math.prod(shape[1:])),
-                                            dtype).reshape(shape)
+    flat = lambda key, shape, dtype: FAN_IN_INIT(key, (shape[0], math.prod(shape[1:])),
+                                                 dtype).reshape(shape)
     kernel = self.param("kernel", nn.with_logical_partitioning(flat, self.axes),
                         (x.shape[-1], self.num, *self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
