@@ -41,11 +41,11 @@ import numpy as np  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
 from benchmarks import baseline_decoder, flops  # noqa: E402
-from encdec import config as config_lib  # noqa: E402
+from encdec import assembly, config as config_lib  # noqa: E402
 from encdec import decoding  # noqa: E402
 from encdec.data import pipeline, tasks  # noqa: E402
 from encdec import model as model_lib  # noqa: E402
-from encdec.train import loop, optim  # noqa: E402
+from encdec.train import optim  # noqa: E402
 from encdec.train import state as state_lib  # noqa: E402
 from encdec.train import step as step_lib  # noqa: E402
 
@@ -386,7 +386,7 @@ def bench_packing(args) -> dict[str, Any]:
   row): padding fraction, and *real* target tokens per second of the config's train step."""
   cfg = config_lib.load(args.packing_config)
   task = tasks.build(cfg.task)
-  cfg.model.update(loop.model_config(cfg.model, task))       # vocabulary sizes from the task
+  cfg.model.update(assembly.model_config(cfg.model, task))       # vocabulary sizes from the task
   module, tx, train_step, _ = build_train(cfg, args.seed)
   out = {"packing_config": args.packing_config, "packing_batch": cfg.train.batch_size,
          "packing_model_d": cfg.model.d_model}

@@ -15,12 +15,10 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
+from encdec.errors import ConfigError  # re-exported: pylint: disable=unused-import
+
 SECTIONS = ("model", "task", "train", "optim", "checkpoint", "mesh", "eval", "decode", "logging")
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "g2p_cmudict.py"
-
-
-class ConfigError(ValueError):
-  """A bad config path, key or value. Its message is one line that names the fix."""
 
 
 def base() -> ml_collections.ConfigDict:

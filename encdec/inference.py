@@ -8,9 +8,8 @@ from typing import Iterable, Iterator
 import numpy as np
 from absl import logging
 
-from encdec import attention_maps, decoding, evaluate, run as run_lib
+from encdec import assembly, attention_maps, decoding, evaluate, run as run_lib
 from encdec.data import tokenizers
-from encdec.train import loop
 
 
 def _search_options(run, beam_size, alpha, batch_size):
@@ -32,7 +31,7 @@ def evaluate_run(workdir: str | pathlib.Path, *, split: str | None = None, step:
   beam_size, alpha, batch_size = _search_options(run, beam_size, alpha, batch_size)
   predictions = evaluate.decode_split(
       run.module, run.params, run.task, run.cfg.task, split, batch_size=batch_size,
-      max_len_for=functools.partial(loop.decode_max_len, run.cfg), max_examples=max_examples,
+      max_len_for=functools.partial(assembly.decode_max_len, run.cfg), max_examples=max_examples,
       beam_size=beam_size, alpha=alpha, show_progress=True)
   scores = {**evaluate.score(run.task, predictions), "beam_size": beam_size, "step": run.step}
   name = split if beam_size == 1 else f"{split}-beam{beam_size}"
@@ -99,6 +98,6 @@ def _decode_batch(run, sources: list[str], beam_size: int, alpha: float) -> list
     rows.append(ids + [tokenizers.EOS])
   src = _pad_batch(rows)                                                  # [B, S]
   out = decoding.search(run.module, {"params": run.params}, src,
-                        loop.decode_max_len(run.cfg, src.shape[1]), beam_size=beam_size,
+                        assembly.decode_max_len(run.cfg, src.shape[1]), beam_size=beam_size,
                         alpha=alpha)
   return [run.task.tgt_tokenizer.decode(row) for row in np.asarray(out)]

@@ -184,9 +184,9 @@ def _model(model_json: str, task_json: str):
   import ml_collections  # pylint: disable=import-outside-toplevel
   from encdec import model  # pylint: disable=import-outside-toplevel
   from encdec.data import tasks  # pylint: disable=import-outside-toplevel
-  from encdec.train import loop  # pylint: disable=import-outside-toplevel
+  from encdec import assembly  # pylint: disable=import-outside-toplevel
   model_cfg = ml_collections.ConfigDict(json.loads(model_json))
-  module = model.build(loop.model_config(model_cfg, tasks.build(json.loads(task_json))))
+  module = model.build(assembly.model_config(model_cfg, tasks.build(json.loads(task_json))))
   tokens = jnp.zeros((1, 8), jnp.int32)
   params = jax.eval_shape(
       lambda: nn.unbox(module.init(jax.random.key(0), tokens, tokens)["params"]))
@@ -247,13 +247,13 @@ def measure_decode_speed(workdir: pathlib.Path, split: str, batch_size: int = SP
   import jax  # pylint: disable=import-outside-toplevel
   from encdec import decoding, run as run_lib  # pylint: disable=import-outside-toplevel
   from encdec.data import pipeline  # pylint: disable=import-outside-toplevel
-  from encdec.train import loop  # pylint: disable=import-outside-toplevel
+  from encdec import assembly  # pylint: disable=import-outside-toplevel
   run = run_lib.load(workdir)
   batches = pipeline.eval_batches(run.task, run.cfg.task, split, batch_size=batch_size)
   src, _ = next(batches)                                                    # [B, S]
   batches.close()
   src = jax.device_put(src)
-  max_len = loop.decode_max_len(run.cfg, src.shape[1])
+  max_len = assembly.decode_max_len(run.cfg, src.shape[1])
   decode = lambda: decoding.greedy(run.module, {"params": run.params}, src, max_len,
                                    eos_id=-1).block_until_ready()
   decode()                                                                  # compile

@@ -12,10 +12,10 @@ from typing import Any
 import jax
 import ml_collections
 
-from encdec import config as config_lib, model
+from encdec import assembly, config as config_lib
 from encdec.config import ConfigError
 from encdec.data import tasks
-from encdec.train import checkpoint, loop, optim, state as state_lib
+from encdec.train import checkpoint, optim, state as state_lib
 
 
 @dataclasses.dataclass
@@ -46,14 +46,14 @@ def load(workdir: str | pathlib.Path, step: int | None = None) -> TrainedRun:
   """The run's config, task, model and the parameters of `step` (default: newest)."""
   cfg = load_config(workdir)
   task = tasks.build(cfg.task)
-  module = model.build(loop.model_config(cfg.model, task))
+  module = assembly.build_model(cfg, task)
   ckpt = checkpoint.Checkpointer(workdir, every_steps=1, keep=cfg.checkpoint.keep,
                                  async_save=False)
   if (step or ckpt.latest_step()) is None:
     raise ConfigError(f"no checkpoint in {ckpt.directory}; train first with "
                       f"`encdec train --workdir {workdir}`")
   tx = optim.optimizer(cfg.optim, cfg.train.num_steps)
-  src, tgt = loop.example_inputs(cfg)
+  src, tgt = assembly.example_inputs(cfg)
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   shardings = jax.tree_util.tree_map(lambda _: sharding, state_lib.abstract_shapes(
       module, tx, src, tgt))

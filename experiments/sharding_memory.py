@@ -12,9 +12,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from encdec import config, model, parallel
+from encdec import assembly, config, model, parallel
 from encdec.data import tasks
-from encdec.train import loop, optim, state as state_lib
+from encdec.train import optim, state as state_lib
 
 MESHES = [(8, 1, 1), (4, 2, 1), (1, 8, 1), (2, 2, 2), (1, 4, 2), (1, 2, 4)]
 
@@ -35,9 +35,9 @@ def main():
   parser.add_argument("--config", default="configs/g2p_cmudict.py:size=base")
   args = parser.parse_args()
   cfg = config.load(args.config)
-  module = model.build(loop.model_config(cfg.model, tasks.build(cfg.task)))
+  module = model.build(assembly.model_config(cfg.model, tasks.build(cfg.task)))
   tx = optim.optimizer(cfg.optim, cfg.train.num_steps)
-  src, tgt = loop.example_inputs(cfg)
+  src, tgt = assembly.example_inputs(cfg)
   shapes = state_lib.abstract_shapes(module, tx, src, tgt)
   total = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
   print(f"`{args.config}`: params + AdamW state = {total / 2**20:.2f} MiB in all\n")

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from encdec import config, writers
+from encdec import assembly, config, writers
 from encdec.train import loop, preemption
 
 FAST = {"eval.every_steps": 10_000, "checkpoint.every_steps": 10_000, "logging.every_steps": 50,
@@ -138,10 +138,10 @@ def test_cli_train_resume_eval_decode(tmp_path):
 
 def test_decode_length_limit_grows_with_longer_sources_unless_set():
   cfg = small_run_config()                          # max_src_len = max_tgt_len = 6
-  assert loop.decode_max_len(cfg) == loop.decode_max_len(cfg, 7) == 7
-  assert loop.decode_max_len(cfg, 13) == 13         # test_long: 12 symbols + EOS
+  assert assembly.decode_max_len(cfg) == assembly.decode_max_len(cfg, 7) == 7
+  assert assembly.decode_max_len(cfg, 13) == 13         # test_long: 12 symbols + EOS
   cfg.decode.max_len = 9
-  assert loop.decode_max_len(cfg, 13) == 9
+  assert assembly.decode_max_len(cfg, 13) == 9
 
 
 def test_longer_eval_sources_are_decoded_with_room_for_longer_outputs(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Tokenizers: text <-> token ids with the reserved ids PAD=0, BOS=1, EOS=2, UNK=3.
+"""Tokenizers: text <-> token ids. encdec's own reserve PAD=0, BOS=1, EOS=2, UNK=3.
 
     tok = CharTokenizer("abc")          # a -> 4, b -> 5, c -> 6
     tok.encode("cab?")                  # [6, 4, 5, 3]   (no BOS/EOS; unknown -> UNK)
@@ -10,6 +10,7 @@ one with `train_sentencepiece`, or load-or-train a cached one with `cached_sente
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -19,7 +20,29 @@ from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialTokens:
+  """The special token ids of a vocabulary: the one place they are defined.
+
+  A tokenizer carries them (`tokenizer.special`); the model config receives them from the
+  task's target tokenizer (assembly.model_config), and masks, loss and decoding read them
+  there. encdec's own vocabularies use the defaults; imported checkpoints bring theirs
+  (T5: PAD 0, EOS 1, the decoder starting from PAD; BART: BOS 0, PAD 1, EOS 2).
+  """
+  pad: int = 0
+  bos: int = 1      # the token the decoder starts from
+  eos: int = 2
+  unk: int = 3
+
+  def model_fields(self) -> dict[str, int]:
+    """The TransformerConfig fields these ids set."""
+    return {"pad_id": self.pad, "bos_id": self.bos, "eos_id": self.eos}
+
+
+SPECIAL = SpecialTokens()                        # encdec's own vocabularies
+PAD, BOS, EOS, UNK = SPECIAL.pad, SPECIAL.bos, SPECIAL.eos, SPECIAL.unk
 NUM_RESERVED = 4
 RESERVED_PIECES = ("<pad>", "<s>", "</s>", "<unk>")
 UNK_TEXT = "\u2047"  # "⁇", what decode() writes for UNK (as sentencepiece does)
@@ -29,6 +52,7 @@ class Tokenizer(Protocol):
   """What tasks, the pipeline and decoding need from a tokenizer."""
 
   vocab_size: int  # includes the 4 reserved ids
+  special: SpecialTokens
 
   def encode(self, text: str) -> list[int]:
     """Token ids of `text`, without BOS/EOS; unknown symbols map to UNK."""
@@ -65,6 +89,7 @@ def id_pieces(ids, vocab_size: int, piece_of) -> list[str]:
 
 class _VocabTokenizer:
   """Shared logic for tokenizers over a fixed, ordered symbol list (ids 4, 5, ...)."""
+  special = SPECIAL
 
   def __init__(self, symbols: Iterable[str]):
     self.symbols = tuple(symbols)
@@ -125,6 +150,7 @@ class SymbolTokenizer(_VocabTokenizer):
 
 class SentencePieceTokenizer:
   """A trained sentencepiece model whose ids follow the convention pad=0, bos=1, eos=2, unk=3."""
+  special = SPECIAL
 
   def __init__(self, model_file: str | os.PathLike):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from encdec.errors import ConfigError
 from encdec.model import attention, layers
 
 
@@ -277,5 +278,5 @@ CROSS_ATTENTION: dict[str, type[nn.Module]] = {
 def get(name: str) -> type[nn.Module]:
   """The cross-attention class registered as `name`; a clear error for unknown names."""
   if name not in CROSS_ATTENTION:
-    raise ValueError(f"unknown cross_attention {name!r}; valid: {', '.join(sorted(CROSS_ATTENTION))}")
+    raise ConfigError(f"unknown cross_attention {name!r}; valid: {', '.join(sorted(CROSS_ATTENTION))}")
   return CROSS_ATTENTION[name]

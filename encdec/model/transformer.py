@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from encdec.errors import ConfigError
 from encdec.model import attention, cross_attention, layers
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -44,6 +45,11 @@ class TransformerConfig:
   dtype: str = "float32"           # compute dtype; params are always float32
   scan_layers: bool = True         # nn.scan over layers: compile time independent of depth
   remat: str = "none"              # rematerialise in the backward pass: see REMAT_POLICIES
+  # Special token ids of the target vocabulary (and the source's PAD). Not config keys: they
+  # come from the task's tokenizers (data.tokenizers.SpecialTokens, assembly.model_config).
+  pad_id: int = dataclasses.field(default=0, metadata={"from_task": True})
+  bos_id: int = dataclasses.field(default=1, metadata={"from_task": True})
+  eos_id: int = dataclasses.field(default=2, metadata={"from_task": True})
 
   def __post_init__(self):
     cross_attention.get(self.cross_attention)
@@ -53,16 +59,16 @@ class TransformerConfig:
     _check_choice("dtype", self.dtype, tuple(DTYPES))
     _check_choice("remat", self.remat, tuple(REMAT_POLICIES))
     if self.d_model % self.num_heads and not self.head_dim:
-      raise ValueError(f"model.d_model={self.d_model} is not divisible by "
+      raise ConfigError(f"model.d_model={self.d_model} is not divisible by "
                        f"model.num_heads={self.num_heads}; set model.head_dim")
     self.cross_layers()
     if self.cross_latents <= 0 or self.cross_window <= 0:
-      raise ValueError("model.cross_latents and model.cross_window must be positive")
+      raise ConfigError("model.cross_latents and model.cross_window must be positive")
     if self.cross_attention == "gqa" and self.num_heads % max(self.cross_kv_heads, 1):
-      raise ValueError(f"model.cross_kv_heads={self.cross_kv_heads} must divide "
+      raise ConfigError(f"model.cross_kv_heads={self.cross_kv_heads} must divide "
                        f"model.num_heads={self.num_heads}")
     if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
-      raise ValueError("model.share_embeddings needs src_vocab_size == tgt_vocab_size "
+      raise ConfigError("model.share_embeddings needs src_vocab_size == tgt_vocab_size "
                        f"(got {self.src_vocab_size} and {self.tgt_vocab_size})")
 
   @property
@@ -94,14 +100,14 @@ class TransformerConfig:
     except ValueError:
       chosen = None
     if not chosen or not chosen <= set(range(n)):
-      raise ValueError(f"model.cross_attention_layers={self.cross_attention_layers!r}: use all, "
+      raise ConfigError(f"model.cross_attention_layers={self.cross_attention_layers!r}: use all, "
                        f"first, last, middle, every:K or indices in 0..{n - 1} like '0,2'")
     return tuple(i in chosen for i in range(n))
 
 
 def _check_choice(field: str, value: str, valid: tuple[str, ...]):
   if value not in valid:
-    raise ValueError(f"unknown model.{field} {value!r}; valid: {', '.join(valid)}")
+    raise ConfigError(f"unknown model.{field} {value!r}; valid: {', '.join(valid)}")
 
 
 class Residual(nn.Module):
@@ -348,5 +354,5 @@ def build(model_cfg) -> EncoderDecoder:
   values = dict(model_cfg)
   unknown = sorted(set(values) - fields)
   if unknown:
-    raise ValueError(f"unknown model field(s) {unknown}; valid: {', '.join(sorted(fields))}")
+    raise ConfigError(f"unknown model field(s) {unknown}; valid: {', '.join(sorted(fields))}")
   return EncoderDecoder(TransformerConfig(**values))

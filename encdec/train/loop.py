@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from encdec import evaluate, model, parallel, writers
-from encdec import config as config_lib
+from encdec import assembly, evaluate, parallel, writers
+from encdec import config as config_lib, run as run_lib
 from encdec.config import ConfigError
 from encdec.data import tasks, pipeline
 from encdec.train import checkpoint, optim, preemption, progress, state as state_lib, warm_start
@@ -61,53 +61,6 @@ def section_differences(section: str, saved: dict[str, Any] | None,
                    for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k))
 
 
-def final_splits(cfg: ml_collections.ConfigDict) -> list[str]:
-  """eval.final_split, then eval.extra_final_splits (comma-separated)."""
-  extra = [s.strip() for s in cfg.eval.extra_final_splits.split(",") if s.strip()]
-  return [cfg.eval.final_split] + [s for s in extra if s != cfg.eval.final_split]
-
-
-def check_splits(cfg: ml_collections.ConfigDict, task) -> None:
-  """A one-line error before training if an eval split does not exist for the task."""
-  for key, split in [("eval.split", cfg.eval.split)] + [
-      ("eval.final_split" if i == 0 else "eval.extra_final_splits", s)
-      for i, s in enumerate(final_splits(cfg))]:
-    if split not in task.splits:
-      raise ConfigError(f"{key}={split!r} is not a split of task {task.name!r}; valid: "
-                        f"{', '.join(task.splits)}")
-
-
-def model_config(model_cfg: ml_collections.ConfigDict, task) -> dict[str, Any]:
-  """cfg.model with vocabulary sizes filled from the task where they are 0."""
-  values = model_cfg.to_dict()
-  for key, tokenizer in (("src_vocab_size", task.src_tokenizer),
-                         ("tgt_vocab_size", task.tgt_tokenizer)):
-    if values[key] == 0:
-      values[key] = tokenizer.vocab_size
-    elif values[key] < tokenizer.vocab_size:
-      raise ConfigError(f"model.{key}={values[key]} is smaller than the task's vocabulary "
-                        f"({tokenizer.vocab_size}); set it to 0 to use the task's")
-  if values["share_embeddings"]:
-    values["src_vocab_size"] = values["tgt_vocab_size"] = max(values["src_vocab_size"],
-                                                              values["tgt_vocab_size"])
-  return values
-
-
-def decode_max_len(cfg: ml_collections.ConfigDict, src_len: int = 0) -> int:
-  """decode.max_len if set; else task.max_tgt_len + 1, plus as many steps as sources of
-  `src_len` tokens (EOS and padding included) are longer than training's (max_src_len + 1):
-  longer inputs, e.g. a test_long split, get room for longer outputs."""
-  if cfg.decode.max_len:
-    return cfg.decode.max_len
-  return cfg.task.max_tgt_len + 1 + max(0, src_len - (cfg.task.max_src_len + 1))
-
-
-def example_inputs(cfg: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
-  """Dummy [1, S] / [1, T] inputs for shape inference (they do not consume any data)."""
-  return (jnp.zeros((1, cfg.task.max_src_len + 1), jnp.int32),
-          jnp.zeros((1, cfg.task.max_tgt_len + 1), jnp.int32))
-
-
 class Trainer:
   """Everything a run needs, built once from the config."""
 
@@ -115,8 +68,8 @@ class Trainer:
     self.cfg = cfg
     self.workdir = prepare_workdir(workdir, cfg)
     self.task = tasks.build(cfg.task)
-    check_splits(cfg, self.task)
-    self.module = model.build(model_config(cfg.model, self.task))
+    assembly.check_splits(cfg, self.task)
+    self.module = assembly.build_model(cfg, self.task)
     self.tx = optim.optimizer(cfg.optim, cfg.train.num_steps)
     self.learning_rate = optim.schedule(cfg.optim, cfg.train.num_steps)
     self.batches = pipeline.train_batches(
@@ -127,8 +80,8 @@ class Trainer:
         async_save=cfg.checkpoint.async_save, config=json.loads(cfg.to_json()))
     self.mesh = parallel.make_mesh(cfg.mesh)
     self.batch_sharding = parallel.batch_sharding(self.mesh)
-    self.state_shardings = state_lib.shardings(self.module, self.tx, *example_inputs(self.cfg),
-                                               self.mesh)
+    self.state_shardings = state_lib.shardings(self.module, self.tx,
+                                               *assembly.example_inputs(cfg), self.mesh)
     self.eval_step = step_lib.make_eval_step(self.module,
                                              label_smoothing=cfg.train.label_smoothing)
     self.train_step = step_lib.make_train_step(
@@ -141,7 +94,7 @@ class Trainer:
 
   def initial_state(self) -> state_lib.TrainState:
     """The newest checkpoint's state (and data position), or a freshly initialised one."""
-    src, tgt = example_inputs(self.cfg)
+    src, tgt = assembly.example_inputs(self.cfg)
     step = self.checkpointer.latest_step()
     if step is None:
       init_rng = jax.random.fold_in(self.rng, 1 << 20)
@@ -164,7 +117,6 @@ class Trainer:
 
   def warm_start(self, state: state_lib.TrainState) -> state_lib.TrainState:
     """Parameters from train.init_from (another run), mapped by train.init_mapping."""
-    from encdec import run as run_lib  # pylint: disable=import-outside-toplevel (cycle)
     cfg = self.cfg.train
     old = run_lib.load(cfg.init_from, cfg.init_from_step or None)
     params, _, _ = warm_start.merge(state.params, old.params, cfg.init_mapping)
@@ -254,7 +206,7 @@ class Trainer:
     predictions = evaluate.decode_split(
         self.module, state.params, self.task, self.cfg.task, split,
         batch_size=self.cfg.eval.batch_size,
-        max_len_for=functools.partial(decode_max_len, self.cfg),
+        max_len_for=functools.partial(assembly.decode_max_len, self.cfg),
         max_examples=max_examples)
     return evaluate.score(self.task, predictions), predictions
 
@@ -281,7 +233,7 @@ class Trainer:
 
   def final_eval(self, state) -> dict[str, Any]:
     """Decode eval.final_split, then each of eval.extra_final_splits; the first's scores."""
-    return [self.final_eval_split(state, split) for split in final_splits(self.cfg)][0]
+    return [self.final_eval_split(state, split) for split in assembly.final_splits(self.cfg)][0]
 
   def final_eval_split(self, state, split: str) -> dict[str, Any]:
     step = int(state.step)
