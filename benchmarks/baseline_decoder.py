@@ -7,8 +7,8 @@ cross-attention keys/values from it (K, V = H_enc W_K, H_enc W_V per step, per b
 encdec instead projects them once per source and shares them across beams.
 
 The baseline is one more cross-attention variant (not registered: a config subclass names
-it), so `baseline_for(module)` reads the parameters of an encdec "mha" model unchanged and plugs into
-`encdec.decoding.greedy` / `beam_search`: the search code and every other layer are identical,
+it), so `baseline_for(module)` reads the parameters of an encdec "mha" model unchanged and plugs
+into `encdec.decoding.greedy` / `beam_search`: the search code and every other layer are identical,
 and a comparison measures only the cross-attention caching.
 
 Decoding runs the layers unrolled, and then XLA may hoist the projection of the (loop-invariant)
@@ -57,8 +57,8 @@ class BaselineConfig(transformer.TransformerConfig):
 
 def baseline_for(module: transformer.EncoderDecoder,
                  hoistable: bool = False) -> transformer.EncoderDecoder:
-  """The baseline model that reads `module`'s ("mha") parameters."""
-  if module.config.cross_attention != "mha":
+  """The baseline model that reads `module`'s parameters (standard multi-head cross-attention)."""
+  if module.config.variant is not cross_attention.MultiHeadCrossAttention:
     raise ValueError(f"the decode baseline is standard multi-head cross-attention; got "
                      f"model.cross_attention={module.config.cross_attention!r} (use 'mha')")
   return transformer.EncoderDecoder(

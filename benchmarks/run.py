@@ -1,12 +1,15 @@
 """encdec benchmarks: train throughput and MFU, decode speed vs a baseline, compile time, peers.
 
-    python benchmarks/run.py --json bench.json [--peers] [--quick]
+    python -m benchmarks.run --json bench.json [--peers] [--quick]    # from the repository root
 
-Runs on the bench config (configs/bench.py) on the first JAX device and writes one JSON object
-(see benchmarks/README.md for every key) plus a markdown summary on stdout. Stages, in order:
+A module of the repository's `benchmarks` package (not installed with encdec): run it with
+`python -m` from the root of a checkout, which puts the checkout on sys.path; no path is edited.
+
+Runs on the bench config (encdec/configs/bench.py) on the first JAX device and writes one JSON
+object (see benchmarks/README.md for every key) plus a markdown summary on stdout. Stages, in order:
 matmul peak, train step, decoding (encdec greedy / beam 4, and the baseline decoder of
 benchmarks/baseline_decoder.py), train-step compile time at two depths, real G2P batches padded
-and packed, the PyTorch peer.
+and packed, the PyTorch peer (benchmarks/peers/torch_transformer.py).
 Timings are wall-clock medians after warm-up, compilation excluded. Never used by tests for
 timing assertions.
 """
@@ -28,8 +31,9 @@ import time
 from typing import Any, Callable
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-  sys.path.insert(0, str(REPO))
+if __name__ == "__main__" and not __package__:
+  sys.exit(f"run the benchmarks as a module from the repository root: cd {REPO} && "
+           f"python -m benchmarks.run {' '.join(sys.argv[1:])}".rstrip())
 if __name__ == "__main__":   # as `encdec` does: huge pages for XLA's buffers (and the peer's)
   from encdec import hugepages  # pylint: disable=wrong-import-position
   hugepages.reexec_if_wanted()
@@ -42,15 +46,16 @@ from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
 from benchmarks import baseline_decoder, flops  # noqa: E402
 from encdec import assembly, config as config_lib  # noqa: E402
-from encdec import decoding  # noqa: E402
+from encdec import decoding, threefry  # noqa: E402
 from encdec.data import pipeline, tasks  # noqa: E402
 from encdec import model as model_lib  # noqa: E402
 from encdec.train import optim  # noqa: E402
 from encdec.train import state as state_lib  # noqa: E402
 from encdec.train import step as step_lib  # noqa: E402
 
-PEER_TORCH = REPO.parent / "shared" / "peers" / "torch_train.py"
-PACKING_CONFIG = str(REPO / "configs" / "g2p_cmudict.py")
+# The PyTorch peer, run as a module of this package from the repository root (benchmarks/peers/).
+PEER_TORCH = (sys.executable, "-m", "benchmarks.peers.torch_transformer")
+PACKING_CONFIG = "g2p_cmudict"
 FIRST_REAL_TOKEN = 4  # 0 PAD, 1 BOS, 2 EOS, 3 UNK
 # --quick: a small model and few steps, for a smoke test of every stage.
 QUICK_MODEL = {"model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
@@ -61,10 +66,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--json", type=pathlib.Path, help="write the results here")
-  p.add_argument("--config", default=str(REPO / "configs" / "bench.py"), help="PATH[:ARG]")
+  p.add_argument("--config", default="bench", help="PATH[:ARG] or a packaged config's NAME[:ARG]")
   p.add_argument("--quick", action="store_true",
                  help="smoke test: tiny model, 2 layers, few steps, short decodes")
-  p.add_argument("--peers", action="store_true", help="also run ../shared/peers/torch_train.py")
+  p.add_argument("--peers", action="store_true",
+                 help="also run the PyTorch peer, benchmarks/peers/torch_transformer.py (needs "
+                      "torch: pip install -e '.[peers]')")
   p.add_argument("--layers", type=int, help="layers per side (default: the config's; quick: 2)")
   p.add_argument("--steps", type=int, help="timed train steps (default 10; quick 3)")
   p.add_argument("--warmup", type=int, help="untimed train steps first (default 2; quick 1)")
@@ -198,13 +205,14 @@ def matmul_peak(size: int, repeats: int) -> dict[str, Any]:
           "matmul_peak_best_s": best}
 
 
-def build_train(cfg, seed: int):
-  """(module, tx, jitted train_step, example batch) for the config."""
-  module = model_lib.build(cfg.model)
+def build_train(cfg, task=None):
+  """(module, tx, jitted train_step) for the config; vocabulary sizes and special ids from
+  `task` where one is given (else the config's own)."""
+  module = assembly.build_model(cfg, task) if task is not None else model_lib.build(cfg.model)
   tx = optim.optimizer(cfg.optim, cfg.train.num_steps)
   train_step = step_lib.make_train_step(module, tx, optim.schedule(cfg.optim, cfg.train.num_steps),
                                         label_smoothing=cfg.train.label_smoothing)
-  return module, tx, train_step, train_batch(cfg, seed)
+  return module, tx, train_step
 
 
 def compile_train_step(train_step, state, batch, rng) -> tuple[Any, dict[str, float]]:
@@ -232,8 +240,8 @@ def timed_steps(compiled, state, batches, rng, warmup: int):
 
 def bench_train(args, cfg) -> tuple[dict[str, Any], Any, Any]:
   """Median step time of the jitted train step; returns (results, module, final params)."""
-  module, tx, train_step, batch = build_train(cfg, args.seed)
-  batch = jax.device_put(batch)                            # resident, like a prefetched batch
+  module, tx, train_step = build_train(cfg)
+  batch = jax.device_put(train_batch(cfg, args.seed))      # resident, like a prefetched batch
   rng = jax.random.key(args.seed)
   state = state_lib.create(module, tx, jax.random.key(args.seed), batch["src"], batch["tgt_in"])
   compiled, times = compile_train_step(train_step, state, batch, rng)
@@ -324,7 +332,8 @@ def compile_times(args, layers: int) -> dict[str, float]:
   """Trace + XLA compile times of a fresh train step at `layers` per side (abstract state),
   with the layers scanned (`model.scan_layers`), whatever the config trains with."""
   cfg = load_config(args, layers, **{"model.scan_layers": True})
-  module, tx, train_step, batch = build_train(cfg, args.seed)
+  module, tx, train_step = build_train(cfg)
+  batch = train_batch(cfg, args.seed)
   abstract_state = state_lib.abstract_shapes(module, tx, batch["src"], batch["tgt_in"])
   abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
   return compile_train_step(train_step, abstract_state, abstract_batch,
@@ -376,9 +385,9 @@ def real_batches(cfg, task, pack: bool, count: int) -> list[dict[str, np.ndarray
     batches.close()
 
 
-def padding_fraction(batches, key: str) -> float:
+def padding_fraction(batches, key: str, pad_id: int) -> float:
   """Share of the `key` slots of `batches` that hold padding."""
-  return float(np.mean(np.concatenate([b[key].ravel() for b in batches]) == step_lib.PAD))
+  return float(np.mean(np.concatenate([b[key].ravel() for b in batches]) == pad_id))
 
 
 def bench_packing(args) -> dict[str, Any]:
@@ -386,8 +395,7 @@ def bench_packing(args) -> dict[str, Any]:
   row): padding fraction, and *real* target tokens per second of the config's train step."""
   cfg = config_lib.load(args.packing_config)
   task = tasks.build(cfg.task)
-  cfg.model.update(assembly.model_config(cfg.model, task))       # vocabulary sizes from the task
-  module, tx, train_step, _ = build_train(cfg, args.seed)
+  module, tx, train_step = build_train(cfg, task)
   out = {"packing_config": args.packing_config, "packing_batch": cfg.train.batch_size,
          "packing_model_d": cfg.model.d_model}
   for name, pack in (("padded", False), ("packed", True)):
@@ -399,9 +407,10 @@ def bench_packing(args) -> dict[str, Any]:
     compiled, _ = compile_train_step(train_step, state, on_device[0], rng)
     step_times, _, _ = timed_steps(compiled, state, on_device, rng, args.warmup)
     timed_batches = batches[args.warmup:]
-    real_tgt = sum(int(np.sum(b["tgt_out"] != step_lib.PAD)) for b in timed_batches)
-    out[f"{name}_src_padding_fraction"] = padding_fraction(timed_batches, "src")
-    out[f"{name}_tgt_padding_fraction"] = padding_fraction(timed_batches, "tgt_out")
+    pad_id = module.config.pad_id
+    real_tgt = sum(int(np.sum(b["tgt_out"] != pad_id)) for b in timed_batches)
+    out[f"{name}_src_padding_fraction"] = padding_fraction(timed_batches, "src", pad_id)
+    out[f"{name}_tgt_padding_fraction"] = padding_fraction(timed_batches, "tgt_out", pad_id)
     out[f"{name}_real_tgt_tokens_per_s"] = real_tgt / sum(step_times)
     out[f"{name}_step_s"] = statistics.mean(step_times)
   out["packing_speedup"] = (out["packed_real_tgt_tokens_per_s"]
@@ -418,22 +427,23 @@ def run_torch_peer(args, cfg) -> dict[str, Any]:
   """The PyTorch nn.Transformer peer on the same shapes, in a subprocess (best of PEER_ENVS)."""
   if importlib.util.find_spec("torch") is None:
     return {"peer_torch_status": "skipped: torch is not importable in this Python "
-                                 f"({sys.executable}); pip install torch to compare"}
-  if not PEER_TORCH.is_file():
-    return {"peer_torch_status": f"skipped: {PEER_TORCH} not found"}
+                                 f"({sys.executable}); pip install -e '.[peers]' to compare"}
   m = cfg.model
   if m.num_encoder_layers != m.num_decoder_layers or cfg.task.max_src_len != cfg.task.max_tgt_len:
     return {"peer_torch_status": "skipped: the peer takes equal layer counts and lengths"}
-  cmd = [sys.executable, str(PEER_TORCH), "--steps", str(args.peer_steps),
+  cmd = [*PEER_TORCH, "--steps", str(args.peer_steps), "--warmup", str(args.warmup),
          "--d", str(m.d_model), "--layers", str(m.num_encoder_layers),
          "--heads", str(m.num_heads), "--mlp", str(m.d_ff), "--vocab", str(m.tgt_vocab_size),
-         "--batch", str(cfg.train.batch_size), "--len", str(cfg.task.max_tgt_len + 1)]
+         "--batch", str(cfg.train.batch_size), "--len", str(cfg.task.max_tgt_len + 1),
+         "--dropout", str(m.dropout_rate), "--label_smoothing", str(cfg.train.label_smoothing),
+         "--lr", str(cfg.optim.learning_rate), "--clip", str(cfg.optim.grad_clip_norm),
+         "--seed", str(args.seed)]
   runs, errors = {}, []
   for name, extra in PEER_ENVS.items():
     if any(k in os.environ for k in extra):
       continue  # the caller chose this setting already
     try:
-      proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+      proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO,
                             env={**os.environ, **extra}, timeout=args.peer_timeout)
     except subprocess.TimeoutExpired:
       errors.append(f"{name}: over --peer_timeout={args.peer_timeout}s")
@@ -451,6 +461,7 @@ def run_torch_peer(args, cfg) -> dict[str, Any]:
           "peer_torch_tgt_tokens_per_s": runs[best]["tgt_tokens_per_s"],
           "peer_torch_step_s": runs[best].get("step_s"),
           "peer_torch_version": runs[best].get("torch"),
+          "peer_torch_final_loss": runs[best].get("loss"),
           "peer_torch_threads": runs[best].get("threads")}
 
 
@@ -490,7 +501,8 @@ def summary_table(r: dict[str, Any]) -> str:
        f"token agreement {num('baseline_beam4_token_agreement', '{:.0%}')}; vs the baseline XLA "
        f"may hoist: {num('decode_beam4_speedup_vs_hoistable_baseline', '{:.2f}x')}"),
       (f"compile {shallow} / {deep} layers (s)",
-       f"{num(f'compile_s_{shallow}_layers', '{:.2f}')} / {num(f'compile_s_{deep}_layers', '{:.2f}')}",
+       f"{num(f'compile_s_{shallow}_layers', '{:.2f}')} / "
+       f"{num(f'compile_s_{deep}_layers', '{:.2f}')}",
        f"ratio {num('compile_s_ratio', '{:.2f}')}"),
       ("compile, persistent cache cold / warm (s)",
        f"{num('compile_s_cache_cold', '{:.2f}')} / {num('compile_s_cache_warm', '{:.2f}')}",
@@ -519,6 +531,7 @@ def summary_table(r: dict[str, Any]) -> str:
 
 def main(argv=None) -> dict[str, Any]:
   args = parse_args(argv)
+  threefry.unroll_on_cpu()   # as `encdec train` does on CPU: same dropout bits, no hash loop
   cfg = load_config(args)
   r: dict[str, Any] = {"benchmark": "encdec", "quick": args.quick, "config": args.config,
                        "layers": cfg.model.num_encoder_layers,

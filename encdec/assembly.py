@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from encdec import model
+from encdec.data import base
 from encdec.errors import ConfigError
 
 
@@ -30,7 +31,7 @@ def model_config(model_cfg: ml_collections.ConfigDict, task) -> dict[str, Any]:
   if values["share_embeddings"]:
     values["src_vocab_size"] = values["tgt_vocab_size"] = max(values["src_vocab_size"],
                                                               values["tgt_vocab_size"])
-  values.update(task.tgt_tokenizer.special.model_fields())
+  values.update(base.special_tokens(task).model_fields())
   return values
 
 

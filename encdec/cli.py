@@ -2,14 +2,21 @@
 
     encdec train  [--config PATH[:ARG]] [--workdir DIR] [--config.KEY=VALUE ...]
     encdec eval   --workdir DIR [--split test] [--beam N] [--step S] [--plot-attention K]
-    encdec decode --workdir DIR [--beam N] [WORD_OR_SENTENCE ...]   (else lines from stdin)
+                  [--config.mesh.KEY=VALUE ...]
+    encdec decode --workdir DIR [--beam N] [--config.mesh.KEY=VALUE ...]
+                  [WORD_OR_SENTENCE ...]   (else lines from stdin, streamed)
     encdec sweep  --config PATH[:ARG] --sweep NAME --workdir DIR [--jobs N] [--dry-run]
                   [--launcher local|slurm|tpu_vm [--launcher-args ARGS]] [--config.KEY=VALUE ...]
     encdec report DIR [--baseline GROUP] [--metric KEY]
 
-A user error (bad config key or value, unknown task/variant, missing data, a workdir that
-belongs to another config) prints one line to stderr and exits with status 2; set
-ENCDEC_DEBUG=1 to see the traceback instead.
+A user error (encdec.errors.UserError: a bad config key or value, an unknown task or variant,
+missing data, an unreadable checkpoint, a workdir that belongs to another config) prints one
+line to stderr and exits with status 2; set ENCDEC_DEBUG=1 to see the traceback instead. Any
+other exception is a bug in encdec: it keeps its traceback and exits with status 1.
+
+Process-wide settings (logging handlers and filters, exception hooks) are made here, by the
+command line, never by library calls; `encdec/__main__.py` does the rest (huge pages,
+matplotlib's backend) before anything heavy is imported.
 """
 from __future__ import annotations
 
@@ -23,13 +30,11 @@ import traceback
 from absl import flags, logging
 
 from encdec import config as config_lib
-from encdec import hugepages
-from encdec.train.checkpoint import CheckpointWriteError
-from encdec.train.preemption import Preempted
-from encdec.writers import MetricWriteError
+from encdec.errors import UserError
 
-USER_ERRORS = (config_lib.ConfigError, ValueError, FileNotFoundError, FloatingPointError,
-               CheckpointWriteError, MetricWriteError)
+
+MESH_EPILOG = ("Only the parameters are loaded, on one device; --config.mesh.data/fsdp/tensor=N "
+               "shard them over a device mesh instead (axes not given are 1).")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                          epilog="Override any config key with --config.KEY=VALUE, "
                                 "e.g. --config.model.d_model=128.")
   train.add_argument("--config", default=None,
-                     help="PATH[:ARG] of a config file (default: configs/g2p_cmudict.py)")
+                     help="PATH[:ARG] of a config file, or NAME[:ARG] of a packaged one "
+                          "(default: g2p_cmudict)")
   train.add_argument("--workdir", default="runs/g2p_cmudict",
                      help="run directory: config.json, metrics.jsonl, checkpoints/, eval/")
   multi = train.add_argument_group("multi-process (one process per host or per GPU)")
@@ -48,13 +54,16 @@ def _parser() -> argparse.ArgumentParser:
   multi.add_argument("--process_id", type=int, default=None)
   multi.add_argument("--distributed", choices=("off", "auto"), default="off",
                      help="auto: jax.distributed.initialize() detects SLURM / Cloud TPU VMs")
-  evaluate = sub.add_parser("eval", help="decode a split with a trained model and score it")
+  evaluate = sub.add_parser("eval", help="decode a split with a trained model and score it",
+                            epilog=MESH_EPILOG)
   _add_run_args(evaluate)
   evaluate.add_argument("--split", default=None, help="split to decode (default: eval.final_split)")
   evaluate.add_argument("--max-examples", type=int, default=0, help="0: the whole split")
   evaluate.add_argument("--plot-attention", type=int, default=0, metavar="K",
                         help="write cross-attention heatmaps of K examples to WORKDIR/eval/")
-  decode = sub.add_parser("decode", help="decode inputs given as arguments or stdin lines")
+  decode = sub.add_parser("decode", help="decode inputs given as arguments or stdin lines",
+                          epilog="Stdin is decoded as it arrives: a batch when it is full, when "
+                                 "the input ends, or when no more input is ready. " + MESH_EPILOG)
   _add_run_args(decode)
   decode.add_argument("inputs", nargs="*", help="sources (default: read lines from stdin)")
   _add_sweep_parser(sub)
@@ -72,9 +81,9 @@ def _add_sweep_parser(sub) -> None:
                      help="sweep directory: sweep.json and one run directory per run")
   sweep.add_argument("--jobs", type=int, default=1, help="runs at a time (--launcher local)")
   sweep.add_argument("--launcher", choices=("local", "slurm", "tpu_vm"), default="local",
-                     help="local: subprocesses here; slurm / tpu_vm: experiments/launch")
+                     help="local: subprocesses here; slurm / tpu_vm: encdec.launch")
   sweep.add_argument("--launcher-args", default="",
-                     help="flags of experiments/launch/LAUNCHER.py, one quoted string, e.g. "
+                     help="flags of `python -m encdec.launch.LAUNCHER`, one quoted string, e.g. "
                           "'--nodes 1 --gpus-per-node 8 --partition gpu'")
   sweep.add_argument("--dry-run", action="store_true",
                      help="print the commands (or what the launcher would submit), run nothing")
@@ -96,7 +105,8 @@ def _add_report_parser(sub) -> None:
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--workdir", required=True, help="run directory of `encdec train`")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
-  parser.add_argument("--beam", type=int, default=None, help="beam size (default: decode.beam_size)")
+  parser.add_argument("--beam", type=int, default=None,
+                      help="beam size (default: decode.beam_size)")
   parser.add_argument("--alpha", type=float, default=None,
                       help="length penalty (default: decode.alpha)")
   parser.add_argument("--batch-size", type=int, default=None)
@@ -159,6 +169,7 @@ def _setup_logging() -> None:
 def cmd_train(args, overrides) -> int:
   from encdec import parallel  # pylint: disable=import-outside-toplevel (slow: jax)
   from encdec.train import loop  # pylint: disable=import-outside-toplevel
+  from encdec.train.preemption import Preempted  # pylint: disable=import-outside-toplevel
   cfg = config_lib.load(args.config, overrides)
   parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id,
                                   auto=args.distributed == "auto")
@@ -174,19 +185,26 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
-  from encdec import inference  # pylint: disable=import-outside-toplevel
+  from encdec import inference, run  # pylint: disable=import-outside-toplevel
+  run.mesh_config(overrides)           # only --config.mesh.*: refused before anything loads
   inference.evaluate_run(args.workdir, split=args.split, step=args.step, beam_size=args.beam,
                          alpha=args.alpha, batch_size=args.batch_size,
-                         max_examples=args.max_examples, plot_attention=args.plot_attention)
+                         max_examples=args.max_examples, plot_attention=args.plot_attention,
+                         mesh_overrides=overrides)
   return 0
 
 
 def cmd_decode(args, overrides) -> int:
-  from encdec import inference  # pylint: disable=import-outside-toplevel
-  lines = args.inputs or (line.rstrip("\n") for line in sys.stdin)
+  """One 'source<TAB>output' line per input, printed as soon as its batch is decoded. Stdin is
+  read as a stream: a batch is decoded when full, at the end, or when no more input is ready
+  (so typed lines are answered at once, and a pipe works as a filter)."""
+  from encdec import inference, run  # pylint: disable=import-outside-toplevel
+  run.mesh_config(overrides)
+  lines = args.inputs or inference.stdin_lines(sys.stdin.fileno(), sys.stdin.encoding)
   for source, output in inference.decode_lines(args.workdir, lines, step=args.step,
                                                beam_size=args.beam, alpha=args.alpha,
-                                               batch_size=args.batch_size):
+                                               batch_size=args.batch_size,
+                                               mesh_overrides=overrides):
     print(f"{source}\t{output}", flush=True)
   return 0
 
@@ -209,13 +227,13 @@ def cmd_report(args, overrides) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "decode": cmd_decode, "sweep": cmd_sweep,
             "report": cmd_report}
-# Commands that take --config.KEY=VALUE overrides.
-WITH_OVERRIDES = ("train", "sweep")
+# Commands that take --config.KEY=VALUE overrides (eval and decode: only mesh.* keys).
+WITH_OVERRIDES = ("train", "sweep", "eval", "decode")
 
 
 def main(argv: list[str] | None = None) -> int:
-  if argv is None:                     # the command line itself (not a call from Python)
-    hugepages.reexec_if_wanted()
+  """Run one `encdec` command; returns the exit status (0, or 2 for a user error)."""
+  from encdec.train.preemption import Preempted  # pylint: disable=import-outside-toplevel (jax)
   argv = sys.argv[1:] if argv is None else list(argv)
   args, rest = _parser().parse_known_args(argv)
   args.argv = argv  # recorded by `encdec sweep` in sweep.json
@@ -229,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
   except Preempted as e:
     print(f"encdec {args.command}: {e}", file=sys.stderr)
     return 0
-  except USER_ERRORS as e:
+  except UserError as e:
     if os.environ.get("ENCDEC_DEBUG"):
       raise
     print(f"encdec {args.command}: error: {str(e).splitlines()[0] if str(e) else repr(e)}",

@@ -1,6 +1,7 @@
 """Configs: Python files with `get_config(arg) -> ConfigDict`, loaded, overridden, validated.
 
-    cfg = config.load("configs/g2p_cmudict.py:size=base", overrides={"model.d_model": 64})
+    cfg = config.load("g2p_cmudict:size=base", overrides={"model.d_model": 64})
+    cfg = config.load("path/to/my_config.py:size=small")
 
 Every config starts from `base()`, which lists every key the code reads with its default, so a
 mistyped key or a value of the wrong type fails at load time with a one-line ConfigError.
@@ -10,30 +11,28 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import json
 import pathlib
 from typing import Any, Iterable, Mapping
 
 import ml_collections
 
-from encdec.errors import ConfigError  # re-exported: pylint: disable=unused-import
+from encdec.errors import ConfigError
+from encdec.model import schema
 
 SECTIONS = ("model", "task", "train", "optim", "checkpoint", "mesh", "eval", "decode", "logging")
-DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "g2p_cmudict.py"
+PACKAGED_CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"   # shipped with encdec
+DEFAULT_CONFIG = PACKAGED_CONFIGS / "g2p_cmudict.py"
 
 
 def base() -> ml_collections.ConfigDict:
   """Every section and key the code reads, with defaults. Config files override these."""
   c = ml_collections.ConfigDict()
-  c.model = dict(
-      src_vocab_size=0, tgt_vocab_size=0,  # 0: taken from the task's tokenizers
-      d_model=256, num_heads=4, head_dim=0, d_ff=1024, num_encoder_layers=3,
-      num_decoder_layers=3, dropout_rate=0.1, attention_dropout_rate=0.0, cross_attention="mha",
-      cross_kv_heads=0, cross_latents=16, cross_window=4, cross_attention_layers="all",
-      share_embeddings=False, tie_output=True, position_encoding="sinusoidal", max_len=512,
-      norm="pre", activation="relu", dtype="float32", scan_layers=True, remat="none")
+  c.model = schema.fields()   # TransformerConfig's fields and defaults (encdec/model/schema.py)
   c.task = dict(name="copy")
   c.train = dict(num_steps=1000, batch_size=64, seed=0, accum_steps=1, label_smoothing=0.1,
                  pack=False, skip_nonfinite=False,
+                 cpu_unrolled_threefry=True,   # lower dropout's hash unrolled on CPU (threefry.py)
                  init_from="", init_from_step=0, init_mapping=())  # warm start: train/warm_start.py
   c.optim = dict(learning_rate=1e-3, schedule="rsqrt", warmup_steps=500, b1=0.9, b2=0.98,
                  eps=1e-9, weight_decay=0.0, grad_clip_norm=1.0,
@@ -46,6 +45,19 @@ def base() -> ml_collections.ConfigDict:
   c.decode = dict(max_len=0, beam_size=1, alpha=0.6)   # max_len 0: task.max_tgt_len + 1
   c.logging = dict(every_steps=100, tensorboard=True)
   return c
+
+
+def read_saved(path: str | pathlib.Path) -> dict[str, Any]:
+  """A run's saved config.json as a dict; a ConfigError naming the file if it is unreadable."""
+  path = pathlib.Path(path)
+  try:
+    saved = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); restore it or "
+                      "use another --workdir") from e
+  if not isinstance(saved, dict):
+    raise ConfigError(f"{path} holds no config (a JSON object was expected)")
+  return saved
 
 
 def with_defaults(section: str, saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,27 +80,50 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return out
 
 
+def choose(table: Mapping[str, Any], value: str, name: str) -> Any:
+  """table[value] for a config argument, or a one-line ConfigError listing the valid values:
+  `SIZES = {...}; choose(SIZES, arg.size, "size")`."""
+  if value not in table:
+    raise ConfigError(f"unknown config argument {name}={value!r}; valid: {', '.join(table)}")
+  return table[value]
+
+
+def resolve_path(path: str | pathlib.Path) -> pathlib.Path:
+  """A config file: PATH if it exists, else the packaged config of that name (`g2p_cmudict`,
+  `g2p_cmudict.py` or `configs/g2p_cmudict.py`, as a checkout once named them)."""
+  path = pathlib.Path(path)
+  if path.is_file():
+    return path
+  packaged = PACKAGED_CONFIGS / f"{path.stem}.py"
+  if packaged.is_file() and path.parent.name in ("", "configs") and path.suffix in ("", ".py"):
+    return packaged
+  names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("[!_]*.py")))
+  raise ConfigError(f"config file {path} does not exist; pass --config PATH[:ARG] or the name "
+                    f"of a packaged config ({names})")
+
+
+def load_module(spec: str):
+  """The Python module of config `PATH[:ARG]` (or a packaged config's NAME[:ARG])."""
+  path = resolve_path(spec.partition(":")[0])
+  module_spec = importlib.util.spec_from_file_location(f"encdec_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
 def load(spec: str | None = None, overrides: Mapping[str, Any] | None = None,
          ) -> ml_collections.ConfigDict:
-  """Load `PATH[:ARG]` (default: the embedded G2P config), apply overrides, validate, lock."""
-  path, _, arg = (spec or str(DEFAULT_CONFIG)).partition(":")
-  cfg = _call_get_config(pathlib.Path(path), arg or None)
+  """Load `PATH[:ARG]` or `NAME[:ARG]` (default: the embedded G2P config), apply overrides,
+  validate, lock."""
+  spec = spec or str(DEFAULT_CONFIG)
+  module = load_module(spec)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {spec.partition(':')[0]} defines no get_config(arg=None)")
+  cfg = module.get_config(spec.partition(":")[2] or None)
   apply_overrides(cfg, overrides or {})
   validate(cfg)
   cfg.lock()
   return cfg
-
-
-def _call_get_config(path: pathlib.Path, arg: str | None) -> ml_collections.ConfigDict:
-  if not path.is_file():
-    raise ConfigError(f"config file {path} does not exist; pass --config PATH[:ARG] "
-                      f"(e.g. {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])})")
-  spec = importlib.util.spec_from_file_location(f"encdec_config_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"config file {path} defines no get_config(arg=None)")
-  return module.get_config(arg)
 
 
 def parse_overrides(args: Iterable[str], prefix: str = "--config.") -> dict[str, Any]:
@@ -149,43 +184,63 @@ def _coerce(dotted: str, current: Any, value: Any) -> Any:
                     f"({type(value).__name__})")
 
 
+# Ranges of the numeric keys outside `model` (whose ranges live in its schema): (key, low,
+# high, whether each bound is allowed); None: unbounded.
+RANGES = [
+    ("train.num_steps", 1, None), ("train.batch_size", 1, None), ("train.accum_steps", 1, None),
+    ("train.label_smoothing", 0.0, "<1"), ("train.init_from_step", 0, None),
+    ("optim.learning_rate", ">0", None), ("optim.warmup_steps", 0, None),
+    ("optim.b1", 0.0, "<1"), ("optim.b2", 0.0, "<1"), ("optim.eps", ">0", None),
+    ("optim.weight_decay", 0.0, None), ("optim.grad_clip_norm", 0.0, None),
+    ("checkpoint.every_steps", 1, None), ("checkpoint.keep", 1, None),
+    ("eval.every_steps", 1, None), ("eval.max_examples", 0, None), ("eval.batch_size", 1, None),
+    ("eval.num_samples_to_print", 0, None), ("decode.max_len", 0, None),
+    ("decode.beam_size", 1, None), ("decode.alpha", 0.0, None), ("logging.every_steps", 1, None),
+]
+
+
+def _check_range(key: str, value, low, high) -> None:
+  """low/high: a number (inclusive), ">x"/"<x" (exclusive) or None (unbounded)."""
+  def bound(spec, sign):
+    if spec is None:
+      return True, ""
+    strict = isinstance(spec, str)
+    limit = float(spec[1:]) if strict else spec
+    ok = (value > limit if strict else value >= limit) if sign > 0 else (
+        value < limit if strict else value <= limit)
+    return ok, f"{'>' if sign > 0 else '<'}{'' if strict else '='} {limit:g}"
+  (low_ok, low_text), (high_ok, high_text) = bound(low, 1), bound(high, -1)
+  if not (low_ok and high_ok):
+    want = " and ".join(t for t in (low_text, high_text) if t)
+    raise ConfigError(f"config key {key!r} must be {want}, got {value}")
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  """Checks that need no model or data: sections present, sizes positive, choices known."""
+  """Checks that need no model or data: sections present, every number in its range, names
+  known. Imports neither Flax nor TFDS."""
   missing = [s for s in SECTIONS if s not in cfg]
   if missing:
     raise ConfigError(f"config lacks section(s) {missing}; start from encdec.config.base()")
-  positive = {"train.num_steps": cfg.train.num_steps, "train.batch_size": cfg.train.batch_size,
-              "train.accum_steps": cfg.train.accum_steps, "model.d_model": cfg.model.d_model,
-              "model.num_heads": cfg.model.num_heads, "model.d_ff": cfg.model.d_ff,
-              "checkpoint.every_steps": cfg.checkpoint.every_steps,
-              "logging.every_steps": cfg.logging.every_steps,
-              "eval.batch_size": cfg.eval.batch_size}
-  for key, value in positive.items():
-    if value <= 0:
-      raise ConfigError(f"config key {key!r} must be positive, got {value}")
+  for key, low, high in RANGES:
+    section, name = key.split(".")
+    _check_range(key, cfg[section][name], low, high)
+  for axis in ("data", "fsdp", "tensor"):
+    if cfg.mesh[axis] < 1 and cfg.mesh[axis] != -1:
+      raise ConfigError(f"config key 'mesh.{axis}' must be a positive device count or -1 (the "
+                        f"remaining devices), got {cfg.mesh[axis]}")
   if cfg.train.batch_size % cfg.train.accum_steps:
     raise ConfigError(f"train.batch_size={cfg.train.batch_size} is not divisible by "
                       f"train.accum_steps={cfg.train.accum_steps}")
-  for key in ("dropout_rate", "attention_dropout_rate"):
-    if not 0.0 <= cfg.model[key] < 1.0:
-      raise ConfigError(f"config key 'model.{key}' must be in [0, 1), got {cfg.model[key]}")
-  if not 0.0 <= cfg.train.label_smoothing < 1.0:
-    raise ConfigError(f"train.label_smoothing must be in [0, 1), got {cfg.train.label_smoothing}")
+  schema.TransformerConfig(**cfg.model.to_dict())    # ranges, choices, consistency
   _check_registered(cfg)
 
 
 def _check_registered(cfg: ml_collections.ConfigDict) -> None:
-  """Names looked up in registries (variant, schedule) fail here, before any compiling."""
-  from encdec.model import cross_attention   # pylint: disable=import-outside-toplevel
+  """Names looked up in registries (task, schedule) fail here, before any compiling."""
   from encdec.data import tasks              # pylint: disable=import-outside-toplevel
   from encdec.train import optim             # pylint: disable=import-outside-toplevel
-  if cfg.task.get("name") not in tasks.TASKS:
-    raise ConfigError(f"unknown task.name {cfg.task.get('name')!r}; valid: "
-                      f"{', '.join(sorted(tasks.TASKS))}")
-  if cfg.model.cross_attention not in cross_attention.CROSS_ATTENTION:
-    raise ConfigError(f"unknown model.cross_attention {cfg.model.cross_attention!r}; valid: "
-                      f"{', '.join(sorted(cross_attention.CROSS_ATTENTION))}")
-  if cfg.train.pack and not cross_attention.get(cfg.model.cross_attention).supports_packing:
+  tasks.TASKS.check(cfg.task.get("name"))
+  if cfg.train.pack and not schema.CROSS_ATTENTION[cfg.model.cross_attention].supports_packing:
     raise ConfigError(f"model.cross_attention={cfg.model.cross_attention!r} cannot read packed "
                       "batches (it would mix the packed examples); set train.pack=False")
   if cfg.optim.schedule not in optim.SCHEDULES:

@@ -1,8 +1,15 @@
-"""Autoregressive decoding with caches.
+"""Autoregressive decoding with caches: greedy, beam search and sampling.
 
 The encoder runs once per source. The first decoder call in decode mode builds the cache:
 empty self-attention K/V for `max_len` steps and the cross-attention K/V of each layer,
 projected once from the encoder output. Every step then feeds one token per row.
+
+Every search returns int32 rows [B, max_len] of the form: tokens, EOS, then PAD. The special
+ids are the model's (`module.config`: pad_id, bos_id = the token decoding starts from, eos_id;
+they come from the task's tokenizer). PAD and the start token are never valid outputs, so
+their log-probabilities are -inf at every step of every search (fairseq does so for PAD):
+no search emits them, whatever the model prefers. EOS is never masked, not even where it is
+also the start token.
 """
 from __future__ import annotations
 
@@ -14,8 +21,6 @@ import jax
 import jax.numpy as jnp
 
 from encdec.model import transformer
-
-PAD, BOS, EOS = 0, 1, 2
 
 
 def init_cache(module: nn.Module, variables: Any, src: jax.Array, max_len: int,
@@ -40,6 +45,29 @@ def decode_step(module: nn.Module, variables: Any, cache: Any, src: jax.Array,
   return jax.nn.log_softmax(logits[:, 0]), state["cache"]                  # [B*G, V]
 
 
+def never_emitted(config: Any, eos_id: int) -> tuple[int, ...]:
+  """The ids no search emits: PAD and the decoder start token (one id where they coincide, as
+  in T5), except an end token (`eos_id` or the model's), which stays emittable."""
+  return tuple(sorted({config.pad_id, config.bos_id} - {config.eos_id, eos_id}))
+
+
+def next_log_probs(module: nn.Module, variables: Any, cache: Any, src: jax.Array,
+                   tokens: jax.Array, position: jax.Array, eos_id: int):
+  """`decode_step` with the ids that are never emitted at -inf: (log-probs [B*G, V], cache).
+
+  The other log-probabilities are the model's own (not renormalised), so a search's scores
+  stay model log-probabilities."""
+  log_probs, cache = decode_step(module, variables, cache, src, tokens, position)
+  vocab = jnp.arange(log_probs.shape[-1])
+  banned = jnp.isin(vocab, jnp.array(never_emitted(module.config, eos_id)))   # [V], a constant
+  return jnp.where(banned, -jnp.inf, log_probs), cache                     # [B*G, V]
+
+
+def end_id(module: nn.Module, eos_id: int | None) -> int:
+  """The id that ends a hypothesis: `eos_id`, or the model's EOS when it is None."""
+  return module.config.eos_id if eos_id is None else eos_id
+
+
 def for_decoding(module: nn.Module, variables: Any) -> tuple[nn.Module, Any]:
   """(module, {"params": ...}) with the layers unrolled: each layer's cache is updated in place
   instead of being sliced out of and restacked into a scanned cache every step."""
@@ -47,23 +75,26 @@ def for_decoding(module: nn.Module, variables: Any) -> tuple[nn.Module, Any]:
   return module, {"params": params}
 
 
-def finalize(tokens: jax.Array) -> jax.Array:
-  """Everything after the first EOS becomes PAD: [B, L] --> [B, L]."""
-  seen_eos = jnp.cumsum(tokens == EOS, axis=1) - (tokens == EOS)
-  return jnp.where(seen_eos > 0, PAD, tokens)
+def finalize(tokens: jax.Array, eos_id: int, pad_id: int) -> jax.Array:
+  """Everything after the first `eos_id` becomes `pad_id`: [B, L] --> [B, L]."""
+  is_eos = tokens == eos_id
+  seen_eos = jnp.cumsum(is_eos, axis=1) - is_eos
+  return jnp.where(seen_eos > 0, pad_id, tokens)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "max_len", "eos_id"))
 def greedy(module: nn.Module, variables: Any, src: jax.Array, max_len: int,
-           eos_id: int = EOS) -> jax.Array:
+           eos_id: int | None = None) -> jax.Array:
   """Greedy decoding: src int32 [B, S] --> int32 [B, max_len] (tokens, EOS, then PAD).
 
-  Stops as soon as every row has produced `eos_id` (-1: never, e.g. for benchmarks).
+  Stops as soon as every row has produced `eos_id` (default: the model's EOS; -1: never, so
+  every row has exactly max_len tokens, e.g. for benchmarks).
   """
+  cfg, eos = module.config, end_id(module, eos_id)
   module, variables = for_decoding(module, variables)
   batch = src.shape[0]
   cache = init_cache(module, variables, src, max_len)
-  out = jnp.zeros((batch, max_len), jnp.int32)
+  out = jnp.full((batch, max_len), cfg.pad_id, jnp.int32)
   done = jnp.zeros((batch,), bool)
 
   def cond(carry):
@@ -72,14 +103,14 @@ def greedy(module: nn.Module, variables: Any, src: jax.Array, max_len: int,
 
   def body(carry):
     step, prev, out, done, cache = carry
-    log_probs, cache = decode_step(module, variables, cache, src, prev, step)
-    token = jnp.where(done, PAD, jnp.argmax(log_probs, axis=-1).astype(jnp.int32))  # [B]
+    log_probs, cache = next_log_probs(module, variables, cache, src, prev, step, eos)
+    token = jnp.where(done, cfg.pad_id, jnp.argmax(log_probs, axis=-1).astype(jnp.int32))  # [B]
     out = out.at[:, step].set(token)
-    return step + 1, token, out, done | (token == eos_id), cache
+    return step + 1, token, out, done | (token == eos), cache
 
-  start = (jnp.array(0), jnp.full((batch,), BOS, jnp.int32), out, done, cache)
+  start = (jnp.array(0), jnp.full((batch,), cfg.bos_id, jnp.int32), out, done, cache)
   _, _, out, _, _ = jax.lax.while_loop(cond, body, start)
-  return finalize(out)
+  return finalize(out, eos, cfg.pad_id)
 
 
 # ------------------------------------------------------------------------------ beam search
@@ -118,7 +149,7 @@ def reorder_cache(cache: Any, beam_indices: jax.Array, beams: int) -> Any:
 @functools.partial(jax.jit,
                    static_argnames=("module", "beam_size", "max_len", "return_all", "eos_id"))
 def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: int, max_len: int,
-                alpha: float = 0.6, return_all: bool = False, eos_id: int = EOS):
+                alpha: float = 0.6, return_all: bool = False, eos_id: int | None = None):
   """Batched beam search with the GNMT length penalty: src [B, S] --> int32 [B, max_len].
 
   The best hypothesis per source (tokens, EOS, then PAD). With `return_all`, returns
@@ -126,18 +157,19 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
   Cross-attention K/V are computed once per source at batch size B and shared by its beams.
   The search stops once no live beam can beat the finished hypotheses being returned
   (the best one, or all K with `return_all`); a live beam's score can at most reach
-  log P / penalty(max_len), since log P only falls as tokens are added. `eos_id=-1` never
-  finishes a hypothesis (benchmarks decode exactly max_len steps).
+  log P / penalty(max_len), since log P only falls as tokens are added. `eos_id` ends a
+  hypothesis (default: the model's EOS); -1 never does (benchmarks decode exactly max_len steps).
   """
+  cfg, eos = module.config, end_id(module, eos_id)
   module, variables = for_decoding(module, variables)
   batch, k = src.shape[0], beam_size
   carry = dict(
       step=jnp.array(0),
       cache=init_cache(module, variables, src, max_len, beams=k),
-      live_tokens=jnp.zeros((batch, k, max_len), jnp.int32),
+      live_tokens=jnp.full((batch, k, max_len), cfg.pad_id, jnp.int32),
       # Only beam 0 is live at the start, so the first step does not pick K copies.
       live_logp=jnp.tile(jnp.array([0.0] + [NEG_INF] * (k - 1)), (batch, 1)),   # [B, K]
-      done_tokens=jnp.zeros((batch, k, max_len), jnp.int32),
+      done_tokens=jnp.full((batch, k, max_len), cfg.pad_id, jnp.int32),
       done_scores=jnp.full((batch, k), NEG_INF),                                  # [B, K]
   )
 
@@ -151,15 +183,16 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
 
   def body(c):
     step = c["step"]
-    prev = jnp.where(step == 0, BOS, c["live_tokens"][:, :, jnp.maximum(step - 1, 0)])
-    log_probs, cache = decode_step(module, variables, c["cache"], src, prev.reshape(-1), step)
+    prev = jnp.where(step == 0, cfg.bos_id, c["live_tokens"][:, :, jnp.maximum(step - 1, 0)])
+    log_probs, cache = next_log_probs(module, variables, c["cache"], src, prev.reshape(-1), step,
+                                      eos)                                 # [B*K, V]
     vocab = log_probs.shape[-1]
     scores = c["live_logp"][:, :, None] + log_probs.reshape(batch, k, vocab)   # [B, K, V]
     top_logp, top_ids = jax.lax.top_k(scores.reshape(batch, k * vocab), 2 * k)  # [B, 2K]
     top_beam, top_token = top_ids // vocab, (top_ids % vocab).astype(jnp.int32)
     top_tokens = _gather_beams(c["live_tokens"], top_beam)                    # [B, 2K, L]
     top_tokens = top_tokens.at[:, :, step].set(top_token)
-    is_eos = top_token == eos_id
+    is_eos = top_token == eos
     # Finished: EOS among the K best candidates (as fairseq; so beam 1 is greedy), merged
     # into the K best finished hypotheses.
     finishes = is_eos & (jnp.arange(2 * k) < k)
@@ -180,7 +213,8 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
   use_live = c["done_scores"][:, :1] <= NEG_INF / 2                           # [B, 1]
   tokens = jnp.where(use_live[..., None], c["live_tokens"], c["done_tokens"])
   scores = jnp.where(use_live, live_scores, c["done_scores"])
-  tokens = finalize(tokens.reshape(batch * k, max_len)).reshape(batch, k, max_len)
+  tokens = finalize(tokens.reshape(batch * k, max_len), eos, cfg.pad_id)
+  tokens = tokens.reshape(batch, k, max_len)                                # [B, K, L]
   return (tokens, scores) if return_all else tokens[:, 0]
 
 
@@ -214,23 +248,25 @@ def filter_logits(log_probs: jax.Array, *, temperature: float = 1.0, top_k: int 
                                              "eos_id"))
 def sample(module: nn.Module, variables: Any, src: jax.Array, max_len: int, rng: jax.Array, *,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           eos_id: int = EOS) -> jax.Array:
-  """Ancestral sampling with temperature / top-k / top-p: src [B, S] --> int32 [B, max_len].
+           eos_id: int | None = None) -> jax.Array:
+  """Ancestral sampling with temperature / top-k / top-p: src [B, S] --> int32 [B, max_len]
+  (tokens, EOS, then PAD; `eos_id` as in `greedy`).
 
   Deterministic given `rng` (step t draws with fold_in(rng, t)).
   """
+  cfg, eos = module.config, end_id(module, eos_id)
   module, variables = for_decoding(module, variables)
   batch = src.shape[0]
   cache = init_cache(module, variables, src, max_len)
 
   def body(carry, step):
     prev, done, cache = carry
-    log_probs, cache = decode_step(module, variables, cache, src, prev, step)
+    log_probs, cache = next_log_probs(module, variables, cache, src, prev, step, eos)
     logits = filter_logits(log_probs, temperature=temperature, top_k=top_k, top_p=top_p)
     token = jax.random.categorical(jax.random.fold_in(rng, step), logits).astype(jnp.int32)
-    token = jnp.where(done, PAD, token)                                     # [B]
-    return (token, done | (token == eos_id), cache), token
+    token = jnp.where(done, cfg.pad_id, token)                              # [B]
+    return (token, done | (token == eos), cache), token
 
-  start = (jnp.full((batch,), BOS, jnp.int32), jnp.zeros((batch,), bool), cache)
+  start = (jnp.full((batch,), cfg.bos_id, jnp.int32), jnp.zeros((batch,), bool), cache)
   _, tokens = jax.lax.scan(body, start, jnp.arange(max_len))               # [L, B]
-  return finalize(tokens.T)
+  return finalize(tokens.T, eos, cfg.pad_id)

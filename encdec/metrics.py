@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 import sacrebleu
 from rapidfuzz.distance import Levenshtein
 
+from encdec.errors import DataError
+
 __all__ = [
     "METRIC_FAMILIES",
     "compute",
@@ -62,7 +64,7 @@ def _validate(
             f"{len(preds)} predictions and {len(refs_in)} reference lists"
         )
     if not preds:
-        raise ValueError("cannot compute metrics on zero examples")
+        raise DataError("cannot compute metrics on zero examples")
     refs: list[list[str]] = []
     for i, (pred, example_refs) in enumerate(zip(preds, refs_in)):
         if not isinstance(pred, str):
@@ -74,7 +76,7 @@ def _validate(
             )
         example_refs = list(example_refs)
         if not example_refs:
-            raise ValueError(f"example {i} has no references; every example needs at least one")
+            raise DataError(f"example {i} has no references; every example needs at least one")
         for j, ref in enumerate(example_refs):
             if not isinstance(ref, str):
                 raise TypeError(f"references[{i}][{j}] must be a str, got {type(ref).__name__}")
@@ -151,7 +153,7 @@ def g2p_metrics(
         hyp = pred.split()
         ref_tokens = [r.split() for r in example_refs]
         if any(len(r) == 0 for r in ref_tokens):
-            raise ValueError(f"example {i} has an empty reference pronunciation")
+            raise DataError(f"example {i} has an empty reference pronunciation")
         if hyp not in ref_tokens:
             word_errors += 1
         dist, ref_len = _closest_reference(hyp, ref_tokens)

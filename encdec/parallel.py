@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from encdec.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 RULES: tuple[tuple[str, Any], ...] = (
@@ -27,6 +29,14 @@ RULES: tuple[tuple[str, Any], ...] = (
     ("layers", None),
 )
 
+# The end of a multi-process run: every process waits at one barrier after its own last piece
+# of work (process 0 alone writes the evaluation outputs, the logs, the checkpoints' final
+# renames), however long that takes on a busy host; a process that dies fails the barrier
+# through the coordination service's heartbeats (100 s), not through this deadline.
+END_BARRIER_TIMEOUT_S = 24 * 3600
+# Then JAX's own shutdown barrier, reached by every process within milliseconds of the first.
+SHUTDOWN_TIMEOUT_S = 300
+
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
                            process_id: int | None, *, auto: bool = False) -> None:
@@ -40,17 +50,18 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
   if not auto and all(x is None for x in explicit):
     return
   if not auto and any(x is None for x in explicit):
-    raise ValueError("multi-process runs need all of --coordinator_address, --num_processes "
+    raise ConfigError("multi-process runs need all of --coordinator_address, --num_processes "
                      "and --process_id (or --distributed auto)")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   # Preemption is handled by encdec (train/preemption.py: signals + an allgather at each step);
   # JAX's own preemption service adds a listener thread that must be torn down at shutdown.
   jax.config.update("jax_enable_preemption_service", False)
   if auto:
-    jax.distributed.initialize()
+    jax.distributed.initialize(shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
   else:
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+                               num_processes=num_processes, process_id=process_id,
+                               shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
   _first_collective_in_lockstep()
 
 
@@ -66,17 +77,19 @@ def _first_collective_in_lockstep(timeout_s: int = 600) -> None:
   multihost_utils.sync_global_devices("encdec_collectives_ready")
 
 
-def shutdown_distributed(timeout_s: int = 600) -> None:
+def shutdown_distributed() -> None:
   """Leave a multi-process run together, explicitly (no-op for a single process).
 
-  Every process meets at a barrier after its last collective, then disconnects. Left to the
-  interpreter's exit hook, the shutdown barrier raced with background threads (checkpoint,
-  data, TensorBoard) and a process could miss it and hang.
+  Call it once every process has finished all of its own work. Each waits at the "encdec_end"
+  barrier (END_BARRIER_TIMEOUT_S) until the slowest has finished its own, then all disconnect
+  at once, well inside JAX's shutdown barrier (SHUTDOWN_TIMEOUT_S) that aborts a process whose
+  peers do not reach it in time. Left to the interpreter's exit hook, the shutdown barrier
+  raced with background threads (checkpoint, data, TensorBoard) and a process could miss it.
   """
   from jax._src import distributed  # pylint: disable=import-outside-toplevel
   if distributed.global_state.client is None:
     return
-  distributed.global_state.client.wait_at_barrier("encdec_end", timeout_s * 1000)
+  distributed.global_state.client.wait_at_barrier("encdec_end", END_BARRIER_TIMEOUT_S * 1000)
   jax.distributed.shutdown()
 
 
@@ -88,16 +101,16 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
   """(data, fsdp, tensor) sizes from the config; one -1 takes the remaining devices."""
   sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
   if sizes.count(-1) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got data={sizes[0]}, fsdp={sizes[1]}, "
+    raise ConfigError(f"at most one mesh axis may be -1, got data={sizes[0]}, fsdp={sizes[1]}, "
                      f"tensor={sizes[2]}")
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f"{num_devices} devices cannot be split into a mesh with fixed axes "
+      raise ConfigError(f"{num_devices} devices cannot be split into a mesh with fixed axes "
                        f"of total size {known}")
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
+    raise ConfigError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
                      f"{int(np.prod(sizes))} devices, but {num_devices} are available")
   return tuple(sizes)
 

@@ -1,7 +1,9 @@
 """PNG plots comparing groups of runs (one colour per group), for `encdec report`.
 
-Every function takes plain data (label -> numbers), writes one PNG with matplotlib's Agg
-backend (no display needed) and returns its path.
+Every function takes plain data (label -> numbers), writes one PNG and returns its path.
+Figures are made with matplotlib's object API (`matplotlib.figure.Figure`), not pyplot: no
+backend is chosen and no global state is touched, so a notebook's own backend is left alone
+and no display is needed.
 """
 from __future__ import annotations
 
@@ -14,11 +16,10 @@ import numpy as np
 Curve = Mapping[int, float]
 
 
-def _pyplot():
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  return plt
+def _figure(width: float, height: float):
+  """A new figure, outside pyplot (saved with the PNG canvas, closed by garbage collection)."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  return Figure(figsize=(width, height))
 
 
 def colours(labels: Sequence[str]) -> dict[str, tuple | str]:
@@ -78,10 +79,10 @@ def learning_curves(panels: Mapping[str, Mapping[str, Sequence[Curve]]],
                     path: str | pathlib.Path) -> pathlib.Path:
   """One subplot per panel title (e.g. "train loss"), each group's mean over seeds as a line
   and its min–max over seeds as a band."""
-  plt = _pyplot()
   labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
   colour, name = colours(labels), short_labels(labels)
-  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+  fig = _figure(5.5 * len(panels), 4)
+  axes = fig.subplots(1, len(panels), squeeze=False)
   for ax, (title, groups) in zip(axes[0], panels.items()):
     bands = {label: seed_band([c for c in curves if c]) for label, curves in groups.items()}
     bands = {label: band for label, band in bands.items() if len(band[0])}
@@ -102,17 +103,17 @@ def learning_curves(panels: Mapping[str, Mapping[str, Sequence[Curve]]],
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
   axes[0][0].legend(fontsize=8)
-  return _save(fig, plt, path)
+  return _save(fig, path)
 
 
 def quality_vs_speed(points: Mapping[str, tuple[float, float, float, float]], xlabel: str,
                      ylabel: str, path: str | pathlib.Path) -> pathlib.Path:
   """Scatter of groups: label -> (x mean, x std, y mean, y std), with error bars."""
-  plt = _pyplot()
   colour, name = colours(list(points)), short_labels(list(points))
   hidden = off_scale({label: p[2] for label, p in points.items()})
   shown = {label: p for label, p in points.items() if label not in hidden}
-  fig, ax = plt.subplots(figsize=(7, 5))
+  fig = _figure(7, 5)
+  ax = fig.subplots()
   for label, (x, x_std, y, y_std) in shown.items():
     ax.errorbar([x], [y], xerr=[x_std], yerr=[y_std], fmt="o", color=colour[label], capsize=3,
                 label=name[label])
@@ -123,16 +124,16 @@ def quality_vs_speed(points: Mapping[str, tuple[float, float, float, float]], xl
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="best")
-  return _save(fig, plt, path)
+  return _save(fig, path)
 
 
 def metric_bars(values: Mapping[str, tuple[float, float]], ylabel: str,
                 path: str | pathlib.Path, highlight: str | None = None) -> pathlib.Path:
   """A bar per group: label -> (mean, std), std as an error bar; `highlight` gets hatching."""
-  plt = _pyplot()
   labels = list(values)
   colour, name = colours(labels), short_labels(labels)
-  fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(labels) + 1.5), 4))
+  fig = _figure(max(4.0, 0.8 * len(labels) + 1.5), 4)
+  ax = fig.subplots()
   bars = ax.bar(range(len(labels)), [values[k][0] for k in labels],
                 yerr=[values[k][1] for k in labels], capsize=4,
                 color=[colour[k] for k in labels])
@@ -145,12 +146,11 @@ def metric_bars(values: Mapping[str, tuple[float, float]], ylabel: str,
                 fontsize=8)
   ax.set_ylabel(ylabel)
   ax.grid(axis="y", alpha=0.3)
-  return _save(fig, plt, path)
+  return _save(fig, path)
 
 
-def _save(fig, plt, path: str | pathlib.Path) -> pathlib.Path:
+def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
   path = pathlib.Path(path)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return path

@@ -1,21 +1,23 @@
 """A run directory as an object: its config, task, model and trained parameters.
 
-Used by `encdec eval` / `encdec decode` to rebuild what `encdec train` trained.
+Used by `encdec eval` / `encdec decode` to rebuild what `encdec train` trained: only the
+parameters are read from a checkpoint (not the optimizer state), straight into their shardings
+on a mesh given by --config.mesh.* overrides (by default one device).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
-from typing import Any
+from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import ml_collections
 
-from encdec import assembly, config as config_lib
-from encdec.config import ConfigError
+from encdec import assembly, config as config_lib, parallel
+from encdec.errors import CheckpointError, ConfigError
 from encdec.data import tasks
-from encdec.train import checkpoint, optim, state as state_lib
+from encdec.train import checkpoint
 
 
 @dataclasses.dataclass
@@ -33,7 +35,7 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   if not path.exists():
     raise ConfigError(f"{path} does not exist; is {workdir} a run directory of `encdec train`?")
   cfg = config_lib.base()
-  saved = json.loads(path.read_text())
+  saved = config_lib.read_saved(path)
   for section, values in saved.items():
     if section in ("task",):   # task fields depend on the task: take them whole
       cfg[section] = values
@@ -42,21 +44,59 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   return cfg
 
 
-def load(workdir: str | pathlib.Path, step: int | None = None) -> TrainedRun:
-  """The run's config, task, model and the parameters of `step` (default: newest)."""
+def load(workdir: str | pathlib.Path, step: int | None = None,
+         mesh_overrides: Mapping[str, Any] | None = None) -> TrainedRun:
+  """The run's config, task, model and the parameters of checkpoint `step` (default: the
+  newest readable one), placed on the mesh `mesh_overrides` describes (see `mesh_config`).
+
+  Only the parameters are read, not the optimizer state, each directly into its sharding.
+  """
   cfg = load_config(workdir)
+  mesh = make_mesh(mesh_config(mesh_overrides))
   task = tasks.build(cfg.task)
   module = assembly.build_model(cfg, task)
   ckpt = checkpoint.Checkpointer(workdir, every_steps=1, keep=cfg.checkpoint.keep,
                                  async_save=False)
-  if (step or ckpt.latest_step()) is None:
-    raise ConfigError(f"no checkpoint in {ckpt.directory}; train first with "
-                      f"`encdec train --workdir {workdir}`")
-  tx = optim.optimizer(cfg.optim, cfg.train.num_steps)
-  src, tgt = assembly.example_inputs(cfg)
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  shardings = jax.tree_util.tree_map(lambda _: sharding, state_lib.abstract_shapes(
-      module, tx, src, tgt))
-  restored, _, step = ckpt.restore(state_lib.abstract(module, tx, src, tgt, shardings), step)
+  steps = ckpt.all_steps()
+  if not steps:
+    raise CheckpointError(f"no checkpoint in {ckpt.directory}; train first with "
+                          f"`encdec train --workdir {workdir}`")
+  if step is not None and step not in steps:
+    raise CheckpointError(f"no checkpoint of step {step} in {ckpt.directory}; saved steps: "
+                          f"{', '.join(map(str, steps))}")
+  params, step = ckpt.restore_params(abstract_params(cfg, module, mesh), step)
   ckpt.close()
-  return TrainedRun(cfg, task, module, restored.params, step)
+  return TrainedRun(cfg, task, module, params, step)
+
+
+def mesh_config(overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The mesh section to load a run onto: data = fsdp = tensor = 1 (one device), with
+  `overrides` ({"mesh.fsdp": 4, ...}, from --config.mesh.*) applied. Any key outside mesh.* is
+  a one-line ConfigError: the model and task are the run's own."""
+  overrides = dict(overrides or {})
+  others = sorted(k for k in overrides if not k.startswith("mesh."))
+  if others:
+    raise ConfigError(f"only --config.mesh.* can be set for a trained run (its model and task "
+                      f"come from its config.json); got {', '.join(others)}")
+  cfg = ml_collections.ConfigDict({"mesh": dict(data=1, fsdp=1, tensor=1)})
+  config_lib.apply_overrides(cfg, overrides)
+  return cfg.mesh
+
+
+def make_mesh(mesh_cfg: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """parallel.make_mesh, a mesh the devices cannot form being a one-line ConfigError."""
+  try:
+    return parallel.make_mesh(mesh_cfg)
+  except ValueError as e:
+    raise ConfigError(f"--config.mesh.*: {e}") from e
+
+
+def abstract_params(cfg: ml_collections.ConfigDict, module: Any,
+                    mesh: jax.sharding.Mesh) -> Any:
+  """ShapeDtypeStructs of the model's parameters, each with the sharding its logical axes get
+  on `mesh` (parallel.RULES): the target of a parameters-only restore. Computes nothing."""
+  src, tgt = assembly.example_inputs(cfg)
+  boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), src, tgt)["params"])
+  return jax.tree_util.tree_map(
+      lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      nn.unbox(boxed), parallel.logical_shardings(boxed, mesh))

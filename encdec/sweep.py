@@ -12,35 +12,29 @@ trains each run in WORKDIR/<name> (`cross_attention=mqa.seed=1`) with `encdec tr
 final evaluation writes WORKDIR/<name>/eval/<final_split>-<num_steps>.json. A run with that
 file is finished and skipped; any other run is (re)started with the same command, which resumes
 from its newest checkpoint. WORKDIR/sweep.json records the config, the sweep and each run's
-overrides for `encdec report`.
+overrides for `encdec report`. This module plans; encdec/launch/jobs.py runs the runs (local
+subprocesses, or one SLURM / TPU VM job per run).
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
 import hashlib
-import importlib
-import importlib.util
 import itertools
 import json
-import os
 import pathlib
 import re
 import shlex
-import signal
-import subprocess
 import sys
-import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from encdec import config as config_lib
 from encdec.config import ConfigError
+from encdec.launch import jobs as jobs_lib
 
 SEED_KEY = "train.seed"
 MANIFEST = "sweep.json"
 MAX_NAME_LEN = 100
-LAUNCHERS = ("local", "slurm", "tpu_vm")
-POLL_S = 0.2
 
 Overrides = dict[str, Any]
 SweepFn = Callable[[], list[Overrides]]   # the values of a config file's SWEEPS dict
@@ -129,12 +123,8 @@ def override_args(overrides: Mapping[str, Any]) -> list[str]:
 
 
 def config_module(spec: str):
-  """The Python module of config `PATH[:ARG]` (its file is checked by `config.load` first)."""
-  path = pathlib.Path(spec.partition(":")[0])
-  module_spec = importlib.util.spec_from_file_location(f"encdec_sweep_{path.stem}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module
+  """The Python module of config `PATH[:ARG]` or `NAME[:ARG]` (encdec.config.load_module)."""
+  return config_lib.load_module(spec)
 
 
 def sweep_runs(spec: str, name: str) -> list[Overrides]:
@@ -212,168 +202,21 @@ def read_manifest(workdir: str | pathlib.Path) -> dict[str, Any] | None:
   return json.loads(path.read_text()) if path.exists() else None
 
 
-# ---------------------------------------------------------------------------- launching
-def local_argv(run: Run) -> list[str]:
-  """`python -m encdec train ARGS` with this interpreter (independent of PATH)."""
-  return [sys.executable, "-m", "encdec", "train", *run.train_args]
-
-
-COMPILATION_CACHE = "compilation_cache"
-
-
-def local_env(run: Run) -> dict[str, str]:
-  """The environment of a local run: JAX's persistent compilation cache in the sweep directory
-  (unless JAX_COMPILATION_CACHE_DIR is set), so seeds and resumed runs, which compile the same
-  programs, read them instead of compiling again."""
-  env = dict(os.environ)
-  env.setdefault("JAX_COMPILATION_CACHE_DIR", str(run.workdir.parent / COMPILATION_CACHE))
-  return env
-
-
-def launcher_module(name: str):
-  """experiments.launch.<name> from the repository checkout this package lives in."""
-  root = pathlib.Path(__file__).resolve().parents[1]
-  if not (root / "experiments" / "launch" / f"{name}.py").exists():
-    raise ConfigError(f"--launcher {name} needs experiments/launch/{name}.py of a source "
-                      "checkout; install encdec with `pip install -e .` from the repository")
-  if str(root) not in sys.path:
-    sys.path.insert(0, str(root))
-  return importlib.import_module(f"experiments.launch.{name}")
-
-
-def check_launcher_args(launcher: str, launcher_args: Sequence[str]) -> None:
-  """Parse the launcher's own flags once, so a mistake stops the sweep before any run."""
-  if launcher == "local":
-    if launcher_args:
-      raise ConfigError("--launcher-args is for --launcher slurm or tpu_vm")
-    return
-  parser = launcher_module(launcher)._parser()  # pylint: disable=protected-access
-  try:
-    _, unknown = parser.parse_known_args(list(launcher_args))
-  except SystemExit:
-    unknown = None
-  if unknown is None or unknown:
-    raise ConfigError(f"bad --launcher-args {shlex.join(launcher_args)!r} for {launcher}; see "
-                      f"python -m experiments.launch.{launcher} --help")
-
-
-def launcher_argv(launcher: str, launcher_args: Sequence[str], sweep: str, run: Run,
-                  sweep_dir: pathlib.Path, dry_run: bool) -> list[str]:
-  """The argv of experiments.launch.<launcher>.main for one run (one job per run)."""
-  own = list(launcher_args)
-  if launcher == "slurm":
-    own += ["--job-name", f"{sweep}.{run.name}",
-            "--script", str(sweep_dir / "slurm" / f"{run.name}.sbatch"), "--submit"]
-  return [*own, *(["--dry-run"] if dry_run else []), "--", *run.train_args]
-
-
-@dataclasses.dataclass
-class Outcome:
-  name: str
-  status: str   # finished, failed, incomplete (e.g. preempted), not started, submitted
-  returncode: int
-  seconds: float
-
-
-def _print(line: str) -> None:
-  print(f"[sweep] {line}", flush=True)
-
-
-def _start(run: Run) -> subprocess.Popen:
-  """Start `encdec train` for `run` in its own session (a terminal's Ctrl-C reaches it only
-  through the sweep), appending its output to WORKDIR/<name>/train.log."""
-  run.workdir.mkdir(parents=True, exist_ok=True)
-  with (run.workdir / "train.log").open("a") as log:
-    proc = subprocess.Popen(local_argv(run), stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True, env=local_env(run))
-  _print(f"start {run.name} (log: {run.workdir / 'train.log'})")
-  return proc
-
-
-def run_local(runs: Sequence[Run], jobs: int) -> list[Outcome]:
-  """Run up to `jobs` `encdec train` processes at once; output to WORKDIR/<name>/train.log.
-
-  SIGTERM / SIGINT stop new runs from starting and are passed on to the running ones, which
-  save a checkpoint and exit (the next `encdec sweep` resumes them).
-  """
-  pending, running, outcomes, stopping = list(runs), {}, [], []
-
-  def stop(signum, frame):  # pylint: disable=unused-argument
-    stopping.append(signum)
-    _print(f"{signal.Signals(signum).name}: no new runs; stopping the {len(running)} running")
-    for proc, _, _ in running.values():
-      if proc.poll() is None:
-        proc.send_signal(signum)
-
-  previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    while running or (pending and not stopping):
-      while pending and len(running) < jobs and not stopping:
-        run = pending.pop(0)
-        running[run.name] = (_start(run), run, time.monotonic())
-      for name, (proc, run, start) in list(running.items()):
-        if proc.poll() is None:
-          continue
-        del running[name]
-        code = proc.returncode
-        status = "failed" if code else ("finished" if run.finished else "incomplete")
-        outcomes.append(Outcome(name, status, code, time.monotonic() - start))
-        failed = sum(o.status != "finished" for o in outcomes)
-        _print(f"{len(outcomes)}/{len(runs)} done, {failed} failed or incomplete: {name} "
-               f"{status}" + (f" (exit {code})" if code else "") +
-               f" in {outcomes[-1].seconds:.0f}s")
-      time.sleep(POLL_S)
-  finally:
-    for signum, handler in previous.items():
-      signal.signal(signum, handler)
-  outcomes += [Outcome(r.name, "not started", 0, 0.0) for r in pending]
-  return outcomes
-
-
-def run_launcher(launcher: str, launcher_args: Sequence[str], sweep: str, runs: Sequence[Run],
-                 sweep_dir: pathlib.Path, dry_run: bool) -> list[Outcome]:
-  """Hand each run to experiments.launch.<launcher>, one after another."""
-  main = launcher_module(launcher).main
-  outcomes = []
-  for i, run in enumerate(runs):
-    if launcher == "slurm" and not dry_run:
-      (sweep_dir / "slurm").mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    code = main(launcher_argv(launcher, launcher_args, sweep, run, sweep_dir, dry_run))
-    status = "failed" if code else ("submitted" if launcher == "slurm" or dry_run else
-                                    "finished" if run.finished else "incomplete")
-    outcomes.append(Outcome(run.name, status, code, time.monotonic() - start))
-    if not dry_run:
-      _print(f"{i + 1}/{len(runs)} {run.name}: {status}" + (f" (exit {code})" if code else ""))
-  return outcomes
-
-
-def summary(outcomes: Sequence[Outcome], skipped: int) -> tuple[str, bool]:
-  """(one line for the end of a sweep, whether every run ended well)."""
-  bad = [o for o in outcomes if o.status not in ("finished", "submitted")]
-  counts = {s: sum(o.status == s for o in outcomes) for s in ("finished", "submitted")}
-  parts = [f"{n} {s}" for s, n in counts.items() if n] + [f"{skipped} already finished"]
-  line = ", ".join(parts)
-  if bad:
-    line += "; not finished: " + ", ".join(f"{o.name} ({o.status}"
-                                            + (f", exit {o.returncode})" if o.returncode else ")")
-                                            for o in bad)
-  return line, not bad
-
-
+# ----------------------------------------------------------------------------- the sweep
 def run_sweep(spec: str, sweep: str, workdir: str | pathlib.Path, *,
               base_overrides: Mapping[str, Any] | None = None, jobs: int = 1,
               launcher: str = "local", launcher_args: Sequence[str] = (), dry_run: bool = False,
               command: str = "") -> int:
-  """Plan, skip finished runs, run (or print) the rest. Returns the process exit status."""
+  """Plan, skip finished runs, run (or print) the rest (encdec.launch.jobs runs them).
+  Returns the process exit status."""
   if jobs < 1:
     raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-  if launcher not in LAUNCHERS:
-    raise ConfigError(f"unknown --launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}")
+  if launcher not in jobs_lib.LAUNCHERS:
+    raise ConfigError(f"unknown --launcher {launcher!r}; valid: {', '.join(jobs_lib.LAUNCHERS)}")
   if launcher != "local" and jobs != 1:
     raise ConfigError(f"--jobs is for --launcher local; {launcher} runs are handed over one "
                       "at a time")
-  check_launcher_args(launcher, launcher_args)
+  jobs_lib.check_launcher_args(launcher, launcher_args)
   sweep_dir = pathlib.Path(workdir)
   runs = plan(spec, sweep, sweep_dir, base_overrides)
   todo = [r for r in runs if not r.finished]
@@ -384,18 +227,21 @@ def run_sweep(spec: str, sweep: str, workdir: str | pathlib.Path, *,
   if dry_run:
     if launcher == "local":
       for r in todo:
-        print(shlex.join(local_argv(r)))
+        print(shlex.join(jobs_lib.local_argv(r)))
       return 0
-    outcomes = run_launcher(launcher, launcher_args, sweep, todo, sweep_dir, dry_run=True)
+    outcomes = jobs_lib.run_launcher(launcher, launcher_args, sweep, todo, sweep_dir,
+                                     dry_run=True)
     return 1 if any(o.returncode for o in outcomes) else 0
   write_manifest(sweep_dir, manifest(spec, sweep, base_overrides or {}, command, launcher, runs))
-  _print(f"{sweep}: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
-         f"{len(todo)} to run" + (f" ({jobs} at a time)" if launcher == "local" else ""))
+  print(f"[sweep] {sweep}: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
+        f"{len(todo)} to run" + (f" ({jobs} at a time)" if launcher == "local" else ""),
+        flush=True)
   if launcher == "local":
-    outcomes = run_local(todo, jobs)
+    outcomes = jobs_lib.run_local(todo, jobs)
   else:
-    outcomes = run_launcher(launcher, launcher_args, sweep, todo, sweep_dir, dry_run=False)
-  line, ok = summary(outcomes, len(runs) - len(todo))
+    outcomes = jobs_lib.run_launcher(launcher, launcher_args, sweep, todo, sweep_dir,
+                                     dry_run=False)
+  line, ok = jobs_lib.summary(outcomes, len(runs) - len(todo))
   print(f"[sweep] {sweep}: {line}", file=sys.stdout if ok else sys.stderr, flush=True)
   return 0 if ok else 1
 

@@ -12,6 +12,10 @@ The hash and its bits are the same either way (tests/test_threefry.py checks tha
 so numerics do not change. JAX has no public switch for this. `unroll_on_cpu` re-registers
 JAX's own unrolled lowering rule for the CPU platform (private names, pinned jax version); if
 those names move, it changes nothing and returns False.
+
+It is a process-wide change, so only its explicit callers make it: the trainer
+(`train.loop.Trainer`, unless `train.cpu_unrolled_threefry=False`) and benchmarks/run.py.
+Building a train step (`train.step.make_train_step`) does not.
 """
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
-"""benchmarks/: the FLOP formula, the baseline decoder's agreement, run.py end to end.
+"""benchmarks/: the FLOP formula, the baseline decoder's agreement, the PyTorch peer, run.py end
+to end. Each cross-attention variant's own FLOP count is checked in tests/test_variant_metadata.py.
 
 Correctness only: no assertion here depends on a timing.
 """
+import importlib.util
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -14,10 +17,11 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))    # benchmarks/ is a folder of the repository, not installed
 
 from benchmarks import baseline_decoder, flops  # noqa: E402
 from encdec import decoding, model  # noqa: E402
+from encdec.errors import ConfigError  # noqa: E402
 
 TINY = dict(src_vocab_size=12, tgt_vocab_size=10, d_model=8, num_heads=2, d_ff=16,
             num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0)
@@ -55,8 +59,12 @@ def test_flops_follow_depth_and_cross_attention_variant():
   assert mqa["cross_kv"] == base["cross_kv"] / 2          # 1 K/V head instead of 2
   assert mqa["total"] - mqa["cross_kv"] == base["total"] - base["cross_kv"]
   none = flops.forward_flops({**TINY, "cross_attention": "none"}, 2, 3, 5)
-  assert all(none[k] == 0 for k in ("cross_q", "cross_kv", "cross_attention", "cross_out"))
-  with pytest.raises(ValueError, match="cross_attention 'nope'"):
+  assert not [k for k in none if k.startswith("cross")]
+  assert none["total"] == base["total"] - sum(v for k, v in base.items() if k.startswith("cross"))
+  first = flops.forward_flops({**TINY, "num_decoder_layers": 3, "cross_attention_layers": "first"},
+                              2, 3, 5)
+  assert first["cross_q"] == base["cross_q"] and first["decoder_mlp"] == 3 * base["decoder_mlp"]
+  with pytest.raises(ConfigError, match="cross_attention 'nope'"):
     flops.forward_flops({**TINY, "cross_attention": "nope"}, 2, 3, 5)
 
 
@@ -122,12 +130,13 @@ def test_baseline_is_only_defined_for_multi_head_cross_attention():
     baseline_decoder.baseline_for(m).init(jax.random.key(0), src, src)
 
 
+@pytest.mark.slow
 def test_run_quick_writes_json(tmp_path):
   out = tmp_path / "bench.json"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as users run it
-  proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
-                         "--json", str(out)],
-                        capture_output=True, text=True, env=env, timeout=600, check=False)
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)],
+                        capture_output=True, text=True, env=env, timeout=600, check=False,
+                        cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-3000:]
   r = json.loads(out.read_text())
   for key in ("train_tgt_tokens_per_s", "train_step_s", "train_compile_s", "mfu",
@@ -150,16 +159,31 @@ def test_run_quick_writes_json(tmp_path):
   assert "| metric | value | notes |" in proc.stdout
 
 
+def test_run_as_a_script_names_the_module_command():
+  proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick"],
+                        capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().endswith("&& python -m benchmarks.run --quick")
+
+
+def test_the_torch_peer_is_a_module_of_the_repository():
+  """A clone stands alone: run.py starts its peer from benchmarks/peers/, nothing outside."""
+  from benchmarks import run  # pylint: disable=import-outside-toplevel
+  python, flag, module = run.PEER_TORCH
+  assert (python, flag) == (sys.executable, "-m")
+  origin = pathlib.Path(importlib.util.find_spec(module).origin)
+  assert origin.is_relative_to(REPO / "benchmarks" / "peers") and origin.is_file()
+
+
 def test_torch_peer_runs_in_a_subprocess_and_keeps_its_best(tmp_path, monkeypatch):
   """The peer path without torch: a stand-in script, faster under OMP_WAIT_POLICY=PASSIVE."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
   from benchmarks import run  # pylint: disable=import-outside-toplevel
   peer = tmp_path / "torch_train.py"
   peer.write_text("import json, os, sys\nprint('warming up')\n"
                   "fast = os.environ.get('OMP_WAIT_POLICY') == 'PASSIVE'\n"
                   "print(json.dumps({'tgt_tokens_per_s': 200.0 if fast else 100.0, 'step_s': 1.0,"
                   " 'argv': sys.argv[1:]}))\n")
-  monkeypatch.setattr(run, "PEER_TORCH", peer)
+  monkeypatch.setattr(run, "PEER_TORCH", (sys.executable, str(peer)))
   monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
   real_find_spec = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, "find_spec",
@@ -170,3 +194,21 @@ def test_torch_peer_runs_in_a_subprocess_and_keeps_its_best(tmp_path, monkeypatc
   assert r["peer_torch_tgt_tokens_per_s"] == 200.0
   argv = r["peer_torch_runs"]["default"]["argv"]
   assert argv[argv.index("--layers") + 1] == "2" and argv[argv.index("--d") + 1] == "64"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is an optional dependency: pip install -e '.[peers]'")
+def test_torch_peer_trains_on_a_tiny_config(monkeypatch):
+  """benchmarks/peers/torch_transformer.py, as run.py starts it: a step time and a finite loss."""
+  from benchmarks import run  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")       # one run of the peer, not two
+  args = run.parse_args(["--quick", "--steps", "1", "--warmup", "1"])
+  cfg = run.load_config(args, layers=1, **{"model.d_model": 16, "model.num_heads": 2,
+                                           "model.d_ff": 32, "model.src_vocab_size": 40,
+                                           "model.tgt_vocab_size": 40, "train.batch_size": 2})
+  r = run.run_torch_peer(args, cfg)
+  assert r["peer_torch_status"] == "ok", r
+  assert r["peer_torch_step_s"] > 0 and r["peer_torch_tgt_tokens_per_s"] > 0
+  assert math.isfinite(r["peer_torch_final_loss"])
+  (result,) = r["peer_torch_runs"].values()
+  assert result["peer"] == "torch-nn.Transformer" and result["steps"] == 1

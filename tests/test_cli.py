@@ -34,6 +34,20 @@ def test_eval_on_a_directory_that_is_not_a_run(tmp_path):
   assert result.returncode == 2 and "config.json does not exist" in result.stderr
 
 
+@pytest.mark.parametrize("command, override, message", [
+    ("eval", "--config.model.d_model=8", "only --config.mesh.* can be set for a trained run "
+                                         "(its model and task come from its config.json); got "
+                                         "model.d_model"),
+    ("decode", "--config.mesh.fsdq=2", "unknown config key 'mesh.fsdq'; did you mean 'fsdp'?"),
+    ("eval", "--bogus", "unrecognised argument '--bogus'"),
+])
+def test_eval_and_decode_take_only_mesh_overrides(tmp_path, command, override, message):
+  result = encdec(command, "--workdir", str(tmp_path), override)    # refused before loading
+  assert result.returncode == 2
+  assert message in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def _raised(fn):
   try:
     fn()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from encdec.errors import ConfigError, DataError
 from encdec.data import g2p, pipeline, tasks
 from encdec.data.builders import cmudict_g2p
 from encdec.data.tokenizers import (BOS, EOS, PAD, UNK, CharTokenizer, SentencePieceTokenizer,
@@ -48,11 +49,11 @@ def assert_batches_equal(a, b):
 # --------------------------------------------------------------------------------- registry
 
 def test_unknown_task_name_lists_valid_names():
-  with pytest.raises(ValueError, match=r"unknown task 'g2p'; valid: g2p_cmudict, copy"):
+  with pytest.raises(ConfigError, match=r"unknown task.name 'g2p'; valid: add, copy, g2p_cmudict"):
     tasks.default_config("g2p")
   cfg = tasks.default_config("copy")
   cfg.name = "nope"
-  with pytest.raises(ValueError, match="unknown task 'nope'"):
+  with pytest.raises(ConfigError, match="unknown task.name 'nope'"):
     tasks.build(cfg)
 
 
@@ -116,6 +117,16 @@ def test_sentencepiece_training_is_deterministic_and_reserves_ids(tmp_path):
 
 # ------------------------------------------------------------------------------------- G2P
 
+def test_g2p_dev_and_test_follow_the_split_rule_and_are_disjoint(g2p_task):
+  """The quick check (the train split, 90% of the words, is read by the slow test below)."""
+  sets = {s: {w for w, _ in g2p_task.words(s)} for s in ("dev", "test")}
+  assert sets["dev"].isdisjoint(sets["test"]) and min(map(len, sets.values())) > 5000
+  for split, ws in sets.items():
+    assert all(cmudict_g2p.split_of(w) == {"dev": "validation"}.get(split, split) for w in ws)
+  assert cmudict_g2p.split_of("dog") == cmudict_g2p.split_of("dog's")
+
+
+@pytest.mark.slow
 def test_g2p_splits_are_deterministic_and_disjoint_by_word(g2p_task):
   words = {s: [w for w, _ in g2p_task.words(s)] for s in g2p_task.splits}
   sets = {s: set(w) for s, w in words.items()}
@@ -407,17 +418,17 @@ def test_parallel_text_aligned_files_and_errors(tmp_path):
   bad = cfg.copy_and_resolve_references()
   bad.train_src, bad.train_tgt = "", ""
   bad.train_path = write(tmp_path / "bad.tsv", "a\tb\nno tab here\nc\td\n")
-  with pytest.raises(ValueError, match=r"bad.tsv:2: expected 'source<TAB>target'"):
+  with pytest.raises(DataError, match=r"bad.tsv:2: expected 'source<TAB>target'"):
     tasks.build(bad)
   bad.train_path = write(tmp_path / "empty.tsv", "")
-  with pytest.raises(ValueError, match="empty.tsv is empty"):
+  with pytest.raises(DataError, match="empty.tsv is empty"):
     tasks.build(bad)
   bad.train_path = str(tmp_path / "missing.tsv")
-  with pytest.raises(FileNotFoundError, match="missing.tsv"):
+  with pytest.raises(DataError, match="missing.tsv"):
     tasks.build(bad)
   bad.train_path = ""
   bad.train_src, bad.train_tgt = cfg.train_src, write(tmp_path / "short.de", "x\n")
-  with pytest.raises(ValueError, match="has 15 lines but .* has 1"):
+  with pytest.raises(DataError, match="has 15 lines but .* has 1"):
     tasks.build(bad)
 
 
@@ -426,7 +437,7 @@ def test_parallel_text_aligned_files_and_errors(tmp_path):
 def test_wmt_with_mock_data(tmp_path):
   cfg = tasks.default_config("wmt")
   cfg.data_dir, cfg.spm_dir, cfg.vocab_size = str(tmp_path), str(tmp_path / "spm"), 100
-  with pytest.raises(FileNotFoundError, match="tfds build wmt14_translate/de-en"):
+  with pytest.raises(DataError, match="tfds build wmt14_translate/de-en"):
     tasks.build(cfg)
   with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
     task = tasks.build(cfg)

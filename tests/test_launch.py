@@ -1,8 +1,7 @@
-"""The cluster launchers in experiments/launch: dry runs print exactly what would run, bad
+"""The cluster launchers in encdec/launch: dry runs print exactly what would run, bad
 arguments fail with one clear line, and the local launcher really runs (stand-in) processes,
 prefixes their output, propagates failures and forwards SIGTERM. No cluster, no training."""
 import os
-import pathlib
 import shlex
 import signal
 import subprocess
@@ -11,11 +10,7 @@ import textwrap
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `experiments` is a folder of the repository, not installed
-  sys.path.insert(0, str(ROOT))
-
-from experiments.launch import local, slurm, tpu_vm  # pylint: disable=wrong-import-position
+from encdec.launch import local, slurm, tpu_vm
 
 TRAIN_ARGS = ["--config", "configs/wmt.py:size=base,variant=mqa", "--workdir", "runs/a b",
               "--config.mesh.data=-1", "--config.mesh.fsdp=8"]
@@ -88,6 +83,13 @@ def test_slurm_writes_and_submits_the_script(tmp_path, monkeypatch, capfd):
   assert f"submit it with: sbatch {script}" in capfd.readouterr().out
   assert slurm.main([*own, "--submit", "--", "--workdir", "w"]) == 0
   assert capfd.readouterr().out == f"fake sbatch {script}\n"
+
+
+def test_slurm_writes_its_script_into_a_new_directory(tmp_path, capsys):
+  script = tmp_path / "sweep" / "slurm" / "run.sbatch"       # as `encdec sweep` asks for
+  assert slurm.main(["--nodes", "1", "--gpus-per-node", "1", "--script", str(script), "--",
+                     "--workdir", "w"]) == 0
+  assert script.read_text().startswith("#!/bin/bash\n") and "wrote" in capsys.readouterr().out
 
 
 # --- TPU VM -----------------------------------------------------------------------------------
@@ -170,10 +172,10 @@ STAND_IN = textwrap.dedent("""
 def _launch(tmp_path, mode, **popen_kwargs):
   script = tmp_path / "stand_in.py"
   script.write_text(STAND_IN)
-  argv = [sys.executable, "-m", "experiments.launch.local", "--num-processes", "2",
+  argv = [sys.executable, "-m", "encdec.launch.local", "--num-processes", "2",
           "--devices-per-process", "3", "--program", shlex.join([sys.executable, str(script)]),
           "--", mode]
-  return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+  return subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, **popen_kwargs)
 
 

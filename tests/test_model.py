@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from encdec import decoding, model
+from encdec.errors import ConfigError
 
 BASE = dict(src_vocab_size=23, tgt_vocab_size=29, d_model=32, num_heads=4, d_ff=64,
             num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0, tie_output=False)
@@ -75,18 +76,22 @@ def test_greedy_equals_argmax_of_full_forward(variant):
   m, v, src, _ = make(**VARIANTS[variant])
   out = decoding.greedy(m, v, src, max_len=8)                              # [B, 8]
   assert out.shape == (2, 8) and out.dtype == jnp.int32
-  tgt_in = jnp.concatenate([jnp.ones((2, 1), jnp.int32), out[:, :-1]], axis=1)
-  argmax = jnp.argmax(m.apply(v, src, tgt_in), axis=-1)
+  cfg = m.config
+  tgt_in = jnp.concatenate([jnp.full((2, 1), cfg.bos_id, jnp.int32), out[:, :-1]], axis=1)
+  logits = m.apply(v, src, tgt_in)                                          # [B, 8, V]
+  never = list(decoding.never_emitted(cfg, cfg.eos_id))                     # PAD, BOS
+  argmax = jnp.argmax(logits.at[..., never].set(-jnp.inf), axis=-1)
   for row in range(2):
-    ended = np.flatnonzero(np.asarray(out[row]) == decoding.EOS)
+    ended = np.flatnonzero(np.asarray(out[row]) == cfg.eos_id)
     n = ended[0] + 1 if len(ended) else 8
     np.testing.assert_array_equal(out[row, :n], argmax[row, :n])
-    assert np.all(np.asarray(out[row, n:]) == decoding.PAD)
+    assert np.all(np.asarray(out[row, n:]) == cfg.pad_id)
 
 
 def test_greedy_output_is_well_formed_after_eos():
   tokens = jnp.array([[5, 2, 7, 2, 9], [5, 6, 7, 8, 9]])
-  np.testing.assert_array_equal(decoding.finalize(tokens), [[5, 2, 0, 0, 0], [5, 6, 7, 8, 9]])
+  np.testing.assert_array_equal(decoding.finalize(tokens, eos_id=2, pad_id=0),
+                                [[5, 2, 0, 0, 0], [5, 6, 7, 8, 9]])
 
 
 def test_gradients_reach_every_parameter():
@@ -156,7 +161,7 @@ def test_bfloat16_compute_keeps_float32_params():
 
 def test_registry_and_bad_names():
   assert "mha" in model.CROSS_ATTENTION
-  with pytest.raises(ValueError, match="unknown cross_attention 'nope'; valid: .*mha"):
+  with pytest.raises(ConfigError, match="unknown model.cross_attention 'nope'; valid: .*mha"):
     model.build({**BASE, "cross_attention": "nope"})
   with pytest.raises(ValueError, match="unknown model field"):
     model.build({**BASE, "d_modle": 3})

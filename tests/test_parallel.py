@@ -86,6 +86,7 @@ def test_parameters_are_sharded_by_their_logical_axes():
   assert mu.sharding.spec == wi.sharding.spec
 
 
+@pytest.mark.slow
 def test_per_device_memory_shrinks_with_fsdp_and_tensor():
   def bytes_per_device(mesh_sizes):
     _, st = train_losses(mesh_sizes, steps=1)

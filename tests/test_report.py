@@ -3,22 +3,25 @@ not a tie, exact per-example statistics for corpus metrics, K/V cache bytes per 
 and PNGs, on synthetic run directories (plus one pair of real tiny runs)."""
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from encdec import cli, config, metrics, report
+from encdec.report import accounting, render, speed, stats
 from encdec.train import loop
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-ALGORITHMIC = str(ROOT / "configs" / "algorithmic.py") + ":task=copy"
+ALGORITHMIC = "algorithmic:task=copy"
 SMALL = {"model.d_model": 16, "model.d_ff": 32, "model.num_heads": 4,
          "model.num_encoder_layers": 1, "model.num_decoder_layers": 2, "train.num_steps": 100,
          "eval.final_split": "test", "task.max_len": 6}
 NUM_EXAMPLES = 50
 
 
-def write_run(workdir: pathlib.Path, overrides: dict, correct: int, speed: float) -> None:
+def write_run(workdir: pathlib.Path, overrides: dict, correct: int, decode_tps: float
+              ) -> None:
   """A finished run without checkpoints: config, metrics, final eval json and predictions TSV
   (the first `correct` of NUM_EXAMPLES predictions right), a cached decode speed."""
   cfg = config.load(ALGORITHMIC, {**SMALL, **overrides})
@@ -36,20 +39,20 @@ def write_run(workdir: pathlib.Path, overrides: dict, correct: int, speed: float
   (workdir / "eval" / "test-100-predictions.tsv").write_text(
       "source\treferences\tprediction\n" + "".join(f"{s}\t{s}\t{p}\n"
                                                    for s, p in zip(sources, preds)))
-  (workdir / report.SPEED_FILE).write_text(json.dumps(
-      {"step": 100, "split": "test", "batch_size": report.SPEED_BATCH, "tokens_per_s": speed}))
+  (workdir / speed.SPEED_FILE).write_text(json.dumps(
+      {"step": 100, "split": "test", "batch_size": speed.SPEED_BATCH, "tokens_per_s": decode_tps}))
 
 
 @pytest.fixture(name="sweep_dir")
 def fixture_sweep_dir(tmp_path):
   """mha: 40% and 60% right; mqa: 96% and 100%; gqa: the same predictions as mha."""
   runs = {}
-  for variant, correct, speed in (("mha", (20, 30), 100.0), ("mqa", (48, 50), 300.0),
-                                  ("gqa", (20, 30), 200.0)):
+  for variant, correct, tps in (("mha", (20, 30), 100.0), ("mqa", (48, 50), 300.0),
+                                ("gqa", (20, 30), 200.0)):
     for seed, c in enumerate(correct):
       overrides = {"model.cross_attention": variant, "train.seed": seed}
       name = f"cross_attention={variant}.seed={seed}"
-      write_run(tmp_path / name, overrides, c, speed + 10 * seed)
+      write_run(tmp_path / name, overrides, c, tps + 10 * seed)
       runs[name] = overrides
   (tmp_path / "sweep.json").write_text(json.dumps({
       "config": ALGORITHMIC, "sweep": "xattn", "overrides": {}, "runs": runs,
@@ -108,9 +111,9 @@ def test_unfinished_runs_are_listed_and_left_out(sweep_dir):
 
 
 def test_mean_std_is_the_sample_standard_deviation():
-  assert report.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
-  assert report.mean_std([5.0]) == (5.0, 0.0)
-  assert report.fmt([40.0, 60.0]) == "50.00 ± 14.14" and report.fmt([]) == "n/a"
+  assert stats.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+  assert stats.mean_std([5.0]) == (5.0, 0.0)
+  assert render.fmt([40.0, 60.0]) == "50.00 ± 14.14" and render.fmt([]) == "n/a"
 
 
 def test_paired_bootstrap_marks_a_clear_difference_and_not_a_tie():
@@ -119,11 +122,11 @@ def test_paired_bootstrap_marks_a_clear_difference_and_not_a_tie():
   better = errors.copy()
   errors[0, :100, 0] = 100.0                       # 50% error vs 10%
   better[0, :20, 0] = 100.0
-  delta, p = report.paired_bootstrap(errors, better, report._ratio)  # pylint: disable=protected-access
+  delta, p = stats.paired_bootstrap(errors, better, stats.ratio)
   assert delta == pytest.approx(-40.0) and p < 0.05
-  assert report.paired_bootstrap(errors, errors.copy(), report._ratio) == (0.0, 1.0)  # pylint: disable=protected-access
+  assert stats.paired_bootstrap(errors, errors.copy(), stats.ratio) == (0.0, 1.0)
   # Deterministic: a fixed seed.
-  assert report.paired_bootstrap(errors, better, report._ratio) == (delta, p)  # pylint: disable=protected-access
+  assert stats.paired_bootstrap(errors, better, stats.ratio) == (delta, p)
 
 
 @pytest.mark.parametrize("family, metric", [("g2p", "wer"), ("g2p", "per"),
@@ -132,9 +135,9 @@ def test_paired_bootstrap_marks_a_clear_difference_and_not_a_tie():
 def test_per_example_statistics_sum_to_the_corpus_metric(family, metric):
   preds = ["HH AH L OW", "W ER L D", "T EH S T", "AH", "K AE T S"]
   refs = [["HH AH L OW", "HH EH L OW"], ["W ER L D"], ["T EH S"], ["B IY"], ["K AE T"]]
-  stats, reduce = report.statistic(family, metric)
+  per_example, reduce = stats.statistic(family, metric)
   expected = metrics.compute(family, preds, refs)[metric]
-  assert float(reduce(stats(preds, refs).sum(0))) == pytest.approx(expected)
+  assert float(reduce(per_example(preds, refs).sum(0))) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("variant, ratio", [("mqa", 4), ("gqa", 2), ("gated", 1)])
@@ -142,11 +145,11 @@ def test_cache_bytes_per_source_token_shrink_with_kv_heads(variant, ratio):
   mha = config.load(ALGORITHMIC, SMALL)
   other = config.load(ALGORITHMIC, {**SMALL, "model.cross_attention": variant,
                                     "model.cross_kv_heads": 2})
-  per_token = report.cache_bytes_per_source_token(mha)
+  per_token = accounting.cache_bytes_per_source_token(mha)
   assert per_token == 2 * 4 * 4 * 4 * 2              # K+V x heads x head_dim x f32 x layers
-  assert report.cache_bytes_per_source_token(other) * ratio == per_token
+  assert accounting.cache_bytes_per_source_token(other) * ratio == per_token
   none = config.load(ALGORITHMIC, {**SMALL, "model.cross_attention": "none"})
-  assert report.cache_bytes_per_source_token(none) == 0
+  assert accounting.cache_bytes_per_source_token(none) == 0
 
 
 def test_report_on_real_runs_measures_and_caches_decode_speed(tmp_path):
@@ -160,11 +163,11 @@ def test_report_on_real_runs_measures_and_caches_decode_speed(tmp_path):
   rows = table_rows(text)
   assert set(rows) == {"cross_attention=mha", "cross_attention=mqa"}
   assert all(r[9] != "n/a" and float(r[9].replace(",", "")) > 0 for r in rows.values())
-  cached = json.loads((tmp_path / "mqa" / report.SPEED_FILE).read_text())
+  cached = json.loads((tmp_path / "mqa" / speed.SPEED_FILE).read_text())
   assert cached["step"] == 10 and cached["max_len"] == 7 and cached["tokens_per_s"] > 0
-  mtime = (tmp_path / "mqa" / report.SPEED_FILE).stat().st_mtime_ns
+  mtime = (tmp_path / "mqa" / speed.SPEED_FILE).stat().st_mtime_ns
   report.write_report(tmp_path)                    # cached: not measured again
-  assert (tmp_path / "mqa" / report.SPEED_FILE).stat().st_mtime_ns == mtime
+  assert (tmp_path / "mqa" / speed.SPEED_FILE).stat().st_mtime_ns == mtime
 
 
 def test_plot_labels_colours_and_off_scale_groups():
@@ -179,3 +182,17 @@ def test_plot_labels_colours_and_off_scale_groups():
   assert plots.off_scale(wer) == {"none"}
   assert plots.off_scale({k: v for k, v in wer.items() if k != "none"}) == set()
   assert plots.off_scale({"a": 1.0, "b": 50.0, "c": 99.0}) == set()   # too few to call one off
+
+
+def test_the_report_does_not_import_the_training_loop_nor_pyplot(sweep_dir):
+  """A library call: no training loop, and no pyplot (which would pick a process-wide
+  matplotlib backend); the PNGs are drawn all the same."""
+  code = ("import sys; from encdec import report; "
+          f"report.write_report({str(sweep_dir)!r}, measure_speed=False); "
+          "print(' '.join(sorted(sys.modules)))")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  modules = proc.stdout.split()
+  assert "encdec.report.render" in modules and "encdec.train.loop" not in modules
+  assert "matplotlib.pyplot" not in modules and (sweep_dir / "main_metric.png").exists()

@@ -27,20 +27,25 @@ def losses(workdir):
   return {r["step"]: r["train/loss"] for r in writers.read_metrics(workdir) if "train/loss" in r}
 
 
-def test_resume_on_other_meshes_matches_an_uninterrupted_run(tmp_path):
-  straight = tmp_path / "straight"
-  loop.train(cfg_for((2, 2, 2)), straight)
-  reference = losses(straight)
-  for mesh in [(1, 4, 1), (1, 1, 1), (2, 1, 4)]:
-    workdir = tmp_path / "x".join(map(str, mesh))
-    loop.train(cfg_for((2, 2, 2), **{"train.num_steps": 6}), workdir)   # saved on 2x2x2
-    with open(workdir / "config.json") as f:  # same model and task: a resume is allowed
-      assert '"num_steps": 6' in f.read()
-    loop.train(cfg_for(mesh), workdir)                                   # resumed on `mesh`
-    resumed = losses(workdir)
-    assert sorted(resumed) == sorted(reference)
-    np.testing.assert_allclose([resumed[s] for s in sorted(resumed)],
-                               [reference[s] for s in sorted(reference)], rtol=2e-4)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  """The losses of 12 steps on a 2x2x2 mesh."""
+  workdir = tmp_path_factory.mktemp("straight")
+  loop.train(cfg_for((2, 2, 2)), workdir)
+  return losses(workdir)
+
+
+@pytest.mark.parametrize("mesh", [(1, 4, 1), pytest.param((1, 1, 1), marks=pytest.mark.slow),
+                                  pytest.param((2, 1, 4), marks=pytest.mark.slow)])
+def test_resume_on_other_meshes_matches_an_uninterrupted_run(tmp_path, uninterrupted, mesh):
+  loop.train(cfg_for((2, 2, 2), **{"train.num_steps": 6}), tmp_path)   # saved on 2x2x2
+  with open(tmp_path / "config.json") as f:  # same model and task: a resume is allowed
+    assert '"num_steps": 6' in f.read()
+  loop.train(cfg_for(mesh), tmp_path)                                   # resumed on `mesh`
+  resumed = losses(tmp_path)
+  assert sorted(resumed) == sorted(uninterrupted)
+  np.testing.assert_allclose([resumed[s] for s in sorted(resumed)],
+                             [uninterrupted[s] for s in sorted(uninterrupted)], rtol=2e-4)
 
 
 def free_port() -> int:
@@ -49,11 +54,13 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start_training(workdir, devices, extra=(), processes=1) -> list[subprocess.Popen]:
-  """`encdec train` in `processes` processes of `devices` CPU devices each."""
+def start_training(workdir, devices, extra=(), processes=1,
+                   program=("-m", "encdec")) -> list[subprocess.Popen]:
+  """`encdec train` (or `program` given the same arguments) in `processes` processes of
+  `devices` CPU devices each."""
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
          "JAX_PLATFORMS": "cpu"}
-  args = [sys.executable, "-m", "encdec", "train", "--config", "configs/algorithmic.py:task=copy",
+  args = [sys.executable, *program, "train", "--config", "configs/algorithmic.py:task=copy",
           "--workdir", str(workdir), *[f"--config.{k}={v}" for k, v in BASE.items()], *extra]
   if processes == 1:
     return [subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)]
@@ -64,8 +71,8 @@ def start_training(workdir, devices, extra=(), processes=1) -> list[subprocess.P
           for i in range(processes)]
 
 
-def encdec_train(workdir, devices, extra=(), processes=1):
-  procs = start_training(workdir, devices, extra, processes)
+def encdec_train(workdir, devices, extra=(), processes=1, program=("-m", "encdec")):
+  procs = start_training(workdir, devices, extra, processes, program)
   errors = [p.communicate(timeout=600)[1] for p in procs]
   for p in procs:
     assert p.returncode == 0, "\n".join(f"--- process {j} (exit {q.returncode}):\n{e[-2500:]}"
@@ -73,6 +80,7 @@ def encdec_train(workdir, devices, extra=(), processes=1):
   return errors
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_and_one_device(tmp_path):
   encdec_train(tmp_path / "one_device", 1)
   encdec_train(tmp_path / "eight_devices", 8, ["--config.mesh.fsdp=2", "--config.mesh.tensor=2"])
@@ -97,6 +105,36 @@ def test_two_processes_equal_one_process_and_one_device(tmp_path):
   assert "resumed from step 14" in logs[0] and "final test" not in logs[1]
 
 
+# `encdec train` whose process 0 takes DELAY_S longer over its own end-of-run work (writing the
+# evaluation outputs), with JAX's shutdown barrier cut to SHUTDOWN_S: test-only patches.
+SLOW_PROCESS_0_AT_THE_END = """
+import sys, time
+import jax
+from encdec import cli, evaluate, parallel
+parallel.SHUTDOWN_TIMEOUT_S = {shutdown_s}
+write_outputs = evaluate.write_outputs
+
+def slow_write_outputs(*args, **kwargs):
+  assert jax.process_index() == 0
+  time.sleep({delay_s})
+  return write_outputs(*args, **kwargs)
+
+evaluate.write_outputs = slow_write_outputs
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_leave_together_however_long_process_0_ends(tmp_path):
+  """Process 0 spends 3x JAX's (shortened) shutdown deadline alone on its end-of-run work:
+  process 1 waits for it before that deadline starts, and both exit 0."""
+  program = ("-c", SLOW_PROCESS_0_AT_THE_END.format(shutdown_s=3, delay_s=9))
+  logs = encdec_train(tmp_path, 4, ["--config.train.num_steps=2", "--config.mesh.fsdp=2"],
+                      processes=2, program=program)
+  assert "final test @ 2" in logs[0] and (tmp_path / "eval" / "test-2.json").exists()
+
+
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_every_process_at_the_same_step(tmp_path):
   """One host preempted: both processes agree on the step, save it together and exit 0."""
   procs = start_training(tmp_path, 4, ["--config.train.num_steps=100000",
@@ -134,7 +172,8 @@ def test_warm_start_merges_by_path_and_mapping():
 def test_init_from_another_run_and_incompatible_checkpoint(tmp_path):
   from encdec import run as run_lib  # pylint: disable=import-outside-toplevel
   loop.train(cfg_for((1, 1, 1), **{"train.num_steps": 6}), tmp_path / "a")
-  frozen = cfg_for((1, 1, 1), **{"train.num_steps": 2, "optim.learning_rate": 0.0,
+  # A learning rate far too small to move any float32 parameter: b keeps what it copied.
+  frozen = cfg_for((1, 1, 1), **{"train.num_steps": 2, "optim.learning_rate": 1e-30,
                                   "train.init_from": str(tmp_path / "a")})
   loop.train(frozen, tmp_path / "b")
   a, b = run_lib.load(tmp_path / "a").params, run_lib.load(tmp_path / "b").params

@@ -5,7 +5,9 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -14,6 +16,7 @@ import time
 import pytest
 
 from encdec import cli, config, sweep
+from encdec.launch import jobs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"task.max_len": 6, "task.num_train": 500, "task.num_eval": 32, "model.d_model": 16,
@@ -152,7 +155,7 @@ def test_failed_runs_do_not_stop_the_others(config_file, tmp_path, capsys, monke
                   "path, fail = pathlib.Path(sys.argv[1]), sys.argv[2] == 'fail'\n"
                   "if fail: sys.exit(3)\n"
                   "path.parent.mkdir(parents=True); path.write_text('{}')\n")
-  monkeypatch.setattr(sweep, "local_argv", lambda run: [
+  monkeypatch.setattr(jobs, "local_argv", lambda run: [
       sys.executable, str(fake), str(run.final_eval),
       "fail" if run.overrides["train.seed"] == 1 else "ok"])
   workdir = tmp_path / "s"
@@ -185,14 +188,14 @@ def test_runs_share_a_compilation_cache_in_the_sweep_directory(config_file, tmp_
   fake.write_text("import os, pathlib, sys\n"
                   "path = pathlib.Path(sys.argv[1]); path.parent.mkdir(parents=True)\n"
                   "path.write_text(os.environ['JAX_COMPILATION_CACHE_DIR'])\n")
-  monkeypatch.setattr(sweep, "local_argv",
+  monkeypatch.setattr(jobs, "local_argv",
                       lambda run: [sys.executable, str(fake), str(run.final_eval)])
   workdir = tmp_path / "s"
   assert cli.main(["sweep", "--config", config_file, "--sweep", "three", "--workdir",
                    str(workdir)]) == 0, capsys.readouterr()
   for seed in (0, 1, 2):
     given = next((workdir / f"seed={seed}" / "eval").iterdir()).read_text()
-    assert given == (user_cache or str(workdir / sweep.COMPILATION_CACHE))
+    assert given == (user_cache or str(workdir / jobs.COMPILATION_CACHE))
 
 
 def test_sigterm_stops_the_running_run_and_starts_no_other(config_file, tmp_path, capsys,
@@ -203,7 +206,7 @@ def test_sigterm_stops_the_running_run_and_starts_no_other(config_file, tmp_path
                   "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
                   "print('ready', flush=True)\n"
                   "time.sleep(60)\n")
-  monkeypatch.setattr(sweep, "local_argv", lambda run: [sys.executable, str(fake)])
+  monkeypatch.setattr(jobs, "local_argv", lambda run: [sys.executable, str(fake)])
   log = tmp_path / "s" / "seed=0" / "train.log"
   def terminate_when_ready():
     deadline = time.monotonic() + 30
@@ -222,7 +225,7 @@ def test_sigterm_stops_the_running_run_and_starts_no_other(config_file, tmp_path
 
 def test_another_sweep_in_the_same_workdir_is_refused(config_file, tmp_path, capsys,
                                                       monkeypatch):
-  monkeypatch.setattr(sweep, "local_argv", lambda run: [sys.executable, "-c", "pass"])
+  monkeypatch.setattr(jobs, "local_argv", lambda run: [sys.executable, "-c", "pass"])
   workdir = str(tmp_path / "s")
   cli.main(["sweep", "--config", config_file, "--sweep", "three", "--workdir", workdir])
   capsys.readouterr()
@@ -260,3 +263,38 @@ def test_the_ablation_study_sweeps_are_valid(tmp_path, task, name):
   if name == "variants":
     from encdec import model  # pylint: disable=import-outside-toplevel
     assert {r.overrides["model.cross_attention"] for r in runs} == set(model.CROSS_ATTENTION)
+
+
+# --- a non-editable install ---------------------------------------------------------------------
+
+def test_a_wheel_install_plans_a_slurm_sweep(tmp_path):
+  """`pip install .` (no checkout beside it: no experiments/, no configs/): the launchers and
+  the packaged configs come with the package."""
+  source = tmp_path / "src"
+  source.mkdir()
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(ROOT / name, source / name)
+  shutil.copytree(ROOT / "encdec", source / "encdec",
+                  ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+  site = tmp_path / "site"
+  pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
+                       capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+  assert pip.returncode == 0, pip.stderr[-3000:]
+  assert not (site / "experiments").exists() and (site / "encdec" / "launch" / "slurm.py").exists()
+  env = {**os.environ, "PYTHONPATH": str(site), "ENCDEC_HUGEPAGES": "0"}
+  workdir = tmp_path / "xattn"
+  proc = subprocess.run(
+      [sys.executable, "-c", "import encdec, sys; print(encdec.__file__, file=sys.stderr); "
+       "from encdec.__main__ import main; sys.exit(main())",
+       "sweep", "--config", "cross_attention_ablation:task=reverse", "--sweep", "variants",
+       "--workdir", str(workdir), "--launcher", "slurm", "--dry-run",
+       "--launcher-args", "--nodes 1 --gpus-per-node 2"],
+      capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr.startswith(str(site / "encdec" / "__init__.py"))     # the installed copy
+  scripts = proc.stdout.split("#!/bin/bash\n")[1:]
+  from encdec import model  # pylint: disable=import-outside-toplevel
+  assert len(scripts) == 3 * len(model.CROSS_ATTENTION)                   # variants x 3 seeds
+  assert "--config.model.cross_attention=latent --config.train.seed=2" in proc.stdout
+  assert not workdir.exists()

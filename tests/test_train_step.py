@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from encdec import config, model
+from encdec import config, model, threefry
 from encdec.train import checkpoint, optim, state as state_lib, step as step_lib
 
 MODEL = dict(src_vocab_size=12, tgt_vocab_size=12, d_model=32, num_heads=4, d_ff=64,
@@ -61,8 +61,8 @@ def test_loss_ignores_padding_tokens():
   m, _, st, _ = setup()
   b = copy_batch(1)
   padded = {k: np.pad(v, [(0, 0), (0, 3)]) for k, v in b.items()}
-  sums = lambda batch: step_lib.batch_sums(m, st.params, batch, train=False, rng=None,
-                                           label_smoothing=0.1)[1]
+  sums = jax.jit(lambda batch: step_lib.batch_sums(m, st.params, batch, train=False, rng=None,
+                                                   label_smoothing=0.1)[1])
   a, c = sums(b), sums(padded)
   assert float(a["tokens"]) == float(c["tokens"]) == 16 * 7
   np.testing.assert_allclose(a["loss"], c["loss"], rtol=1e-5)
@@ -88,6 +88,38 @@ def test_train_step_learns_copy():
   assert int(st.step) == 150
   assert float(metrics["loss"]) < 0.25 * first
   assert float(metrics["accuracy"]) > 0.9
+
+
+def test_building_and_running_a_train_step_has_no_process_wide_effect(monkeypatch):
+  """The CPU Threefry lowering is the trainer's explicit choice, not the step's side effect."""
+  monkeypatch.setattr(threefry, "unroll_on_cpu", lambda: pytest.fail("lowering installed"))
+  _, _, st, fn = setup()
+  fn(st, copy_batch(0), jax.random.key(0))
+
+
+def test_loss_weights_follow_the_models_pad_id():
+  """Targets equal to the model's pad_id (3 here; no input holds a 3) carry no loss and are
+  not counted, exactly as PAD 0 targets are for a model whose pad_id is 0."""
+  m, _, st, _ = setup()
+  m3 = model.build({**MODEL, "pad_id": 3})
+  b = copy_batch(1)
+  b["tgt_out"][:, -2:] = 3
+  as_pad_0 = {**b, "tgt_out": np.where(b["tgt_out"] == 3, 0, b["tgt_out"])}
+  sums = jax.jit(lambda module, batch: step_lib.batch_sums(
+      module, st.params, batch, train=False, rng=None, label_smoothing=0.0)[1],
+                 static_argnums=0)
+  got, expected = sums(m3, b), sums(m, as_pad_0)
+  assert float(got["tokens"]) == float(expected["tokens"]) == 16 * 5
+  np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-5)
+
+
+def test_all_finite_sees_any_nan_or_inf_in_floating_leaves():
+  tree = {"a": jnp.ones(3), "b": {"c": jnp.zeros((2, 2)), "step": jnp.array(3)}}
+  assert bool(step_lib.all_finite(tree))
+  for leaf, bad in [("a", jnp.nan), ("a", jnp.inf), ("a", -jnp.inf)]:
+    assert not bool(step_lib.all_finite({**tree, leaf: tree[leaf].at[1].set(bad)}))
+  assert not bool(step_lib.all_finite({**tree, "b": {**tree["b"], "c": tree["b"]["c"] / 0.0}}))
+  assert bool(step_lib.all_finite({"step": jnp.array(1)}))
 
 
 def test_nonfinite_update_is_skipped_and_counted():

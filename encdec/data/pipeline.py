@@ -35,8 +35,9 @@ import grain
 import numpy as np
 from absl import logging
 
-from encdec.data.base import EvalExample
-from encdec.data.tokenizers import BOS, EOS, PAD
+from encdec.errors import ConfigError
+from encdec.data.base import EvalExample, special_tokens
+from encdec.data.tokenizers import SpecialTokens
 
 _PASS_CHUNK = 4096  # examples tokenized at a time in the length-filter pass
 _MIN_PACKING_BINS = 64  # rows packed at once: more bins, fuller rows (a batch takes b of them)
@@ -45,18 +46,19 @@ _PACKED_KEYS = {"src": "src", "src_segment_ids": "src_segment_ids",
                 "tgt_in_segment_ids": "tgt_segment_ids", "tgt_in_positions": "tgt_positions"}
 
 
-def example_arrays(src_ids: Sequence[int], tgt_ids: Sequence[int]) -> dict[str, np.ndarray]:
+def example_arrays(src_ids: Sequence[int], tgt_ids: Sequence[int], special: SpecialTokens
+                   ) -> dict[str, np.ndarray]:
   """Token ids --> {"src": src+EOS, "tgt_in": BOS+tgt, "tgt_out": tgt+EOS} (int32, unpadded)."""
-  src = np.asarray(list(src_ids) + [EOS], np.int32)          # [n + 1]
-  tgt = np.asarray(tgt_ids, np.int32)                        # [m]
+  src = np.asarray(list(src_ids) + [special.eos], np.int32)          # [n + 1]
+  tgt = np.asarray(tgt_ids, np.int32)                                # [m]
   return {"src": src,
-          "tgt_in": np.concatenate([np.asarray([BOS], np.int32), tgt]),   # [m + 1]
-          "tgt_out": np.concatenate([tgt, np.asarray([EOS], np.int32)])}  # [m + 1]
+          "tgt_in": np.concatenate([np.asarray([special.bos], np.int32), tgt]),   # [m + 1]
+          "tgt_out": np.concatenate([tgt, np.asarray([special.eos], np.int32)])}  # [m + 1]
 
 
-def pad_to(x: np.ndarray, length: int) -> np.ndarray:
-  """[n] --> [length] with PAD on the right (n <= length)."""
-  return np.pad(x, (0, length - len(x)), constant_values=PAD)
+def pad_to(x: np.ndarray, length: int, pad_id: int) -> np.ndarray:
+  """[n] --> [length] with `pad_id` on the right (n <= length)."""
+  return np.pad(x, (0, length - len(x)), constant_values=pad_id)
 
 
 def _encode_all(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -83,25 +85,38 @@ class EncodeExample:
 
   def __init__(self, task, source):
     self._src_tok, self._tgt_tok, self._source = task.src_tokenizer, task.tgt_tokenizer, source
+    self._special = special_tokens(task)
 
   def __call__(self, index) -> dict[str, np.ndarray]:
     row = self._source[int(index)]
-    return example_arrays(self._src_tok.encode(row["src"]), self._tgt_tok.encode(row["tgt"]))
+    return example_arrays(self._src_tok.encode(row["src"]), self._tgt_tok.encode(row["tgt"]),
+                          self._special)
 
 
 class PadExample:
   """example_arrays --> the same padded to S (src) and T (tgt_in, tgt_out)."""
 
-  def __init__(self, src_len: int, tgt_len: int):
+  def __init__(self, src_len: int, tgt_len: int, pad_id: int):
     self._lengths = {"src": src_len, "tgt_in": tgt_len, "tgt_out": tgt_len}
+    self._pad_id = pad_id
 
   def __call__(self, ex: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: pad_to(v, self._lengths[k]) for k, v in ex.items()}
+    return {k: pad_to(v, self._lengths[k], self._pad_id) for k, v in ex.items()}
 
 
-def rename_packed(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """grain's packed keys --> ours (tgt_in's segment ids/positions are the target's)."""
-  return {ours: np.asarray(row[theirs], np.int32) for theirs, ours in _PACKED_KEYS.items()}
+class RenamePacked:
+  """grain's packed rows --> ours: our keys (tgt_in's segment ids/positions are the target's),
+  and `pad_id` where grain left zeros after the last packed example."""
+
+  def __init__(self, pad_id: int):
+    self._pad_id = pad_id
+
+  def __call__(self, row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {ours: np.asarray(row[theirs], np.int32) for theirs, ours in _PACKED_KEYS.items()}
+    for tokens, segments in (("src", "src_segment_ids"), ("tgt_in", "tgt_segment_ids"),
+                             ("tgt_out", "tgt_segment_ids")):
+      out[tokens] = np.where(out[segments] == 0, self._pad_id, out[tokens])
+    return out
 
 
 class TrainIterator:
@@ -145,12 +160,12 @@ class TrainIterator:
   def set_state(self, state: dict[str, Any]) -> None:
     """Resume from `get_state()` output of an iterator built with the same arguments."""
     if not isinstance(state, dict) or "grain" not in state:
-      raise ValueError("data iterator state lacks 'grain'; pass a dict from get_state()")
+      raise ConfigError("data iterator state lacks 'grain'; pass a dict from get_state()")
     saved = state.get("fingerprint")
     if saved != self.fingerprint:
       diff = {k: (saved or {}).get(k) for k in self.fingerprint
               if (saved or {}).get(k) != self.fingerprint[k]}
-      raise ValueError(f"data iterator state was saved with other data settings {diff} (now "
+      raise ConfigError(f"data iterator state was saved with other data settings {diff} (now "
                        f"{ {k: self.fingerprint[k] for k in diff} }); resume with the same "
                        "task, batch size, seed, packing (and, if packed, process count)")
     self._iterator.set_state(state["grain"])
@@ -179,7 +194,7 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
     raise ValueError(f"shard_index={shard_index}, shard_count={shard_count}: need "
                      "0 <= shard_index < shard_count")
   if batch_size < 1 or batch_size % shard_count:
-    raise ValueError(f"batch_size={batch_size} must be a positive multiple of the process count "
+    raise ConfigError(f"batch_size={batch_size} must be a positive multiple of the process count "
                      f"{shard_count}; change train.batch_size")
   rows = batch_size // shard_count                                      # b
   max_src, max_tgt = task_cfg.max_src_len, task_cfg.max_tgt_len
@@ -191,7 +206,7 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
   logging.info("data %s/%s: dropped %d of %d examples longer than max_src_len=%d or "
                "max_tgt_len=%d", task.name, split, num_dropped, len(source), max_src, max_tgt)
   if len(keep) == 0:
-    raise ValueError(f"no {split} example of task {task.name!r} fits max_src_len={max_src} / "
+    raise ConfigError(f"no {split} example of task {task.name!r} fits max_src_len={max_src} / "
                      f"max_tgt_len={max_tgt}; raise task.max_src_len / task.max_tgt_len")
 
   # One global order (the same on every process), reshuffled per epoch.
@@ -203,12 +218,13 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
           .to_iter_dataset(read))
     ds = grain.experimental.FirstFitPackIterDataset(
         ds, length_struct={"src": src_len, "tgt_in": tgt_len, "tgt_out": tgt_len},
-        num_packing_bins=max(rows, _MIN_PACKING_BINS), shuffle_bins=False).map(rename_packed)
+        num_packing_bins=max(rows, _MIN_PACKING_BINS), shuffle_bins=False
+    ).map(RenamePacked(special_tokens(task).pad))
     ds = ds.batch(rows, drop_remainder=True)                            # {k: [b, S or T]}
   else:
     # Global batch k = blocks k*P .. k*P+P-1 of b consecutive examples; process p takes block
     # k*P+p. So the global batch, row for row, does not depend on the process count.
-    ds = (stream.map(EncodeExample(task, source)).map(PadExample(src_len, tgt_len))
+    ds = (stream.map(EncodeExample(task, source)).map(PadExample(src_len, tgt_len, special_tokens(task).pad))
           .batch(rows)[shard_index::shard_count].to_iter_dataset(read))
   ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=2)  # overlap steps
   fingerprint = dict(task=task.name, split=split, batch_size=batch_size, seed=seed, pack=pack,
@@ -228,13 +244,14 @@ def eval_batches(task, task_cfg, split: str, *, batch_size: int
   Rows past len(examples) in the last batch are all PAD.
   """
   if batch_size < 1:
-    raise ValueError(f"eval batch_size={batch_size} must be positive; change eval.batch_size")
+    raise ConfigError(f"eval batch_size={batch_size} must be positive; change eval.batch_size")
   examples = task.eval_examples(split)
   ids = _encode_all(task.src_tokenizer, [e.src for e in examples])
   src_len = max([task_cfg.max_src_len] + [len(x) for x in ids]) + 1    # S
+  special = special_tokens(task)
   for start in range(0, len(examples), batch_size):
-    src = np.full((batch_size, src_len), PAD, np.int32)                 # [batch_size, S]
+    src = np.full((batch_size, src_len), special.pad, np.int32)         # [batch_size, S]
     for row, x in enumerate(ids[start:start + batch_size]):
       src[row, :len(x)] = x
-      src[row, len(x)] = EOS
+      src[row, len(x)] = special.eos
     yield src, examples[start:start + batch_size]

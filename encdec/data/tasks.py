@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import ml_collections
 
-from encdec.data import algorithmic, g2p, parallel_text, wmt
 from encdec.data.base import EvalExample, Task  # re-exported: pylint: disable=unused-import
+from encdec.errors import ConfigError
+from encdec.registry import Registry
 
-TASKS = {
-    "g2p_cmudict": g2p.G2PTask,
-    "copy": algorithmic.CopyTask,
-    "reverse": algorithmic.ReverseTask,
-    "sort": algorithmic.SortTask,
-    "add": algorithmic.AddTask,
-    "parallel_text": parallel_text.ParallelTextTask,
-    "wmt": wmt.WmtTask,
-}
+# One line per task; a task's module is imported when the task is first used.
+TASKS = Registry("task.name", {
+    "g2p_cmudict": "encdec.data.g2p:G2PTask",
+    "copy": "encdec.data.algorithmic:CopyTask",
+    "reverse": "encdec.data.algorithmic:ReverseTask",
+    "sort": "encdec.data.algorithmic:SortTask",
+    "add": "encdec.data.algorithmic:AddTask",
+    "parallel_text": "encdec.data.parallel_text:ParallelTextTask",
+    "wmt": "encdec.data.wmt:WmtTask",
+})
 
 
 def task_class(name: str):
-  """The registered class of task `name`; ValueError listing the valid names otherwise."""
-  if name not in TASKS:
-    raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+  """The registered class of task `name`; a ConfigError listing the valid names otherwise."""
   return TASKS[name]
 
 
@@ -43,16 +43,16 @@ def default_config(name: str) -> ml_collections.ConfigDict:
 def build(task_cfg) -> Task:
   """The Task described by `task_cfg` (missing fields take their defaults)."""
   if "name" not in task_cfg:
-    raise ValueError(f"task config has no 'name'; set task.name to one of: {', '.join(TASKS)}")
+    raise ConfigError(f"task config has no 'name'; set task.name to one of: {', '.join(TASKS)}")
   cfg = default_config(task_cfg["name"])
   unknown = sorted(set(task_cfg.keys()) - set(cfg.keys()))
   if unknown:
-    raise ValueError(f"unknown field(s) {unknown} for task {cfg.name!r}; valid: "
+    raise ConfigError(f"unknown field(s) {unknown} for task {cfg.name!r}; valid: "
                      f"{', '.join(sorted(cfg.keys()))}")
   for key in task_cfg.keys():
     cfg[key] = task_cfg[key]
   for key in ("max_src_len", "max_tgt_len"):
     if not isinstance(cfg[key], int) or cfg[key] < 1:
-      raise ValueError(f"task.{key}={cfg[key]!r} must be a positive integer")
+      raise ConfigError(f"task.{key}={cfg[key]!r} must be a positive integer")
   cfg.lock()
   return TASKS[cfg.name](cfg)

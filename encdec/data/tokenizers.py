@@ -20,6 +20,8 @@ from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
+from encdec.errors import ConfigError, DataError
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +66,14 @@ class Tokenizer(Protocol):
     """One printable label per id (attention-map axes); does not stop at EOS."""
 
 
-def strip_special(ids: Sequence[int] | np.ndarray) -> list[int]:
+def strip_special(ids: Sequence[int] | np.ndarray, special: SpecialTokens = SPECIAL
+                  ) -> list[int]:
   """ids up to (excluding) the first EOS, with PAD and BOS removed, as Python ints."""
   out = []
   for i in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
-    if i == EOS:
+    if i == special.eos:
       break
-    if i not in (PAD, BOS):
+    if i not in (special.pad, special.bos):
       out.append(i)
   return out
 
@@ -95,9 +98,9 @@ class _VocabTokenizer:
     self.symbols = tuple(symbols)
     if len(set(self.symbols)) != len(self.symbols):
       dupes = sorted({s for s in self.symbols if self.symbols.count(s) > 1})
-      raise ValueError(f"duplicate tokenizer symbols {dupes}; list each symbol once")
+      raise ConfigError(f"duplicate tokenizer symbols {dupes}; list each symbol once")
     if not self.symbols:
-      raise ValueError("tokenizer needs at least one symbol; pass a non-empty symbol list")
+      raise ConfigError("tokenizer needs at least one symbol; pass a non-empty symbol list")
     self._ids = {s: i + NUM_RESERVED for i, s in enumerate(self.symbols)}
     self.vocab_size = len(self.symbols) + NUM_RESERVED
 
@@ -121,14 +124,14 @@ class CharTokenizer(_VocabTokenizer):
     super().__init__(symbols)
     bad = [s for s in self.symbols if len(s) != 1]
     if bad:
-      raise ValueError(f"CharTokenizer symbols must be single characters, got {bad[:5]}; "
+      raise ConfigError(f"CharTokenizer symbols must be single characters, got {bad[:5]}; "
                        "use SymbolTokenizer for multi-character symbols")
 
   def encode(self, text: str) -> list[int]:
     return [self._ids.get(ch, UNK) for ch in text]
 
   def decode(self, ids) -> str:
-    return "".join(self._symbol(i) for i in strip_special(ids))
+    return "".join(self._symbol(i) for i in strip_special(ids, self.special))
 
 
 class SymbolTokenizer(_VocabTokenizer):
@@ -138,14 +141,14 @@ class SymbolTokenizer(_VocabTokenizer):
     super().__init__(symbols)
     bad = [s for s in self.symbols if not s or any(ch.isspace() for ch in s)]
     if bad:
-      raise ValueError(f"SymbolTokenizer symbols must be non-empty without whitespace, got "
+      raise ConfigError(f"SymbolTokenizer symbols must be non-empty without whitespace, got "
                        f"{bad[:5]}")
 
   def encode(self, text: str) -> list[int]:
     return [self._ids.get(s, UNK) for s in text.split()]
 
   def decode(self, ids) -> str:
-    return " ".join(self._symbol(i) for i in strip_special(ids))
+    return " ".join(self._symbol(i) for i in strip_special(ids, self.special))
 
 
 class SentencePieceTokenizer:
@@ -156,12 +159,12 @@ class SentencePieceTokenizer:
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     self.model_file = str(model_file)
     if not pathlib.Path(self.model_file).is_file():
-      raise FileNotFoundError(f"sentencepiece model {self.model_file} not found; train one with "
+      raise DataError(f"sentencepiece model {self.model_file} not found; train one with "
                               "encdec.data.tokenizers.train_sentencepiece")
     self._sp = spm.SentencePieceProcessor(model_file=self.model_file)
     ids = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id(), self._sp.unk_id())
     if ids != (PAD, BOS, EOS, UNK):
-      raise ValueError(f"sentencepiece model {self.model_file} has pad/bos/eos/unk ids {ids}, "
+      raise DataError(f"sentencepiece model {self.model_file} has pad/bos/eos/unk ids {ids}, "
                        f"expected {(PAD, BOS, EOS, UNK)}; retrain it with train_sentencepiece")
     self.vocab_size = self._sp.get_piece_size()
 
@@ -173,7 +176,7 @@ class SentencePieceTokenizer:
     return self._sp.encode(list(texts))
 
   def decode(self, ids) -> str:
-    return self._sp.decode(strip_special(ids))
+    return self._sp.decode(strip_special(ids, self.special))
 
   def pieces(self, ids) -> list[str]:
     return id_pieces(ids, self.vocab_size, self._sp.id_to_piece)
@@ -193,10 +196,10 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_prefix: str
   """
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   if vocab_size <= NUM_RESERVED:
-    raise ValueError(f"vocab_size={vocab_size} leaves no room for subwords; use a value > 4")
+    raise ConfigError(f"vocab_size={vocab_size} leaves no room for subwords; use a value > 4")
   texts = [t for t in texts if t.strip()]
   if not texts:
-    raise ValueError("train_sentencepiece got no non-empty text; pass the training sentences")
+    raise DataError("train_sentencepiece got no non-empty text; pass the training sentences")
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,

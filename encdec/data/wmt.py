@@ -21,8 +21,7 @@ import importlib
 import pathlib
 import re
 
-import tensorflow_datasets as tfds
-
+from encdec.errors import ConfigError, DataError
 from encdec.data import base
 from encdec.data.tokenizers import cached_sentencepiece
 
@@ -30,6 +29,7 @@ TFDS_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 
 
 def builder(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel (slow)
   """The TFDS builder for `tfds_name` (e.g. "wmt14_translate/de-en") in `data_dir`."""
   dataset = tfds_name.split("/")[0].split(":")[0]
   match = re.fullmatch(r"(wmt\d\d|wmt_t2t)_translate", dataset)
@@ -38,7 +38,7 @@ def builder(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   try:
     return tfds.builder(tfds_name, data_dir=base.expand(data_dir))
   except Exception as e:  # DatasetNotFoundError, bad config name, ...
-    raise ValueError(f"unknown TFDS dataset {tfds_name!r} ({type(e).__name__}); use e.g. "
+    raise ConfigError(f"unknown TFDS dataset {tfds_name!r} ({type(e).__name__}); use e.g. "
                      "task.tfds_name='wmt14_translate/de-en'") from None
 
 
@@ -52,9 +52,9 @@ def data_source(b: tfds.core.DatasetBuilder, tfds_name: str, data_dir: str, spli
     return b.as_data_source(split)
   except Exception as e:  # not prepared / prepared as tfrecord / split missing
     if not (pathlib.Path(b.data_dir) / "dataset_info.json").exists():
-      raise FileNotFoundError(f"dataset {tfds_name} is not prepared in {b.data_dir}; prepare it "
+      raise DataError(f"dataset {tfds_name} is not prepared in {b.data_dir}; prepare it "
                               f"with: {build_command(tfds_name, data_dir)}") from None
-    raise ValueError(f"cannot read {tfds_name} split {split!r} from {b.data_dir} as "
+    raise DataError(f"cannot read {tfds_name} split {split!r} from {b.data_dir} as "
                      f"array_record ({type(e).__name__}: {str(e).splitlines()[0]}); rebuild "
                      f"with: {build_command(tfds_name, data_dir)}") from None
 
@@ -97,10 +97,10 @@ class WmtTask:
     langs = tuple(self._builder.info.features.keys())
     for field in ("src_lang", "tgt_lang"):
       if cfg[field] not in langs:
-        raise ValueError(f"task.{field}={cfg[field]!r} is not a language of {cfg.tfds_name}; "
+        raise ConfigError(f"task.{field}={cfg[field]!r} is not a language of {cfg.tfds_name}; "
                          f"valid: {', '.join(langs)}")
     if cfg.src_lang == cfg.tgt_lang:
-      raise ValueError("task.src_lang and task.tgt_lang are equal; pick two languages")
+      raise ConfigError("task.src_lang and task.tgt_lang are equal; pick two languages")
     self._sources: dict[str, PairSource] = {}
     self.src_tokenizer, self.tgt_tokenizer = self._tokenizers()
 

@@ -11,8 +11,6 @@ import jax.numpy as jnp
 
 from encdec.model import layers
 
-PAD = 0
-
 
 # ----------------------------------------------------------------------------- masks
 def key_padding_mask(kv_valid: jax.Array) -> jax.Array:
@@ -31,11 +29,12 @@ def segment_mask(q_segments: jax.Array, kv_segments: jax.Array) -> jax.Array:
   return (same & (kv_segments[:, None, :] > 0))[:, None]
 
 
-def encoder_mask(src: jax.Array, src_segment_ids: jax.Array | None) -> jax.Array:
-  """Bidirectional encoder self-attention: real keys (of the same segment when packed)."""
+def encoder_mask(src: jax.Array, src_segment_ids: jax.Array | None, pad_id: int) -> jax.Array:
+  """Bidirectional encoder self-attention: real keys (not `pad_id`; of the same segment when
+  packed)."""
   if src_segment_ids is not None:
     return segment_mask(src_segment_ids, src_segment_ids)
-  return key_padding_mask(src != PAD)
+  return key_padding_mask(src != pad_id)
 
 
 def decoder_mask(tgt_len: int, tgt_segment_ids: jax.Array | None) -> jax.Array:
@@ -47,11 +46,12 @@ def decoder_mask(tgt_len: int, tgt_segment_ids: jax.Array | None) -> jax.Array:
 
 
 def cross_mask(src: jax.Array, src_segment_ids: jax.Array | None,
-               tgt_segment_ids: jax.Array | None) -> jax.Array:
-  """Decoder queries over encoder keys: real source tokens (of the same segment when packed)."""
+               tgt_segment_ids: jax.Array | None, pad_id: int) -> jax.Array:
+  """Decoder queries over encoder keys: real source tokens (not `pad_id`; of the same segment
+  when packed)."""
   if src_segment_ids is not None and tgt_segment_ids is not None:
     return segment_mask(tgt_segment_ids, src_segment_ids)
-  return key_padding_mask(src != PAD)
+  return key_padding_mask(src != pad_id)
 
 
 def cache_mask(cache_index: jax.Array, cache_length: int) -> jax.Array:

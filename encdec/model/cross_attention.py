@@ -11,13 +11,21 @@ Every variant is a Linen module built from the model config, with one call signa
 
 With `decode=True` a variant computes what it derives from `encoded` (keys/values) once per
 source, into the 'cache' collection, the first time it is called, and reads it from there on
-every later step. A new variant is a small module added to `CROSS_ATTENTION`; the property
-tests in tests/test_cross_attention.py run over the whole registry.
+every later step. A new variant is a small module here plus one line in
+`schema.CROSS_ATTENTION`; the property tests in tests/test_cross_attention.py run over the
+whole registry.
 
 Class attributes tell the decoder how a variant sits in it (see `CrossAttentionBase`): its
 `layout` in the decoder block (after self-attention, in parallel with it, or merged into it),
 whether it reads all encoder layers, and a module run once per decoder whose output every
 layer receives instead of the encoder output (`shared_memory`).
+
+Class methods say what a variant costs, from the model config alone (no model is built):
+`kv_heads`, `flops` (forward matmul FLOPs in the decoder, benchmarks/flops.py's convention) and
+`cache_bytes` (decode-time K/V cache per source). The defaults are standard multi-head
+cross-attention's; a variant overrides what it changes. benchmarks/flops.py and `encdec report`
+read them, and tests/test_variant_metadata.py checks them against the built model for every
+registered variant (the FLOPs of its traced matmuls, the cache decoding allocates).
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import jax.numpy as jnp
 
 from encdec.errors import ConfigError
 from encdec.model import attention, layers
+from encdec.model.schema import CROSS_ATTENTION  # the registry: pylint: disable=unused-import
 
 
 class CrossAttentionBase(nn.Module):
@@ -43,6 +52,49 @@ class CrossAttentionBase(nn.Module):
   shared_memory: ClassVar[type[nn.Module] | None] = None
   # False when a row's K/V mix its packed examples (the trainer refuses train.pack).
   supports_packing: ClassVar[bool] = True
+  # Where it sows its attention probabilities [B, H, T, K] ('intermediates' collection), as a
+  # path under its own scope, and what the K keys are: "source" positions or learned "latents".
+  # None: it records none (attention_maps then says why, with the class docstring's first line).
+  weights_path: ClassVar[tuple[str, ...] | None] = ("weights",)
+  weights_keys: ClassVar[str] = "source"
+
+  @classmethod
+  def check_config(cls, config) -> None:
+    """A ConfigError if the model config does not suit this variant (checked at build)."""
+
+  @classmethod
+  def kv_heads(cls, config) -> int:
+    """K/V heads (0: the variant keeps no keys or values)."""
+    return config.num_heads
+
+  @classmethod
+  def kv_length(cls, config, src_len: int) -> int:
+    """Keys (and values) per source that the queries attend to: the source positions here."""
+    return src_len
+
+  @classmethod
+  def kv_projections(cls, config) -> int:
+    """K/V projections per decoder pass: one in each layer that has cross-attention."""
+    return sum(config.cross_layers())
+
+  @classmethod
+  def cache_bytes(cls, config, src_len: int) -> int:
+    """Decode-time cache bytes derived from one source of `src_len` tokens, all layers: its
+    keys and values in the compute dtype (the self-attention cache is not the variant's)."""
+    per_projection = 2 * cls.kv_heads(config) * cls.kv_length(config, src_len) * config.heads_dim
+    return cls.kv_projections(config) * per_projection * jnp.dtype(config.compute_dtype).itemsize
+
+  @classmethod
+  def flops(cls, config, batch: int, src_len: int, tgt_len: int) -> dict[str, int]:
+    """Forward matmul FLOPs in the whole decoder by component, 2 per multiply-add: queries of
+    the targets, K/V projections, scores and weighted values over `kv_length` keys, output."""
+    num_layers, inner = sum(config.cross_layers()), config.num_heads * config.heads_dim
+    queries, keys, d = batch * tgt_len, cls.kv_length(config, src_len), config.d_model
+    kv_inner = cls.kv_heads(config) * config.heads_dim
+    return {"cross_q": num_layers * 2 * queries * d * inner,
+            "cross_kv": cls.kv_projections(config) * 2 * batch * keys * d * 2 * kv_inner,
+            "cross_attention": num_layers * 2 * 2 * queries * keys * inner,   # QK^T, weights V
+            "cross_out": num_layers * 2 * queries * inner * d}
 
 
 class MultiHeadCrossAttention(CrossAttentionBase):
@@ -52,13 +104,10 @@ class MultiHeadCrossAttention(CrossAttentionBase):
   Subclasses change one step: which K/V (`project_kv`, `keys_values`) or a logit bias.
   """
 
-  def kv_heads(self) -> int:
-    return self.config.num_heads
-
   def project_kv(self, memory: jax.Array, mask: jax.Array) -> jax.Array:
     """[B, S, d_model] --> [B, S, 2, Hk, D] (keys and values in one matmul)."""
     cfg = self.config
-    return attention.kv_projection(memory, self.kv_heads(), cfg.heads_dim, cfg.compute_dtype)
+    return attention.kv_projection(memory, self.kv_heads(cfg), cfg.heads_dim, cfg.compute_dtype)
 
   def kv_mask(self, mask: jax.Array) -> jax.Array:
     """The mask over the keys `project_kv` returns (here: the source positions themselves)."""
@@ -108,7 +157,8 @@ class MultiQueryCrossAttention(MultiHeadCrossAttention):
   """One K/V head shared by all query heads (Shazeer, 2019, "Fast Transformer Decoding: One
   Write-Head is All You Need"): the decode-time K/V cache shrinks by num_heads."""
 
-  def kv_heads(self) -> int:
+  @classmethod
+  def kv_heads(cls, config) -> int:
     return 1
 
 
@@ -116,13 +166,21 @@ class GroupedQueryCrossAttention(MultiHeadCrossAttention):
   """`model.cross_kv_heads` K/V heads, each shared by a group of query heads (Ainslie et al.,
   2023, "GQA: Training Generalized Multi-Query Transformer Models")."""
 
-  def kv_heads(self) -> int:
-    return self.config.cross_kv_heads or max(self.config.num_heads // 2, 1)
+  @classmethod
+  def kv_heads(cls, config) -> int:
+    return config.cross_kv_heads or max(config.num_heads // 2, 1)
+
+  @classmethod
+  def check_config(cls, config) -> None:
+    if config.num_heads % cls.kv_heads(config):
+      raise ConfigError(f"model.cross_kv_heads={config.cross_kv_heads} (0: num_heads // 2) must "
+                        f"give a divisor of model.num_heads={config.num_heads}")
 
 
 class GatedCrossAttention(CrossAttentionBase):
   """tanh(alpha) * MHA(x), alpha a learned scalar initialised to 0, so training starts from a
   decoder that ignores the source (Alayrac et al., 2022, Flamingo's gated xattn-dense)."""
+  weights_path = ("attention", "weights")   # the inner MHA's (before the gate)
 
   @nn.compact
   def __call__(self, x, memory, mask, *, deterministic: bool, decode: bool = False):
@@ -147,6 +205,10 @@ class SharedKVCrossAttention(MultiHeadCrossAttention):
   "Sharing Attention Weights for Fast Transformer"): one K/V cache instead of one per layer."""
   shared_memory = SharedKeyValues
 
+  @classmethod
+  def kv_projections(cls, config) -> int:
+    return 1                                                 # SharedKeyValues, once
+
   def keys_values(self, memory, mask, decode):
     return memory, mask                                      # already [B, S, 2, H, D]
 
@@ -156,6 +218,23 @@ class LatentCrossAttention(MultiHeadCrossAttention):
   cross-attend to the encoder output (Perceiver, Jaegle et al., 2021); the decoder then
   attends to the latents. K/V cache: M latents per source, whatever the source length."""
   supports_packing = False   # the latents of a row would mix its packed examples
+  weights_keys = "latents"   # the decoder attends to the latents, not the source positions
+
+  @classmethod
+  def kv_length(cls, config, src_len):
+    return config.cross_latents
+
+  @classmethod
+  def flops(cls, config, batch, src_len, tgt_len):
+    """Plus compressing the source in each layer: the latents' queries (once, not per
+    example), K/V of the source, the latents' attention over it, their output projection."""
+    num_layers, inner = sum(config.cross_layers()), config.num_heads * config.heads_dim
+    latents, d = config.cross_latents, config.d_model
+    return {**super().flops(config, batch, src_len, tgt_len),
+            "cross_latent_q": num_layers * 2 * latents * d * inner,
+            "cross_latent_kv": num_layers * 2 * batch * src_len * d * 2 * inner,
+            "cross_latent_attention": num_layers * 2 * 2 * batch * latents * src_len * inner,
+            "cross_latent_out": num_layers * 2 * batch * latents * inner * d}
 
   def project_kv(self, memory, mask):
     """[B, S, d] --> [B, M, 2, Hk, D]: z = latents + Attn(latents -> H_enc); K/V of z."""
@@ -184,6 +263,13 @@ class AllLayersCrossAttention(MultiHeadCrossAttention):
   "Training Deeper Neural Machine Translation Models with Transparent Attention")."""
   reads_encoder_layers = True
 
+  @classmethod
+  def flops(cls, config, batch, src_len, tgt_len):
+    """Plus each layer's mix of the L+1 encoder outputs (a contraction over the layers)."""
+    mix = 2 * batch * src_len * (config.num_encoder_layers + 1) * config.d_model
+    return {**super().flops(config, batch, src_len, tgt_len),
+            "cross_layer_mix": sum(config.cross_layers()) * mix}
+
   def project_kv(self, memory, mask):
     """memory [B, S, L+1, d] --> K/V of sum_l softmax(w)_l H_l."""
     mix = self.param("layer_weights", nn.with_logical_partitioning(nn.initializers.zeros,
@@ -203,6 +289,13 @@ class LocalCrossAttention(MultiHeadCrossAttention):
   """Each query head predicts a source position p = start + sigmoid(w·x) (len - 1) and attends
   only within `model.cross_window` positions of it, with a Gaussian preference (sigma =
   window / 2) for the centre ("local-p" attention, Luong et al., 2015). Suits monotonic tasks."""
+
+  @classmethod
+  def flops(cls, config, batch, src_len, tgt_len):
+    """Plus each layer's prediction of a source position per query head."""
+    position = 2 * batch * tgt_len * config.d_model * config.num_heads
+    return {**super().flops(config, batch, src_len, tgt_len),
+            "cross_local_position": sum(config.cross_layers()) * position}
 
   def logit_bias(self, x, mask):
     cfg = self.config
@@ -225,6 +318,12 @@ class MergedAttention(MultiHeadCrossAttention):
   Sennrich, 2019, "Improving Deep Transformer with Depth-Scaled Initialization and Merged
   Attention"; they pair it with an average-attention prefix, here it is dot-product)."""
   layout = "merged"
+
+  @classmethod
+  def flops(cls, config, batch, src_len, tgt_len):
+    """Its queries and output projection are self-attention's (counted there by
+    benchmarks/flops.py): K/V of the source and attending over it remain."""
+    return {**super().flops(config, batch, src_len, tgt_len), "cross_q": 0, "cross_out": 0}
 
   @nn.compact
   def __call__(self, x, memory, mask, *, deterministic: bool, decode: bool = False,
@@ -255,28 +354,21 @@ class MergedAttention(MultiHeadCrossAttention):
 
 class NoCrossAttention(CrossAttentionBase):
   """No cross-attention: a control in which the decoder cannot read the source."""
+  weights_path = None
+
+  @classmethod
+  def kv_heads(cls, config) -> int:
+    return 0
+
+  @classmethod
+  def flops(cls, config, batch, src_len, tgt_len):
+    return {}
 
   def __call__(self, x, memory, mask, *, deterministic: bool, decode: bool = False):
     return jnp.zeros_like(x)
 
 
-CROSS_ATTENTION: dict[str, type[nn.Module]] = {
-    "mha": MultiHeadCrossAttention,
-    "mqa": MultiQueryCrossAttention,
-    "gqa": GroupedQueryCrossAttention,
-    "gated": GatedCrossAttention,
-    "shared_kv": SharedKVCrossAttention,
-    "latent": LatentCrossAttention,
-    "all_layers": AllLayersCrossAttention,
-    "parallel": ParallelCrossAttention,
-    "merged": MergedAttention,
-    "local": LocalCrossAttention,
-    "none": NoCrossAttention,
-}
-
-
 def get(name: str) -> type[nn.Module]:
-  """The cross-attention class registered as `name`; a clear error for unknown names."""
-  if name not in CROSS_ATTENTION:
-    raise ConfigError(f"unknown cross_attention {name!r}; valid: {', '.join(sorted(CROSS_ATTENTION))}")
+  """The cross-attention class registered as `name` (schema.CROSS_ATTENTION); a one-line
+  ConfigError listing the valid names for unknown ones."""
   return CROSS_ATTENTION[name]

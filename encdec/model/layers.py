@@ -97,7 +97,6 @@ class PositionEncoding(nn.Module):
     return x + jnp.take(table, positions, axis=0).astype(x.dtype)
 
 
-ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}
 
 
 class MLP(nn.Module):
@@ -110,5 +109,5 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
     h = dense_general(self.d_ff, ("embed", "mlp"), self.dtype, use_bias=True, name="wi")(x)
-    h = nn.Dropout(self.dropout_rate)(ACTIVATIONS[self.activation](h), deterministic=deterministic)
+    h = nn.Dropout(self.dropout_rate)(getattr(jax.nn, self.activation)(h), deterministic=deterministic)
     return dense_general(x.shape[-1], ("mlp", "embed"), self.dtype, use_bias=True, name="wo")(h)

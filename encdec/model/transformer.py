@@ -9,106 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from encdec.errors import ConfigError
-from encdec.model import attention, cross_attention, layers
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# What a layer keeps for the backward pass (jax.checkpoint policies); the rest is recomputed.
-# none: everything (no remat); dots: matmul outputs without batch dims; full: only its input.
-REMAT_POLICIES = {"none": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-                  "full": jax.checkpoint_policies.nothing_saveable}
-
-
-@dataclasses.dataclass(frozen=True)
-class TransformerConfig:
-  """Hyper-parameters of the model (hashable, so modules can hold it). See configs/."""
-  src_vocab_size: int
-  tgt_vocab_size: int
-  d_model: int = 256
-  num_heads: int = 4
-  head_dim: int = 0                # 0: d_model // num_heads
-  d_ff: int = 1024
-  num_encoder_layers: int = 3
-  num_decoder_layers: int = 3
-  dropout_rate: float = 0.1
-  attention_dropout_rate: float = 0.0
-  cross_attention: str = "mha"     # a name in encdec.model.CROSS_ATTENTION
-  cross_kv_heads: int = 0          # "gqa": K/V heads (dividing num_heads); 0: num_heads // 2
-  cross_latents: int = 16          # "latent": learned latents the source is compressed to
-  cross_window: int = 4            # "local": source positions either side of the predicted one
-  cross_attention_layers: str = "all"   # which decoder layers have it: see cross_layers()
-  share_embeddings: bool = False   # one table for source and target tokens
-  tie_output: bool = True          # output projection = target embedding transposed
-  position_encoding: str = "sinusoidal"   # | "learned"
-  max_len: int = 512               # longest position for learned encodings
-  norm: str = "pre"                # "pre" (x + f(LN(x))) | "post" (LN(x + f(x)))
-  activation: str = "relu"
-  dtype: str = "float32"           # compute dtype; params are always float32
-  scan_layers: bool = True         # nn.scan over layers: compile time independent of depth
-  remat: str = "none"              # rematerialise in the backward pass: see REMAT_POLICIES
-  # Special token ids of the target vocabulary (and the source's PAD). Not config keys: they
-  # come from the task's tokenizers (data.tokenizers.SpecialTokens, assembly.model_config).
-  pad_id: int = dataclasses.field(default=0, metadata={"from_task": True})
-  bos_id: int = dataclasses.field(default=1, metadata={"from_task": True})
-  eos_id: int = dataclasses.field(default=2, metadata={"from_task": True})
-
-  def __post_init__(self):
-    cross_attention.get(self.cross_attention)
-    _check_choice("position_encoding", self.position_encoding, ("sinusoidal", "learned"))
-    _check_choice("norm", self.norm, ("pre", "post"))
-    _check_choice("activation", self.activation, tuple(layers.ACTIVATIONS))
-    _check_choice("dtype", self.dtype, tuple(DTYPES))
-    _check_choice("remat", self.remat, tuple(REMAT_POLICIES))
-    if self.d_model % self.num_heads and not self.head_dim:
-      raise ConfigError(f"model.d_model={self.d_model} is not divisible by "
-                       f"model.num_heads={self.num_heads}; set model.head_dim")
-    self.cross_layers()
-    if self.cross_latents <= 0 or self.cross_window <= 0:
-      raise ConfigError("model.cross_latents and model.cross_window must be positive")
-    if self.cross_attention == "gqa" and self.num_heads % max(self.cross_kv_heads, 1):
-      raise ConfigError(f"model.cross_kv_heads={self.cross_kv_heads} must divide "
-                       f"model.num_heads={self.num_heads}")
-    if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
-      raise ConfigError("model.share_embeddings needs src_vocab_size == tgt_vocab_size "
-                       f"(got {self.src_vocab_size} and {self.tgt_vocab_size})")
-
-  @property
-  def heads_dim(self) -> int:
-    return self.head_dim or self.d_model // self.num_heads
-
-  @property
-  def compute_dtype(self):
-    return DTYPES[self.dtype]
-
-  @property
-  def variant(self) -> type[nn.Module]:
-    """The cross-attention class (its class attributes shape the decoder)."""
-    return cross_attention.get(self.cross_attention)
-
-  def cross_layers(self) -> tuple[bool, ...]:
-    """Which decoder layers have cross-attention, from `cross_attention_layers`:
-    "all", "first", "last", "middle" (layer L // 2), "every:K" (layers K-1, 2K-1, ...: every
-    K-th counting from 1), or 0-based indices "0,2,5"."""
-    spec, n = self.cross_attention_layers.replace(" ", ""), self.num_decoder_layers
-    named = {"all": range(n), "first": [0], "last": [n - 1], "middle": [n // 2]}
-    try:
-      if spec in named:
-        chosen = set(named[spec])
-      elif spec.startswith("every:"):
-        chosen = set(range(int(spec[6:]) - 1, n, int(spec[6:])))
-      else:
-        chosen = {int(i) for i in spec.split(",")}
-    except ValueError:
-      chosen = None
-    if not chosen or not chosen <= set(range(n)):
-      raise ConfigError(f"model.cross_attention_layers={self.cross_attention_layers!r}: use all, "
-                       f"first, last, middle, every:K or indices in 0..{n - 1} like '0,2'")
-    return tuple(i in chosen for i in range(n))
-
-
-def _check_choice(field: str, value: str, valid: tuple[str, ...]):
-  if value not in valid:
-    raise ConfigError(f"unknown model.{field} {value!r}; valid: {', '.join(valid)}")
-
+from encdec.model import attention, layers, schema
+from encdec.model.schema import TransformerConfig  # re-exported: pylint: disable=unused-import
 
 class Residual(nn.Module):
   """x + dropout(f(LN(x))) (pre-LN) or LN(x + dropout(f(x))) (post-LN) around a sublayer."""
@@ -191,11 +93,12 @@ def layer_stack(block: type[nn.Module], num_layers: int, scan: bool, num_args: i
   With `scan`, parameters (and caches) are stacked on a leading 'layers' axis and the block is
   traced once (nn.scan), so compile time does not grow with depth. Blocks that differ
   (`per_layer` keyword arguments, e.g. which have cross-attention) are unrolled as layer_<i>.
-  `remat` names a REMAT_POLICIES entry: each block is wrapped in nn.remat with that policy.
+  `remat` names a schema.REMAT_POLICIES entry: each block is wrapped in nn.remat with that policy.
   """
   per_layer = per_layer or [{}] * num_layers
   if remat != "none":
-    block = nn.remat(block, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
+    policy = getattr(jax.checkpoint_policies, schema.REMAT_POLICIES[remat])
+    block = nn.remat(block, policy=policy, prevent_cse=not scan)
   if scan and all(p == per_layer[0] for p in per_layer):
     stacked = nn.scan(block, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                       split_rngs={"params": True, "dropout": True},
@@ -237,7 +140,7 @@ class Encoder(nn.Module):
     stack = layer_stack(EncoderBlock, cfg.num_encoder_layers, cfg.scan_layers, num_args=1,
                         remat=cfg.remat if train else "none", config=cfg, train=train,
                         collect=every_layer)
-    out, per_layer = stack(x, attention.encoder_mask(src, segment_ids))   # per_layer [L, B, S, d]
+    out, per_layer = stack(x, attention.encoder_mask(src, segment_ids, cfg.pad_id))   # per_layer [L, B, S, d]
     if every_layer:   # the variant reads every layer: [B, S, L+1, d] (embeddings first)
       out = jnp.moveaxis(jnp.concatenate([x[None], per_layer]), 0, 2)
     return layers.norm(cfg.compute_dtype, name="norm")(out) if cfg.norm == "pre" else out
@@ -258,7 +161,7 @@ class Decoder(nn.Module):
                                 name="positions")(self.embed(tgt_in), positions)
     y = nn.Dropout(cfg.dropout_rate)(y, deterministic=not train)
     self_mask = None if decode else attention.decoder_mask(tgt_in.shape[1], tgt_segment_ids)
-    cross_mask = attention.cross_mask(src, src_segment_ids, tgt_segment_ids)
+    cross_mask = attention.cross_mask(src, src_segment_ids, tgt_segment_ids, cfg.pad_id)
     memory = encoded
     if cfg.variant.shared_memory is not None:   # e.g. K/V projected once for all layers
       memory = cfg.variant.shared_memory(cfg, name="cross_attention_memory")(
@@ -279,7 +182,7 @@ class Decoder(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
-  """Transformer encoder–decoder. Token ids: 0 PAD, 1 BOS, 2 EOS, 3 UNK.
+  """Transformer encoder–decoder. Special token ids: config.pad_id / bos_id / eos_id.
 
   Packed batches pass segment ids (1, 2, ... per example, 0 = padding) and positions.
   """
@@ -350,9 +253,15 @@ def unrolled(module: EncoderDecoder, params: Any) -> tuple[EncoderDecoder, Any]:
 
 def build(model_cfg) -> EncoderDecoder:
   """A ConfigDict / mapping of TransformerConfig fields --> an EncoderDecoder module."""
-  fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+  known = {f.name for f in dataclasses.fields(TransformerConfig)}
   values = dict(model_cfg)
-  unknown = sorted(set(values) - fields)
+  unknown = sorted(set(values) - known)
   if unknown:
-    raise ConfigError(f"unknown model field(s) {unknown}; valid: {', '.join(sorted(fields))}")
-  return EncoderDecoder(TransformerConfig(**values))
+    raise ConfigError(f"unknown model field(s) {unknown}; valid: {', '.join(sorted(known))}")
+  config = TransformerConfig(**values)
+  for name in ("src_vocab_size", "tgt_vocab_size"):
+    if not getattr(config, name):
+      raise ConfigError(f"model.{name} is 0: build the model with assembly.build_model, which "
+                        "takes vocabulary sizes from the task, or set it")
+  config.variant.check_config(config)
+  return EncoderDecoder(config)

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from encdec.errors import CheckpointError
 
-class CheckpointWriteError(OSError):
+
+class CheckpointWriteError(CheckpointError):
   """A checkpoint could not be written (e.g. the disk is full). Older checkpoints are intact."""
 
 
@@ -39,6 +41,10 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """The steps of the finished checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, data_state: dict, *, force: bool = False) -> bool:
     """Saves when `step` is on the interval (or `force`); returns whether it saved."""
@@ -79,19 +85,40 @@ class Checkpointer:
     Without `step`, an unreadable newest checkpoint is reported, moved aside (renamed
     <step>.unreadable, never deleted) and the next older one is tried.
     """
+    (state, data), step = self._first_readable(lambda s: self._restore(abstract_state, s), step)
+    return state, data, step
+
+  def restore_params(self, abstract_params: Any, step: int | None = None) -> tuple[Any, int]:
+    """(params, step): the parameters of the saved train state and nothing else (the optimizer
+    state is not read), each straight into the sharding of its `abstract_params` leaf
+    (ShapeDtypeStructs). `step` and the fallback on damage are as in `restore`."""
+    return self._first_readable(lambda s: self._restore_params(abstract_params, s), step)
+
+  def _first_readable(self, read: Callable[[int], Any], step: int | None) -> tuple[Any, int]:
+    """(read(step), step); without a step, of the newest checkpoint `read` succeeds on, the
+    unreadable newer ones set aside."""
     if step is not None:
-      return (*self._restore(abstract_state, step), step)
+      return read(step), step
     for candidate in sorted(self._manager.all_steps(), reverse=True):
       try:
-        return (*self._restore(abstract_state, candidate), candidate)
+        return read(candidate), candidate
       except Exception as e:  # pylint: disable=broad-except (any damage: fall back)
         self._set_aside(candidate, e)
-    raise FileNotFoundError(f"no readable checkpoint in {self.directory}")
+    raise CheckpointError(f"no readable checkpoint in {self.directory}")
 
   def _restore(self, abstract_state: Any, step: int) -> tuple[Any, dict]:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     return restored["state"], restored["data"]
+
+  def _restore_params(self, abstract_params: Any, step: int) -> Any:
+    # A partial restore of the item saved with StandardSave(state): only the leaves named in
+    # `item` are read (Orbax's PyTreeRestore, partial_restore=True).
+    item = {"params": abstract_params}
+    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))
+    return restored["state"]["params"]
 
   def _set_aside(self, step: int, error: Exception) -> None:
     path = self.directory / str(step)

@@ -15,9 +15,10 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from encdec import assembly, evaluate, parallel, writers
+from encdec import assembly, evaluate, parallel, threefry, writers
 from encdec import config as config_lib, run as run_lib
 from encdec.config import ConfigError
+from encdec.errors import TrainingDiverged
 from encdec.data import tasks, pipeline
 from encdec.train import checkpoint, optim, preemption, progress, state as state_lib, warm_start
 from encdec.train import step as step_lib
@@ -36,7 +37,7 @@ def prepare_workdir(workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict)
   path = workdir / "config.json"
   new = json.loads(cfg.to_json())
   if path.exists():
-    old = json.loads(path.read_text())
+    old = config_lib.read_saved(path)
     for section in RESUME_SECTIONS:
       diff = section_differences(section, old.get(section), new.get(section))
       if diff:
@@ -61,11 +62,39 @@ def section_differences(section: str, saved: dict[str, Any] | None,
                    for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k))
 
 
+class NonFiniteSteps:
+  """Every train step's `finite` flag, kept on the device until `first` fetches them all.
+
+  The loop adds each step's flag without waiting for it (no host sync per step) and calls
+  `first` before anything leaves the step loop (a log line, an evaluation, a checkpoint), so
+  a non-finite step is found, by its exact number, before any state after it is used.
+  """
+
+  def __init__(self):
+    self._pending: list[tuple[int, jax.Array]] = []
+
+  def add(self, step: int, finite: jax.Array) -> None:
+    self._pending.append((step, finite))
+
+  def first(self) -> int | None:
+    """The first step added since the last call whose flag is False (None: all were True)."""
+    pending, self._pending = self._pending, []
+    flags = jax.device_get([flag for _, flag in pending])   # one transfer for all of them
+    return next((step for (step, _), ok in zip(pending, flags) if not ok), None)
+
+
 class Trainer:
-  """Everything a run needs, built once from the config."""
+  """Everything a run needs, built once from the config.
+
+  Process-wide effect, explicit: with `train.cpu_unrolled_threefry` (the default) the trainer
+  lowers JAX's Threefry hash unrolled on CPU for the rest of the process (encdec/threefry.py:
+  the same random bits, a faster train step). Set it to False to leave JAX's lowering alone.
+  """
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path):
     self.cfg = cfg
+    if cfg.train.cpu_unrolled_threefry:
+      threefry.unroll_on_cpu()
     self.workdir = prepare_workdir(workdir, cfg)
     self.task = tasks.build(cfg.task)
     assembly.check_splits(cfg, self.task)
@@ -91,6 +120,9 @@ class Trainer:
     self.writer = writers.MetricWriter(self.workdir, cfg.logging.tensorboard) \
         if jax.process_index() == 0 else None
     self.rng = jax.random.key(cfg.train.seed)
+    self.nonfinite = NonFiniteSteps()
+    self.state_is_finite = jax.jit(lambda state: step_lib.all_finite(
+        (state.params, state.opt_state)))
 
   def initial_state(self) -> state_lib.TrainState:
     """The newest checkpoint's state (and data position), or a freshly initialised one."""
@@ -148,7 +180,11 @@ class Trainer:
       self.writer.write(step, metrics)
 
   def run(self) -> dict[str, Any]:
-    """Train to cfg.train.num_steps (resuming if possible), then evaluate the final split."""
+    """Train to cfg.train.num_steps (resuming if possible), then evaluate the final split.
+
+    Every process of a multi-process run takes this same path (the final evaluation included);
+    process 0 alone only writes the logs and evaluation outputs.
+    """
     cfg = self.cfg
     state = self.initial_state()
     start = int(state.step)
@@ -157,7 +193,7 @@ class Trainer:
                  start, cfg.train.num_steps, cfg.train.batch_size)
     with preemption.PreemptionGuard() as guard:
       state = self.train_until(state, start, guard)
-    self.checkpointer.save(int(state.step), state, self.data_states(), force=True)
+    self.save(int(state.step), state, force=True)
     self.checkpointer.close()
     self.batches.close()  # stop the prefetch threads
     result = self.final_eval(state)
@@ -167,33 +203,60 @@ class Trainer:
 
   def train_until(self, state: state_lib.TrainState, start: int,
                   guard: preemption.PreemptionGuard) -> state_lib.TrainState:
+    """Steps start+1 .. num_steps: logs, evaluations and checkpoints on their intervals, each
+    after checking that no step so far was non-finite (TrainingDiverged if one was)."""
     cfg = self.cfg
     meter = progress.Progress(start, cfg.train.num_steps)
     for step in range(start + 1, cfg.train.num_steps + 1):
       local = next(self.batches)
       state, metrics = self.train_step(state, self.global_batch(local), self.rng)
-      meter.add_tokens(float((local["tgt_out"] != 0).sum()) * jax.process_count())
+      if not cfg.train.skip_nonfinite:
+        self.nonfinite.add(step, metrics["finite"])
+      meter.add_tokens(float((local["tgt_out"] != self.module.config.pad_id).sum())
+                       * jax.process_count())
       if step % cfg.logging.every_steps == 0 or step == cfg.train.num_steps:
+        self.check_finite()
         self.report(step, jax.device_get(metrics), meter.report(step))
       if step % cfg.eval.every_steps == 0 and step != cfg.train.num_steps:
+        self.check_finite()
         self.periodic_eval(step, state)
         meter.restart(step)
-      if self.checkpointer.should_save(step):
-        self.checkpointer.save(step, state, self.data_states())
+      self.save(step, state)
       if guard.should_stop():
-        self.checkpointer.save(step, state, self.data_states(), force=True)
+        self.save(step, state, force=True)
         self.checkpointer.close()
         raise preemption.Preempted(f"preempted at step {step}: checkpoint saved in "
                                    f"{self.checkpointer.directory / str(step)}; run the same "
                                    "command to resume")
     return state
 
+  def save(self, step: int, state: state_lib.TrainState, *, force: bool = False) -> None:
+    """Checkpoint `state` (after `step`) if `step` is on the interval or `force`: only once
+    every step up to it and the state itself are known to be finite (else TrainingDiverged)."""
+    if not (force or self.checkpointer.should_save(step)):
+      return
+    self.check_finite()
+    if not bool(self.state_is_finite(state)):
+      self.diverged(f"non-finite parameters or optimizer state after step {step}")
+    self.checkpointer.save(step, state, self.data_states(), force=force)
+
+  def check_finite(self) -> None:
+    """TrainingDiverged, naming the first non-finite step, if any step so far was one."""
+    step = self.nonfinite.first()
+    if step is not None:
+      self.diverged(f"non-finite loss or gradient at step {step}")
+
+  def diverged(self, what: str) -> None:
+    """Raise TrainingDiverged: `what`, and the newest checkpoint (each one saved was checked
+    finite), after waiting for the writes in flight."""
+    self.checkpointer.wait()
+    last = self.checkpointer.latest_step()
+    raise TrainingDiverged(
+        f"{what}; last good checkpoint: "
+        f"{'none' if last is None else self.checkpointer.directory / str(last)} (lower "
+        "optim.learning_rate, or set train.skip_nonfinite=True to skip such updates)")
+
   def report(self, step: int, metrics: dict[str, Any], rates: dict[str, float]) -> None:
-    if not metrics["finite"] and not self.cfg.train.skip_nonfinite:
-      last = self.checkpointer.latest_step()
-      raise FloatingPointError(
-          f"non-finite loss or gradient at step {step} (loss={float(metrics['loss'])}); last "
-          f"good checkpoint: {'none' if last is None else self.checkpointer.directory / str(last)}")
     logging.info("step %d/%d  loss %.4f  acc %.3f  |g| %.3f  lr %.2e  %.2f steps/s  "
                  "%.0f tok/s  ETA %s", step, self.cfg.train.num_steps, metrics["loss"],
                  metrics["accuracy"], metrics["grad_norm"], metrics["learning_rate"],

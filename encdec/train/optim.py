@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from encdec.errors import ConfigError
+
 
 def _rsqrt(peak: float, warmup: int, total: int) -> optax.Schedule:
   """Linear warmup, then peak * sqrt(warmup / step) (Vaswani et al. 2017)."""
@@ -43,7 +45,7 @@ SCHEDULES: dict[str, Callable[[float, int, int], optax.Schedule]] = {
 def schedule(optim_cfg, num_steps: int) -> optax.Schedule:
   """The learning-rate schedule named by `optim.schedule`."""
   if optim_cfg.schedule not in SCHEDULES:
-    raise ValueError(f"unknown optim.schedule {optim_cfg.schedule!r}; "
+    raise ConfigError(f"unknown optim.schedule {optim_cfg.schedule!r}; "
                      f"valid: {', '.join(sorted(SCHEDULES))}")
   return SCHEDULES[optim_cfg.schedule](optim_cfg.learning_rate, optim_cfg.warmup_steps, num_steps)
 
@@ -77,11 +79,11 @@ def trainable_mask(params, pattern: str):
   try:
     regex = re.compile(pattern)
   except re.error as e:
-    raise ValueError(f"optim.trainable={pattern!r} is not a regular expression: {e}") from e
+    raise ConfigError(f"optim.trainable={pattern!r} is not a regular expression: {e}") from e
   mask = _map_with_names(params, lambda path: regex.search("/".join(path)) is not None)
   if not any(jax.tree_util.tree_leaves(mask)):
     some = jax.tree_util.tree_leaves(_map_with_names(params, "/".join))
-    raise ValueError(f"optim.trainable={pattern!r} matches no parameter; paths look like "
+    raise ConfigError(f"optim.trainable={pattern!r} matches no parameter; paths look like "
                      f"{', '.join(some[:3])}")
   return mask
 

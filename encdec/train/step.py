@@ -9,10 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from encdec import threefry
 from encdec.train.state import TrainState
 
-PAD = 0
 MODEL_INPUTS = ("src_segment_ids", "src_positions", "tgt_segment_ids", "tgt_positions")
 
 
@@ -49,12 +47,13 @@ def first_argmax(x: jax.Array) -> jax.Array:
 
 def batch_sums(module: nn.Module, params: Any, batch: dict[str, jax.Array], *, train: bool,
                rng: jax.Array | None, label_smoothing: float) -> tuple[jax.Array, dict]:
-  """Summed loss over real target tokens, and summed statistics for logging."""
+  """Summed loss over real target tokens (those that are not the model's PAD id), and summed
+  statistics for logging."""
   extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
   logits = module.apply({"params": params}, batch["src"], batch["tgt_in"], train=train,
                         rngs={"dropout": rng} if train else None, **extra)   # [B, T, V]
   targets = batch["tgt_out"]
-  weights = (targets != PAD).astype(jnp.float32)
+  weights = (targets != module.config.pad_id).astype(jnp.float32)
   loss, nll = token_losses(logits, targets, label_smoothing)
   correct = (first_argmax(logits) == targets).astype(jnp.float32)
   sums = {"loss": jnp.sum(loss * weights), "nll": jnp.sum(nll * weights),
@@ -105,10 +104,11 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation,
   `rng` is the run's dropout key; the step folds in its own step number, so a resumed run
   draws exactly the masks of an uninterrupted one. Gradients are per real target token.
   With `skip_nonfinite`, an update with a NaN/Inf gradient is skipped (and counted).
-  With shardings, the step is compiled for them (state donated, metrics replicated).
-  On CPU, dropout's Threefry hash is lowered unrolled (encdec/threefry.py: same bits, faster).
+  `metrics["finite"]` says whether this step's loss and gradient were finite (the loop checks
+  it for every step). With shardings, the step is compiled for them (state donated, metrics
+  replicated). Building it changes nothing process-wide (the trainer chooses the CPU Threefry
+  lowering: encdec/threefry.py).
   """
-  threefry.unroll_on_cpu()
   def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
     grads, sums = accumulated_grads(module, state.params, batch, step_rng,
@@ -131,6 +131,13 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation,
   replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
   return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, replicated),
                  out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """A boolean scalar: whether every floating-point value in `tree` is finite (jit it)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def make_eval_step(module: nn.Module, *, label_smoothing: float):

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import flax.traverse_util
 from absl import logging
 
+from encdec.errors import ConfigError
+
 SEP = "/"
 
 
@@ -25,7 +27,7 @@ def parse_mapping(rules: Sequence[str]) -> list[tuple[re.Pattern, str]]:
   for rule in rules:
     new, sep, old = rule.partition("=")
     if not sep or not new:
-      raise ValueError(f"bad train.init_mapping rule {rule!r}; expected NEW_REGEX=OLD_PATH")
+      raise ConfigError(f"bad train.init_mapping rule {rule!r}; expected NEW_REGEX=OLD_PATH")
     parsed.append((re.compile(new), old))
   return parsed
 
@@ -50,7 +52,7 @@ def merge(fresh: Any, old: Any, rules: Sequence[str] = ()) -> tuple[Any, list[st
       new.append(path)
       continue
     if old_flat[source].shape != value.shape:
-      raise ValueError(f"cannot initialise {path} {tuple(value.shape)} from {source} "
+      raise ConfigError(f"cannot initialise {path} {tuple(value.shape)} from {source} "
                        f"{tuple(old_flat[source].shape)}: shapes differ; map it elsewhere with "
                        "train.init_mapping or leave it out of the old run")
     merged[path] = old_flat[source].astype(value.dtype)

@@ -1,7 +1,7 @@
 """Run one multi-process `encdec train` on this machine: N processes that join through a
 coordinator on localhost (with K simulated CPU devices each, for testing multi-host code).
 
-    python -m experiments.launch.local --num-processes 2 --devices-per-process 4 [--port P] \
+    python -m encdec.launch.local --num-processes 2 --devices-per-process 4 [--port P] \
         [--dry-run] -- --config configs/algorithmic.py --workdir runs/mp
 
 Process i runs `python -m encdec train ARGS --coordinator_address localhost:P
@@ -25,7 +25,7 @@ import threading
 import time
 from typing import IO, Iterator, Mapping, Sequence
 
-from experiments.launch import common
+from encdec.launch import common
 
 COORDINATOR_HOST = "localhost"
 FORCE_DEVICES_FLAG = "--xla_force_host_platform_device_count"
@@ -40,9 +40,10 @@ def _port(text: str) -> int:
   return port
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+  """This launcher's command line (its own flags; `encdec train`'s go after `--`)."""
   parser = argparse.ArgumentParser(
-      prog="python -m experiments.launch.local", description=__doc__.split("\n\n")[0],
+      prog="python -m encdec.launch.local", description=__doc__.split("\n\n")[0],
       usage="%(prog)s --num-processes N [--devices-per-process K] [--port P] [--dry-run] "
             "-- ENCDEC_TRAIN_ARGS...")
   parser.add_argument("--num-processes", type=common.positive_int, required=True,
@@ -175,7 +176,7 @@ def run_processes(argvs: Sequence[Sequence[str]], env: Mapping[str, str]) -> int
 @common.returns_exit_code
 def main(argv: Sequence[str] | None = None) -> int:
   """Parse the command line, then print (--dry-run) or run the processes."""
-  args, train_args = common.parse(_parser(), argv)
+  args, train_args = common.parse(build_parser(), argv)
   program = (shlex.split(args.program) if args.program
              else common.python_train(sys.executable, "-u"))  # -u: stream output unbuffered
   argvs = commands(args.num_processes, args.port or free_port(), train_args, program)

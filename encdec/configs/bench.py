@@ -1,4 +1,4 @@
-"""The benchmark configuration shared with the peers (benchmarks/run.py, shared/peers/).
+"""The benchmark configuration shared with the peers (benchmarks/run.py, benchmarks/peers/).
 
 d_model 512, 8 heads, d_ff 2048, 6 + 6 layers, one shared 8192-token vocabulary tied to the
 output, batch 16, source and target length 64, dropout 0.1, label smoothing 0.1, AdamW,

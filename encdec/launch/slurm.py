@@ -1,7 +1,7 @@
 """Write (and with --submit, submit) an sbatch script for a multi-node, multi-GPU
 `encdec train` run; every task joins with `--distributed auto` (JAX reads SLURM's variables).
 
-    python -m experiments.launch.slurm --nodes 2 --gpus-per-node 8 [--partition P] \
+    python -m encdec.launch.slurm --nodes 2 --gpus-per-node 8 [--partition P] \
         [--time HH:MM:SS] [--job-name NAME] [--process-per gpu|node] [--venv PATH] \
         [--script FILE] [--submit] [--dry-run] -- --config configs/g2p_cmudict.py --workdir runs/g2p
 
@@ -20,10 +20,13 @@ import shlex
 import sys
 from typing import Sequence
 
-from experiments.launch import common
+from encdec.launch import common
 
 PREEMPT_SIGNAL = "TERM@120"   # SIGTERM to all tasks 120 s before the time limit
 TIME_RE = re.compile(r"(\d+-)?\d+:\d\d:\d\d")
+# `encdec sweep --launcher slurm` (encdec.launch.jobs): one job per run, submitted, which runs
+# on after `main` returns.
+SUBMITS = True
 
 
 def _time(text: str) -> str:
@@ -39,9 +42,10 @@ def _word(text: str) -> str:
   return text
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+  """This launcher's command line (its own flags; `encdec train`'s go after `--`)."""
   parser = argparse.ArgumentParser(
-      prog="python -m experiments.launch.slurm", description=__doc__.split("\n\n")[0],
+      prog="python -m encdec.launch.slurm", description=__doc__.split("\n\n")[0],
       usage="%(prog)s --nodes N --gpus-per-node G [--partition P] [--time HH:MM:SS] "
             "[--job-name NAME] [--process-per gpu|node] [--venv PATH] [--script FILE] "
             "[--submit] [--dry-run] -- ENCDEC_TRAIN_ARGS...")
@@ -60,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--submit", action="store_true", help="submit the script with sbatch")
   common.add_dry_run(parser)
   return parser
+
+
+def sweep_args(sweep: str, run: str, sweep_dir: pathlib.Path) -> list[str]:
+  """This launcher's flags for one run of a sweep: a job named SWEEP.RUN, its script in
+  SWEEP_DIR/slurm/, submitted."""
+  return ["--job-name", f"{sweep}.{run}", "--script", str(sweep_dir / "slurm" / f"{run}.sbatch"),
+          "--submit"]
 
 
 def resources(nodes: int, gpus_per_node: int, process_per: str) -> list[str]:
@@ -106,7 +117,7 @@ def sbatch_script(args: argparse.Namespace, train_args: Sequence[str]) -> str:
 @common.returns_exit_code
 def main(argv: Sequence[str] | None = None) -> int:
   """Parse the command line; print (--dry-run), write, or write and submit the script."""
-  args, train_args = common.parse(_parser(), argv)
+  args, train_args = common.parse(build_parser(), argv)
   script = sbatch_script(args, train_args)
   path = args.script or pathlib.Path(f"{args.job_name}.sbatch")
   submit = ["sbatch", str(path)]
@@ -115,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# would write {path}" + (f" and run: {shlex.join(submit)}" if args.submit else ""),
           file=sys.stderr)
     return 0
+  path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(script)
   if not args.submit:
     print(f"wrote {path}; submit it with: {shlex.join(submit)}")

@@ -2,7 +2,7 @@
 `gcloud compute tpus tpu-vm ssh --worker=all`; every host joins with `--distributed auto`
 (JAX reads the TPU VM metadata).
 
-    python -m experiments.launch.tpu_vm --tpu NAME --zone ZONE [--project P] [--repo-dir DIR] \
+    python -m encdec.launch.tpu_vm --tpu NAME --zone ZONE [--project P] [--repo-dir DIR] \
         [--python PY] [--setup] [--dry-run] -- --config configs/g2p_cmudict.py --workdir runs/g2p
 
 The repository must already be at DIR on every worker (default `encdec`, relative to the
@@ -12,18 +12,22 @@ home directory there). `--setup` first installs it on all workers (`pip install 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import shlex
 import sys
 from typing import Sequence
 
-from experiments.launch import common
+from encdec.launch import common
 
 SETUP_PACKAGES = ("-e", ".", "jax[tpu]")   # the project, plus the TPU runtime for its jax pin
+# `encdec sweep --launcher tpu_vm` (encdec.launch.jobs): each run in turn, to its end.
+SUBMITS = False
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+  """This launcher's command line (its own flags; `encdec train`'s go after `--`)."""
   parser = argparse.ArgumentParser(
-      prog="python -m experiments.launch.tpu_vm", description=__doc__.split("\n\n")[0],
+      prog="python -m encdec.launch.tpu_vm", description=__doc__.split("\n\n")[0],
       usage="%(prog)s --tpu NAME --zone ZONE [--project P] [--repo-dir DIR] [--python PY] "
             "[--setup] [--dry-run] -- ENCDEC_TRAIN_ARGS...")
   parser.add_argument("--tpu", required=True, help="TPU VM name")
@@ -36,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="first pip-install the repository and jax[tpu] on all workers")
   common.add_dry_run(parser)
   return parser
+
+
+def sweep_args(sweep: str, run: str, sweep_dir: pathlib.Path) -> list[str]:
+  """This launcher's flags for one run of a sweep: none beyond the user's."""
+  del sweep, run, sweep_dir
+  return []
 
 
 def quote_remote_dir(path: str) -> str:
@@ -70,7 +80,7 @@ def commands(args: argparse.Namespace, train_args: Sequence[str]) -> list[list[s
 @common.returns_exit_code
 def main(argv: Sequence[str] | None = None) -> int:
   """Parse the command line, then print (--dry-run) or run the gcloud commands."""
-  args, train_args = common.parse(_parser(), argv)
+  args, train_args = common.parse(build_parser(), argv)
   cmds = commands(args, train_args)
   if args.dry_run:
     for cmd in cmds:

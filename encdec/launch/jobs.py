@@ -1,0 +1,163 @@
+"""Running the runs of a sweep (`encdec sweep`, planned by encdec/sweep.py).
+
+`--launcher local`: up to `--jobs` `encdec train` subprocesses at a time on this machine, each
+writing WORKDIR/<name>/train.log, sharing JAX's persistent compilation cache in the sweep
+directory; SIGTERM / SIGINT are passed on to the running ones (they save a checkpoint and exit).
+`--launcher slurm | tpu_vm`: each run handed to that launcher's `main` (encdec.launch.slurm,
+encdec.launch.tpu_vm), one after another, with the user's `--launcher-args` plus the flags the
+launcher asks for per run (`sweep_args`).
+
+A run is any object with `name`, `workdir`, `train_args` (the `encdec train` arguments) and
+`finished` (encdec.sweep.Run).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+from encdec.errors import ConfigError
+from encdec.launch import slurm, tpu_vm
+
+CLUSTER = {"slurm": slurm, "tpu_vm": tpu_vm}   # launcher name --> module with main, sweep_args
+LAUNCHERS = ("local", *CLUSTER)
+COMPILATION_CACHE = "compilation_cache"
+POLL_S = 0.2
+
+Run = Any   # encdec.sweep.Run
+
+
+@dataclasses.dataclass
+class Outcome:
+  name: str
+  status: str   # finished, failed, incomplete (e.g. preempted), not started, submitted
+  returncode: int
+  seconds: float
+
+
+def _print(line: str) -> None:
+  print(f"[sweep] {line}", flush=True)
+
+
+# ------------------------------------------------------------------------------ local runs
+def local_argv(run: Run) -> list[str]:
+  """`python -m encdec train ARGS` with this interpreter (independent of PATH)."""
+  return [sys.executable, "-m", "encdec", "train", *run.train_args]
+
+
+def local_env(run: Run) -> dict[str, str]:
+  """The environment of a local run: JAX's persistent compilation cache in the sweep directory
+  (unless JAX_COMPILATION_CACHE_DIR is set), so seeds and resumed runs, which compile the same
+  programs, read them instead of compiling again."""
+  env = dict(os.environ)
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", str(run.workdir.parent / COMPILATION_CACHE))
+  return env
+
+
+def _start(run: Run) -> subprocess.Popen:
+  """Start `encdec train` for `run` in its own session (a terminal's Ctrl-C reaches it only
+  through the sweep), appending its output to WORKDIR/<name>/train.log."""
+  run.workdir.mkdir(parents=True, exist_ok=True)
+  with (run.workdir / "train.log").open("a") as log:
+    proc = subprocess.Popen(local_argv(run), stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True, env=local_env(run))
+  _print(f"start {run.name} (log: {run.workdir / 'train.log'})")
+  return proc
+
+
+def run_local(runs: Sequence[Run], jobs: int) -> list[Outcome]:
+  """Run up to `jobs` `encdec train` processes at once; output to WORKDIR/<name>/train.log.
+
+  SIGTERM / SIGINT stop new runs from starting and are passed on to the running ones, which
+  save a checkpoint and exit (the next `encdec sweep` resumes them).
+  """
+  pending, running, outcomes, stopping = list(runs), {}, [], []
+
+  def stop(signum, frame):  # pylint: disable=unused-argument
+    stopping.append(signum)
+    _print(f"{signal.Signals(signum).name}: no new runs; stopping the {len(running)} running")
+    for proc, _, _ in running.values():
+      if proc.poll() is None:
+        proc.send_signal(signum)
+
+  previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    while running or (pending and not stopping):
+      while pending and len(running) < jobs and not stopping:
+        run = pending.pop(0)
+        running[run.name] = (_start(run), run, time.monotonic())
+      for name, (proc, run, start) in list(running.items()):
+        if proc.poll() is None:
+          continue
+        del running[name]
+        code = proc.returncode
+        status = "failed" if code else ("finished" if run.finished else "incomplete")
+        outcomes.append(Outcome(name, status, code, time.monotonic() - start))
+        failed = sum(o.status != "finished" for o in outcomes)
+        _print(f"{len(outcomes)}/{len(runs)} done, {failed} failed or incomplete: {name} "
+               f"{status}" + (f" (exit {code})" if code else "") +
+               f" in {outcomes[-1].seconds:.0f}s")
+      time.sleep(POLL_S)
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+  outcomes += [Outcome(r.name, "not started", 0, 0.0) for r in pending]
+  return outcomes
+
+
+# ---------------------------------------------------------------------------- cluster runs
+def check_launcher_args(launcher: str, launcher_args: Sequence[str]) -> None:
+  """Parse the launcher's own flags once, so a mistake stops the sweep before any run."""
+  if launcher == "local":
+    if launcher_args:
+      raise ConfigError(f"--launcher-args is for --launcher {' or '.join(CLUSTER)}")
+    return
+  try:
+    _, unknown = CLUSTER[launcher].build_parser().parse_known_args(list(launcher_args))
+  except SystemExit:
+    unknown = None
+  if unknown is None or unknown:
+    raise ConfigError(f"bad --launcher-args {shlex.join(launcher_args)!r} for {launcher}; see "
+                      f"python -m encdec.launch.{launcher} --help")
+
+
+def launcher_argv(launcher: str, launcher_args: Sequence[str], sweep: str, run: Run,
+                  sweep_dir: pathlib.Path, dry_run: bool) -> list[str]:
+  """The argv of encdec.launch.<launcher>.main for one run (one job per run)."""
+  own = [*launcher_args, *CLUSTER[launcher].sweep_args(sweep, run.name, sweep_dir)]
+  return [*own, *(["--dry-run"] if dry_run else []), "--", *run.train_args]
+
+
+def run_launcher(launcher: str, launcher_args: Sequence[str], sweep: str, runs: Sequence[Run],
+                 sweep_dir: pathlib.Path, dry_run: bool) -> list[Outcome]:
+  """Hand each run to encdec.launch.<launcher>, one after another."""
+  module = CLUSTER[launcher]
+  outcomes = []
+  for i, run in enumerate(runs):
+    start = time.monotonic()
+    code = module.main(launcher_argv(launcher, launcher_args, sweep, run, sweep_dir, dry_run))
+    status = "failed" if code else ("submitted" if module.SUBMITS or dry_run else
+                                    "finished" if run.finished else "incomplete")
+    outcomes.append(Outcome(run.name, status, code, time.monotonic() - start))
+    if not dry_run:
+      _print(f"{i + 1}/{len(runs)} {run.name}: {status}" + (f" (exit {code})" if code else ""))
+  return outcomes
+
+
+def summary(outcomes: Sequence[Outcome], skipped: int) -> tuple[str, bool]:
+  """(one line for the end of a sweep, whether every run ended well)."""
+  bad = [o for o in outcomes if o.status not in ("finished", "submitted")]
+  counts = {s: sum(o.status == s for o in outcomes) for s in ("finished", "submitted")}
+  parts = [f"{n} {s}" for s, n in counts.items() if n] + [f"{skipped} already finished"]
+  line = ", ".join(parts)
+  if bad:
+    line += "; not finished: " + ", ".join(f"{o.name} ({o.status}"
+                                            + (f", exit {o.returncode})" if o.returncode else ")")
+                                            for o in bad)
+  return line, not bad

@@ -1,0 +1,151 @@
+"""The model's hyper-parameters: `TransformerConfig`, the one schema of `cfg.model`.
+
+`encdec.config.base().model` is derived from these fields and defaults, so adding a model
+option is one field here (plus the code that reads it). This module imports neither JAX nor
+Flax: configs are validated before anything heavy is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from encdec.errors import ConfigError
+from encdec.registry import Registry
+
+# Cross-attention variants (model.cross_attention): one line per variant, each a small module
+# in encdec/model/cross_attention.py.
+CROSS_ATTENTION = Registry("model.cross_attention", {
+    "mha": "encdec.model.cross_attention:MultiHeadCrossAttention",
+    "mqa": "encdec.model.cross_attention:MultiQueryCrossAttention",
+    "gqa": "encdec.model.cross_attention:GroupedQueryCrossAttention",
+    "gated": "encdec.model.cross_attention:GatedCrossAttention",
+    "shared_kv": "encdec.model.cross_attention:SharedKVCrossAttention",
+    "latent": "encdec.model.cross_attention:LatentCrossAttention",
+    "all_layers": "encdec.model.cross_attention:AllLayersCrossAttention",
+    "parallel": "encdec.model.cross_attention:ParallelCrossAttention",
+    "merged": "encdec.model.cross_attention:MergedAttention",
+    "local": "encdec.model.cross_attention:LocalCrossAttention",
+    "none": "encdec.model.cross_attention:NoCrossAttention",
+})
+
+# The choices of the string fields. Where a choice names a JAX object, the name is its
+# attribute: jax.nn.<activation>, jax.checkpoint_policies.<policy> (None: no remat).
+POSITION_ENCODINGS = ("sinusoidal", "learned")
+NORMS = ("pre", "post")
+ACTIVATIONS = ("relu", "gelu", "silu")
+DTYPES = ("float32", "bfloat16")
+# What a layer keeps for the backward pass; the rest is recomputed. none: everything (no
+# remat); dots: matmul outputs without batch dims; full: only its input.
+REMAT_POLICIES = {"none": None, "dots": "dots_with_no_batch_dims_saveable",
+                  "full": "nothing_saveable"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Hyper-parameters of the model (hashable, so modules can hold it). See configs/."""
+  src_vocab_size: int = 0          # 0 in a config: the task's (assembly.model_config)
+  tgt_vocab_size: int = 0
+  d_model: int = 256
+  num_heads: int = 4
+  head_dim: int = 0                # 0: d_model // num_heads
+  d_ff: int = 1024
+  num_encoder_layers: int = 3
+  num_decoder_layers: int = 3
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.0
+  cross_attention: str = "mha"     # a name in CROSS_ATTENTION
+  cross_kv_heads: int = 0          # "gqa": K/V heads (dividing num_heads); 0: num_heads // 2
+  cross_latents: int = 16          # "latent": learned latents the source is compressed to
+  cross_window: int = 4            # "local": source positions either side of the predicted one
+  cross_attention_layers: str = "all"   # which decoder layers have it: see cross_layers()
+  share_embeddings: bool = False   # one table for source and target tokens
+  tie_output: bool = True          # output projection = target embedding transposed
+  position_encoding: str = "sinusoidal"   # a name in POSITION_ENCODINGS
+  max_len: int = 512               # longest position for learned encodings
+  norm: str = "pre"                # "pre" (x + f(LN(x))) | "post" (LN(x + f(x)))
+  activation: str = "relu"         # a name in ACTIVATIONS
+  dtype: str = "float32"           # compute dtype; params are always float32
+  scan_layers: bool = True         # nn.scan over layers: compile time independent of depth
+  remat: str = "none"              # rematerialise in the backward pass: see REMAT_POLICIES
+  # Special token ids of the target vocabulary (and the source's PAD). Not config keys: they
+  # come from the task's tokenizers (data.tokenizers.SpecialTokens, assembly.model_config).
+  pad_id: int = dataclasses.field(default=0, metadata={"from_task": True})
+  bos_id: int = dataclasses.field(default=1, metadata={"from_task": True})
+  eos_id: int = dataclasses.field(default=2, metadata={"from_task": True})
+
+  def __post_init__(self):
+    check_fields(self)
+
+  @property
+  def heads_dim(self) -> int:
+    return self.head_dim or self.d_model // self.num_heads
+
+  @property
+  def compute_dtype(self):
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel (schema stays light)
+    return jnp.dtype(self.dtype)
+
+  @property
+  def variant(self) -> type:
+    """The cross-attention class (its class attributes shape the decoder)."""
+    return CROSS_ATTENTION[self.cross_attention]
+
+  def cross_layers(self) -> tuple[bool, ...]:
+    """Which decoder layers have cross-attention, from `cross_attention_layers`:
+    "all", "first", "last", "middle" (layer L // 2), "every:K" (layers K-1, 2K-1, ...: every
+    K-th counting from 1), or 0-based indices "0,2,5"."""
+    spec, n = self.cross_attention_layers.replace(" ", ""), self.num_decoder_layers
+    named = {"all": range(n), "first": [0], "last": [n - 1], "middle": [n // 2]}
+    try:
+      if spec in named:
+        chosen = set(named[spec])
+      elif spec.startswith("every:") and int(spec[6:]) > 0:
+        chosen = set(range(int(spec[6:]) - 1, n, int(spec[6:])))
+      else:
+        chosen = {int(i) for i in spec.split(",")}
+    except ValueError:
+      chosen = None
+    if not chosen or not chosen <= set(range(n)):
+      raise ConfigError(f"model.cross_attention_layers={self.cross_attention_layers!r}: use "
+                        f"all, first, last, middle, every:K or indices in 0..{n - 1} like '0,2'")
+    return tuple(i in chosen for i in range(n))
+
+
+def fields(from_task: bool = False) -> dict[str, Any]:
+  """The config keys of `cfg.model` with their defaults (from_task=True: the ids the task
+  fills in instead)."""
+  return {f.name: f.default for f in dataclasses.fields(TransformerConfig)
+          if bool(f.metadata.get("from_task")) == from_task}
+
+
+# (field, lowest allowed value, whether the lowest is allowed); vocab sizes 0 mean "the task's".
+_RANGES = [("src_vocab_size", 0, True), ("tgt_vocab_size", 0, True), ("d_model", 0, False),
+           ("num_heads", 0, False), ("head_dim", 0, True), ("d_ff", 0, False),
+           ("num_encoder_layers", 0, False), ("num_decoder_layers", 0, False),
+           ("cross_kv_heads", 0, True), ("cross_latents", 0, False), ("cross_window", 0, False),
+           ("max_len", 0, False), ("pad_id", 0, True), ("bos_id", 0, True), ("eos_id", 0, True)]
+_CHOICES = {"position_encoding": POSITION_ENCODINGS, "norm": NORMS, "activation": ACTIVATIONS,
+            "dtype": DTYPES, "remat": tuple(REMAT_POLICIES)}
+
+
+def check_fields(cfg: TransformerConfig) -> None:
+  """A one-line ConfigError for a value out of range, an unknown choice or an inconsistency."""
+  for name, low, inclusive in _RANGES:
+    value = getattr(cfg, name)
+    if value < low or (value == low and not inclusive):
+      bound = f">= {low}" if inclusive else f"> {low}"
+      raise ConfigError(f"model.{name} must be {bound}, got {value}")
+  for name in ("dropout_rate", "attention_dropout_rate"):
+    if not 0.0 <= getattr(cfg, name) < 1.0:
+      raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(cfg, name)}")
+  for name, valid in _CHOICES.items():
+    if getattr(cfg, name) not in valid:
+      raise ConfigError(f"unknown model.{name} {getattr(cfg, name)!r}; valid: {', '.join(valid)}")
+  CROSS_ATTENTION.check(cfg.cross_attention)
+  if cfg.d_model % cfg.num_heads and not cfg.head_dim:
+    raise ConfigError(f"model.d_model={cfg.d_model} is not divisible by "
+                      f"model.num_heads={cfg.num_heads}; set model.head_dim")
+  cfg.cross_layers()
+  if cfg.share_embeddings and cfg.src_vocab_size != cfg.tgt_vocab_size:
+    raise ConfigError("model.share_embeddings needs src_vocab_size == tgt_vocab_size "
+                      f"(got {cfg.src_vocab_size} and {cfg.tgt_vocab_size})")

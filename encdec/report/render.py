@@ -1,0 +1,139 @@
+"""Rendering a report: the markdown results table and page, and the PNG plots beside it."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import pathlib
+import platform
+from typing import Mapping, Sequence
+
+from encdec import plots, writers
+from encdec.report import discovery, speed, stats
+
+LOWER_IS_BETTER = ("wer", "per", "loss", "nll", "perplexity")
+
+
+@dataclasses.dataclass
+class Row:
+  """One table row: a group's numbers, each a list over its seeds."""
+  group: discovery.Group
+  scores: dict[str, list[float]]             # "split/metric" -> per seed
+  params: tuple[int, int]
+  cache_per_token: float
+  train_tps: list[float]
+  decode_tps: list[float]
+
+
+def fmt(values: Sequence[float], digits: int = 2) -> str:
+  """"mean ± std" over seeds ("mean" alone for one value, "n/a" for none)."""
+  if not values:
+    return "n/a"
+  mean, std = stats.mean_std(values)
+  return f"{mean:,.{digits}f}" + (f" ± {std:,.{digits}f}" if len(values) > 1 else "")
+
+
+def table(rows: Sequence[Row], columns: Sequence[str], main: str, baseline: discovery.Group,
+          tests: Mapping[str, tuple[float, float] | None]) -> str:
+  """The markdown results table; `*` marks a main metric that differs from the baseline's at
+  p < stats.SIGNIFICANCE."""
+  head = ["group", "seeds", *columns, f"Δ {main}", "p", "params", "cross-attn params",
+          "K/V cache B / src token", "train tok/s", "decode tok/s"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for row in rows:
+    test = tests.get(row.group.label)
+    cells = []
+    for column in columns:
+      cell = fmt(row.scores.get(column, []))
+      if column == main and test is not None and test[1] < stats.SIGNIFICANCE:
+        cell += " *"
+      cells.append(cell)
+    if row.group is baseline:
+      delta, p = "(baseline)", ""
+    elif test is None:
+      delta, p = "n/a", "n/a"
+    else:
+      delta, p = f"{test[0]:+.2f}", ("< 0.001" if test[1] < 0.001 else f"{test[1]:.3f}")
+    label = f"**{row.group.label}**" if row.group is baseline else row.group.label
+    lines.append("| " + " | ".join([
+        label, str(len(row.group.runs)), *cells, delta, p, f"{row.params[0]:,}",
+        f"{row.params[1]:,}", f"{row.cache_per_token:,.0f}", fmt(row.train_tps, 0),
+        fmt(row.decode_tps, 0)]) + " |")
+  return "\n".join(lines)
+
+
+def hardware() -> str:
+  import jax  # pylint: disable=import-outside-toplevel
+  devices = jax.devices()
+  return (f"{platform.platform()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on "
+          f"{len(devices)} × {devices[0].platform} ({devices[0].device_kind})")
+
+
+def curves(group: discovery.Group, key: str) -> list[dict[int, float]]:
+  """Per seed: step -> `key` from metrics.jsonl (the last value of a step logged twice)."""
+  out = []
+  for run in group.runs:
+    rows = writers.read_metrics(run.workdir) if (run.workdir / "metrics.jsonl").exists() else []
+    out.append({r["step"]: float(r[key]) for r in rows if isinstance(r.get(key), (int, float))})
+  return out
+
+
+def make_plots(directory: pathlib.Path, rows: Sequence[Row], main: str, baseline: discovery.Group
+               ) -> list[tuple[str, str]]:
+  """Write the PNGs; (caption, file name) of each."""
+  groups = [r.group for r in rows]
+  metric_name = main.split("/", 1)[1]
+  panels = {"train loss": {g.label: curves(g, "train/loss") for g in groups}}
+  dev = {g.label: curves(g, f"eval/{metric_name}") for g in groups}
+  if any(any(c) for cs in dev.values() for c in cs):
+    panels[f"dev {metric_name} (periodic eval)"] = dev
+  out = [("Learning curves: mean over seeds, band = min–max over seeds",
+          plots.learning_curves(panels, directory / "learning_curves.png").name)]
+  bars = {r.group.label: stats.mean_std(r.scores[main]) for r in rows if r.scores.get(main)}
+  out.append((f"{main} per group (error bars: std over seeds; hatched: baseline)",
+              plots.metric_bars(bars, main, directory / "main_metric.png",
+                                highlight=baseline.label).name))
+  points = {r.group.label: (*stats.mean_std(r.decode_tps), *stats.mean_std(r.scores[main]))
+            for r in rows if r.decode_tps and r.scores.get(main)}
+  if points:
+    out.append((f"{main} vs decode speed (error bars: std over seeds)",
+                plots.quality_vs_speed(points, "decode tokens/s", main,
+                                       directory / "quality_vs_speed.png").name))
+  return out
+
+
+def markdown(title: str, command: str, rows: Sequence[Row], columns: Sequence[str], main: str,
+             baseline: discovery.Group, tests, unfinished: Sequence[str], figures, resamples: int,
+             jobs_note: str) -> str:
+  direction = "lower" if main.split("/")[-1] in LOWER_IS_BETTER else "higher"
+  lines = [f"# {title}", "",
+           f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} on {hardware()}.",
+           ""]
+  if command:
+    lines += ["Sweep command:", "", "```bash", command, "```", ""]
+  lines += [f"{sum(len(r.group.runs) for r in rows)} finished runs in {len(rows)} groups "
+            f"(a group = the runs' overrides without `{discovery.SEED_KEY}`). Main metric: "
+            f"`{main}` ({direction} is better); baseline: **{baseline.label}**.", ""]
+  if unfinished:
+    lines += [f"Not finished (left out): {', '.join(unfinished)}.", ""]
+  lines += ["## Results", "", table(rows, columns, main, baseline, tests), "",
+            f"Cells are mean ± sample standard deviation over seeds. `*`: the main metric differs "
+            f"from the baseline's at p < {stats.SIGNIFICANCE} in a two-sided paired bootstrap "
+            f"over the test examples ({resamples} resamples, seed 0): each resample draws the same "
+            "examples for both groups, recomputes each seed's metric from per-example "
+            "statistics of its predictions TSV and averages over seeds; p = 2·min(P(Δ ≤ 0), "
+            "P(Δ ≥ 0)). Δ is group − baseline on the full test set. The test resamples test "
+            "examples, not seeds: it measures test-set sampling noise with the trained models "
+            "fixed; the ± over seeds shows the training noise.", "",
+            "Parameters: all, and those of modules named `cross_attention`. K/V cache: "
+            "decode-time cache bytes per source token per sequence, all layers (the variant's "
+            "own account, from the model config). train tok/s: target tokens per second, "
+            "median of the logged windows after the first. decode tok/s: greedy decoding of "
+            "the first "
+            f"{speed.SPEED_BATCH} test sources for exactly decode_max_len steps, best of "
+            f"{speed.SPEED_REPEATS} after a warm-up, cached in each run's `{speed.SPEED_FILE}`. "
+            f"Speeds depend on what else ran on the machine{jobs_note}.", ""]
+  lines += ["## Plots", ""]
+  for caption, name in figures:
+    lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+  return "\n".join(lines)

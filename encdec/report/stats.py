@@ -1,0 +1,158 @@
+"""Statistics over seeds and test examples: mean ± sample std over a group's seeds, and a
+paired bootstrap over test examples (per-example statistics from the predictions TSVs, so corpus
+metrics such as PER and BLEU are recomputed exactly) for Δ and p against the baseline."""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+import statistics
+from typing import Callable, Sequence
+
+import numpy as np
+
+from encdec import metrics as metrics_lib
+from encdec.report import discovery
+
+SIGNIFICANCE = 0.05
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """(mean, sample standard deviation; 0 for a single value)."""
+  values = [float(v) for v in values]
+  return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+@dataclasses.dataclass
+class Predictions:
+  sources: list[str]
+  refs: list[list[str]]
+  predictions: list[str]
+
+
+def predictions_path(run: discovery.RunResult) -> pathlib.Path:
+  return run.workdir / "eval" / f"{run.cfg.eval.final_split}-{run.step}-predictions.tsv"
+
+
+def read_predictions(path: pathlib.Path) -> Predictions:
+  """evaluate.write_outputs' TSV: source, references joined by " | ", prediction."""
+  out = Predictions([], [], [])
+  for line in path.read_text().splitlines()[1:]:
+    src, refs, pred = (line.split("\t", 2) + ["", ""])[:3]
+    out.sources.append(src)
+    out.refs.append(refs.split(" | "))
+    out.predictions.append(pred)
+  return out
+
+
+# A per-example statistic: (predictions, refs) --> float [N, K]; and summed stats [..., K] -->
+# the metric [...]. Resampling examples sums the rows of the resample, so corpus metrics
+# (PER, BLEU) are recomputed exactly, not averaged per sentence.
+Statistic = tuple[Callable[[Sequence[str], Sequence[Sequence[str]]], np.ndarray],
+                  Callable[[np.ndarray], np.ndarray]]
+
+
+def ratio(sums: np.ndarray) -> np.ndarray:
+  """Summed [numerator, denominator] statistics --> their ratio (e.g. errors / examples)."""
+  return sums[..., 0] / sums[..., 1]
+
+
+def _g2p_stats(preds, refs) -> np.ndarray:
+  """[word error %, 1, phoneme edits %, reference phonemes] per example (metrics.g2p_metrics)."""
+  # pylint: disable=protected-access (the PER rule of metrics.g2p_metrics, per example)
+  rows = []
+  for pred, example_refs in zip(preds, refs):
+    hyp, ref_tokens = pred.split(), [r.split() for r in example_refs]
+    dist, ref_len = metrics_lib._closest_reference(hyp, ref_tokens)
+    rows.append([100.0 * (hyp not in ref_tokens), 1.0, 100.0 * dist, ref_len])
+  return np.array(rows, float)
+
+
+def _sacrebleu_statistic(metric: str, signature: str) -> Statistic:
+  """BLEU / chrF from sacrebleu's per-sentence sufficient statistics."""
+  # pylint: disable=protected-access (sacrebleu's corpus_score is these two steps)
+  import sacrebleu  # pylint: disable=import-outside-toplevel
+  tok = re.search(r"tok:([^|]+)", signature)
+  scorer = (sacrebleu.BLEU(tokenize=tok.group(1) if tok else None) if metric == "bleu"
+            else sacrebleu.CHRF())
+
+  def stats(preds, refs):
+    width = max(len(r) for r in refs)
+    streams = [[r[i] if i < len(r) else None for r in refs] for i in range(width)]
+    return np.array(scorer._extract_corpus_statistics(list(preds), streams), float)
+
+  def reduce(sums):
+    flat = sums.reshape(-1, sums.shape[-1])
+    scores = [scorer._compute_score_from_stats([int(round(x)) for x in row]).score
+              for row in flat]
+    return np.array(scores).reshape(sums.shape[:-1])
+  return stats, reduce
+
+
+def statistic(family: str, metric: str, signature: str = "") -> Statistic | None:
+  """How to resample `metric` of a task's metric family; None where it is not supported."""
+  exact = (lambda p, r: np.array([[100.0 * (x in refs), 1.0] for x, refs in zip(p, r)]), ratio)
+  table: dict[tuple[str, str], Statistic] = {
+      ("exact", "exact_match"): exact,
+      ("g2p", "wer"): (_g2p_stats, ratio),
+      ("g2p", "exact_match"): (_g2p_stats, lambda s: 100.0 - ratio(s)),
+      ("g2p", "per"): (_g2p_stats, lambda s: s[..., 2] / s[..., 3]),
+  }
+  if family == "text" and metric in ("bleu", "chrf"):
+    return _sacrebleu_statistic(metric, signature)
+  return table.get((family, metric))
+
+
+def paired_bootstrap(baseline: np.ndarray, other: np.ndarray,
+                     reduce: Callable[[np.ndarray], np.ndarray], resamples: int = 1000,
+                     seed: int = 0) -> tuple[float, float]:
+  """(observed Δ = other − baseline, two-sided p) of a paired bootstrap over examples.
+
+  `baseline` / `other`: per-example statistics [seeds, N, K] of two groups on the same N
+  examples. Each resample draws N examples with replacement (the same ones for both groups);
+  a group's metric is `reduce` of its summed statistics, averaged over its seeds.
+  p = 2 · min(P(Δ* ≤ 0), P(Δ* ≥ 0)), capped at 1.
+  """
+  n = baseline.shape[1]
+  rng = np.random.default_rng(seed)
+  counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)  # [R, N]
+  value = lambda stats, c: reduce(np.einsum("rn,snk->rsk", c, stats)).mean(-1)   # [R]
+  ones = np.ones((1, n))
+  observed = float(value(other, ones)[0] - value(baseline, ones)[0])
+  delta = value(other, counts) - value(baseline, counts)                       # [R]
+  p = min(1.0, 2.0 * min(np.mean(delta <= 0), np.mean(delta >= 0)))
+  return observed, float(p)
+
+
+def group_stats(group: discovery.Group, stat: Statistic) -> tuple[list[str], np.ndarray] | None:
+  """(sources, per-example statistics [seeds, N, K]) of a group; None if any TSV is missing
+  or the seeds decoded different examples."""
+  sources, rows = None, []
+  for run in group.runs:
+    path = predictions_path(run)
+    if not path.exists():
+      return None
+    pred = read_predictions(path)
+    if sources is not None and pred.sources != sources:
+      return None
+    sources = pred.sources
+    rows.append(stat[0](pred.predictions, pred.refs))
+  return sources, np.stack(rows)
+
+
+def significance(groups: Sequence[discovery.Group], baseline: discovery.Group, family: str,
+                 metric: str, signature: str, resamples: int
+                 ) -> dict[str, tuple[float, float] | None]:
+  """Group label -> (Δ, p) of `metric` against the baseline; None where it cannot be tested."""
+  stat = statistic(family, metric, signature)
+  if stat is None:
+    return {g.label: None for g in groups}
+  base = group_stats(baseline, stat)
+  out = {}
+  for g in groups:
+    other = group_stats(g, stat) if g is not baseline else None
+    if base is None or other is None or other[0] != base[0]:
+      out[g.label] = None
+      continue
+    out[g.label] = paired_bootstrap(base[1], other[1], stat[1], resamples)
+  return out
