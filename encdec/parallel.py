@@ -51,7 +51,7 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
     return
   if not auto and any(x is None for x in explicit):
     raise ConfigError("multi-process runs need all of --coordinator_address, --num_processes "
-                     "and --process_id (or --distributed auto)")
+                      "and --process_id (or --distributed auto)")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   # Preemption is handled by encdec (train/preemption.py: signals + an allgather at each step);
   # JAX's own preemption service adds a listener thread that must be torn down at shutdown.
@@ -102,16 +102,16 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
   sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
   if sizes.count(-1) > 1:
     raise ConfigError(f"at most one mesh axis may be -1, got data={sizes[0]}, fsdp={sizes[1]}, "
-                     f"tensor={sizes[2]}")
+                      f"tensor={sizes[2]}")
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
       raise ConfigError(f"{num_devices} devices cannot be split into a mesh with fixed axes "
-                       f"of total size {known}")
+                        f"of total size {known}")
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
     raise ConfigError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
-                     f"{int(np.prod(sizes))} devices, but {num_devices} are available")
+                      f"{int(np.prod(sizes))} devices, but {num_devices} are available")
   return tuple(sizes)
 
 

@@ -99,7 +99,7 @@ def distinct_sources(kind: str, rng: np.random.Generator, n: int, lo: int, hi: i
     if len(out) == n:
       return list(out)
   raise ConfigError(f"cannot draw {n} distinct {kind} inputs of length {lo}..{hi} unseen in "
-                   f"training; lower num_eval or raise min_len/max_len")
+                    f"training; lower num_eval or raise min_len/max_len")
 
 
 class AlgorithmicTask:
@@ -139,18 +139,18 @@ class AlgorithmicTask:
       raise ConfigError(f"task.vocab={cfg.vocab!r} needs at least 2 distinct characters")
     if not 1 <= cfg.min_len <= cfg.max_len:
       raise ConfigError(f"task.min_len={cfg.min_len}, task.max_len={cfg.max_len}: need "
-                       "1 <= min_len <= max_len")
+                        "1 <= min_len <= max_len")
     if not cfg.max_len < cfg.long_min_len <= cfg.long_max_len:
       raise ConfigError(f"task.long_min_len={cfg.long_min_len}, task.long_max_len="
-                       f"{cfg.long_max_len}: need max_len < long_min_len <= long_max_len so "
-                       "test_long is longer than training")
+                        f"{cfg.long_max_len}: need max_len < long_min_len <= long_max_len so "
+                        "test_long is longer than training")
     if min(cfg.num_train, cfg.num_eval) < 1:
       raise ConfigError("task.num_train and task.num_eval must be >= 1")
     src_len, tgt_len = self.max_lengths(cfg.max_len)
     if cfg.max_src_len < src_len or cfg.max_tgt_len < tgt_len:
       raise ConfigError(f"task.max_len={cfg.max_len} needs task.max_src_len >= {src_len} and "
-                       f"task.max_tgt_len >= {tgt_len} (got {cfg.max_src_len}, "
-                       f"{cfg.max_tgt_len}); raise them")
+                        f"task.max_tgt_len >= {tgt_len} (got {cfg.max_src_len}, "
+                        f"{cfg.max_tgt_len}); raise them")
 
   @functools.cached_property
   def _sources(self) -> dict[str, list[str]]:

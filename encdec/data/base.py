@@ -63,7 +63,7 @@ def check_split(task: Any, split: str) -> None:
   """ConfigError naming the valid splits when `split` is not one of `task.splits`."""
   if split not in task.splits:
     raise ConfigError(f"unknown split {split!r} for task {task.name!r}; valid: "
-                     f"{', '.join(task.splits)}")
+                      f"{', '.join(task.splits)}")
 
 
 def default_data_dir() -> str:

@@ -36,7 +36,7 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
     fields = line.split("\t")
     if len(fields) != 2:
       raise DataError(f"{path}:{lineno}: expected 'source<TAB>target', found {len(fields)} "
-                       f"tab-separated field(s); fix or remove the line")
+                      f"tab-separated field(s); fix or remove the line")
     pairs.append(_checked_pair(fields[0], fields[1], path, lineno))
   return pairs
 
@@ -46,7 +46,7 @@ def read_aligned(src_path: str, tgt_path: str) -> list[tuple[str, str]]:
   src, tgt = _read_lines(src_path), _read_lines(tgt_path)
   if len(src) != len(tgt):
     raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; aligned "
-                     "files need one line per sentence on both sides")
+                    "files need one line per sentence on both sides")
   return [_checked_pair(s, t, f"{src_path} / {tgt_path}", i)
           for i, (s, t) in enumerate(zip(src, tgt), start=1)]
 
@@ -107,7 +107,7 @@ class ParallelTextTask:
     self.files = {s: self._files(s) for s in SPLITS}
     if not self.files["train"]:
       raise ConfigError("task parallel_text needs a train split: set task.train_path (TSV) or "
-                       "task.train_src and task.train_tgt (aligned files)")
+                        "task.train_src and task.train_tgt (aligned files)")
     self.splits = tuple(s for s in SPLITS if self.files[s])
     self._pairs: dict[str, list[tuple[str, str]]] = {}
     self.src_tokenizer, self.tgt_tokenizer = self._tokenizers()
@@ -118,7 +118,7 @@ class ParallelTextTask:
       raise ConfigError(f"task.{split}_path and task.{split}_src/_tgt are both set; use one form")
     if bool(src) != bool(tgt):
       raise ConfigError(f"set both task.{split}_src and task.{split}_tgt (aligned files) or "
-                       "neither")
+                        "neither")
     return (tsv,) if tsv else (src, tgt) if src else ()
 
   def pairs(self, split: str) -> list[tuple[str, str]]:

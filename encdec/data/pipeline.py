@@ -166,8 +166,8 @@ class TrainIterator:
       diff = {k: (saved or {}).get(k) for k in self.fingerprint
               if (saved or {}).get(k) != self.fingerprint[k]}
       raise ConfigError(f"data iterator state was saved with other data settings {diff} (now "
-                       f"{ {k: self.fingerprint[k] for k in diff} }); resume with the same "
-                       "task, batch size, seed, packing (and, if packed, process count)")
+                        f"{ {k: self.fingerprint[k] for k in diff} }); resume with the same "
+                        "task, batch size, seed, packing (and, if packed, process count)")
     self._iterator.set_state(state["grain"])
 
 
@@ -195,10 +195,11 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
                      "0 <= shard_index < shard_count")
   if batch_size < 1 or batch_size % shard_count:
     raise ConfigError(f"batch_size={batch_size} must be a positive multiple of the process count "
-                     f"{shard_count}; change train.batch_size")
+                      f"{shard_count}; change train.batch_size")
   rows = batch_size // shard_count                                      # b
   max_src, max_tgt = task_cfg.max_src_len, task_cfg.max_tgt_len
   src_len, tgt_len = max_src + 1, max_tgt + 1                          # S, T
+  pad_id = special_tokens(task).pad
 
   source = task.train_source(split)
   keep = fitting_indices(task, source, np.arange(len(source)), max_src, max_tgt)
@@ -207,7 +208,7 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
                "max_tgt_len=%d", task.name, split, num_dropped, len(source), max_src, max_tgt)
   if len(keep) == 0:
     raise ConfigError(f"no {split} example of task {task.name!r} fits max_src_len={max_src} / "
-                     f"max_tgt_len={max_tgt}; raise task.max_src_len / task.max_tgt_len")
+                      f"max_tgt_len={max_tgt}; raise task.max_src_len / task.max_tgt_len")
 
   # One global order (the same on every process), reshuffled per epoch.
   stream = grain.MapDataset.source(keep).shuffle(seed=seed % 2**32).repeat()
@@ -219,12 +220,12 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
     ds = grain.experimental.FirstFitPackIterDataset(
         ds, length_struct={"src": src_len, "tgt_in": tgt_len, "tgt_out": tgt_len},
         num_packing_bins=max(rows, _MIN_PACKING_BINS), shuffle_bins=False
-    ).map(RenamePacked(special_tokens(task).pad))
+    ).map(RenamePacked(pad_id))
     ds = ds.batch(rows, drop_remainder=True)                            # {k: [b, S or T]}
   else:
     # Global batch k = blocks k*P .. k*P+P-1 of b consecutive examples; process p takes block
     # k*P+p. So the global batch, row for row, does not depend on the process count.
-    ds = (stream.map(EncodeExample(task, source)).map(PadExample(src_len, tgt_len, special_tokens(task).pad))
+    ds = (stream.map(EncodeExample(task, source)).map(PadExample(src_len, tgt_len, pad_id))
           .batch(rows)[shard_index::shard_count].to_iter_dataset(read))
   ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=2)  # overlap steps
   fingerprint = dict(task=task.name, split=split, batch_size=batch_size, seed=seed, pack=pack,

@@ -125,7 +125,7 @@ class CharTokenizer(_VocabTokenizer):
     bad = [s for s in self.symbols if len(s) != 1]
     if bad:
       raise ConfigError(f"CharTokenizer symbols must be single characters, got {bad[:5]}; "
-                       "use SymbolTokenizer for multi-character symbols")
+                        "use SymbolTokenizer for multi-character symbols")
 
   def encode(self, text: str) -> list[int]:
     return [self._ids.get(ch, UNK) for ch in text]
@@ -142,7 +142,7 @@ class SymbolTokenizer(_VocabTokenizer):
     bad = [s for s in self.symbols if not s or any(ch.isspace() for ch in s)]
     if bad:
       raise ConfigError(f"SymbolTokenizer symbols must be non-empty without whitespace, got "
-                       f"{bad[:5]}")
+                        f"{bad[:5]}")
 
   def encode(self, text: str) -> list[int]:
     return [self._ids.get(s, UNK) for s in text.split()]
@@ -165,7 +165,7 @@ class SentencePieceTokenizer:
     ids = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id(), self._sp.unk_id())
     if ids != (PAD, BOS, EOS, UNK):
       raise DataError(f"sentencepiece model {self.model_file} has pad/bos/eos/unk ids {ids}, "
-                       f"expected {(PAD, BOS, EOS, UNK)}; retrain it with train_sentencepiece")
+                      f"expected {(PAD, BOS, EOS, UNK)}; retrain it with train_sentencepiece")
     self.vocab_size = self._sp.get_piece_size()
 
   def encode(self, text: str) -> list[int]:

@@ -20,10 +20,14 @@ from __future__ import annotations
 import importlib
 import pathlib
 import re
+from typing import TYPE_CHECKING
 
 from encdec.errors import ConfigError, DataError
 from encdec.data import base
 from encdec.data.tokenizers import cached_sentencepiece
+
+if TYPE_CHECKING:   # annotations only: TFDS is imported where a builder is made
+  import tensorflow_datasets as tfds
 
 TFDS_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 
@@ -39,7 +43,7 @@ def builder(tfds_name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     return tfds.builder(tfds_name, data_dir=base.expand(data_dir))
   except Exception as e:  # DatasetNotFoundError, bad config name, ...
     raise ConfigError(f"unknown TFDS dataset {tfds_name!r} ({type(e).__name__}); use e.g. "
-                     "task.tfds_name='wmt14_translate/de-en'") from None
+                      "task.tfds_name='wmt14_translate/de-en'") from None
 
 
 def build_command(tfds_name: str, data_dir: str) -> str:
@@ -55,8 +59,8 @@ def data_source(b: tfds.core.DatasetBuilder, tfds_name: str, data_dir: str, spli
       raise DataError(f"dataset {tfds_name} is not prepared in {b.data_dir}; prepare it "
                               f"with: {build_command(tfds_name, data_dir)}") from None
     raise DataError(f"cannot read {tfds_name} split {split!r} from {b.data_dir} as "
-                     f"array_record ({type(e).__name__}: {str(e).splitlines()[0]}); rebuild "
-                     f"with: {build_command(tfds_name, data_dir)}") from None
+                    f"array_record ({type(e).__name__}: {str(e).splitlines()[0]}); rebuild "
+                    f"with: {build_command(tfds_name, data_dir)}") from None
 
 
 class PairSource:
@@ -98,7 +102,7 @@ class WmtTask:
     for field in ("src_lang", "tgt_lang"):
       if cfg[field] not in langs:
         raise ConfigError(f"task.{field}={cfg[field]!r} is not a language of {cfg.tfds_name}; "
-                         f"valid: {', '.join(langs)}")
+                          f"valid: {', '.join(langs)}")
     if cfg.src_lang == cfg.tgt_lang:
       raise ConfigError("task.src_lang and task.tgt_lang are equal; pick two languages")
     self._sources: dict[str, PairSource] = {}

@@ -46,7 +46,7 @@ def schedule(optim_cfg, num_steps: int) -> optax.Schedule:
   """The learning-rate schedule named by `optim.schedule`."""
   if optim_cfg.schedule not in SCHEDULES:
     raise ConfigError(f"unknown optim.schedule {optim_cfg.schedule!r}; "
-                     f"valid: {', '.join(sorted(SCHEDULES))}")
+                      f"valid: {', '.join(sorted(SCHEDULES))}")
   return SCHEDULES[optim_cfg.schedule](optim_cfg.learning_rate, optim_cfg.warmup_steps, num_steps)
 
 
@@ -84,7 +84,7 @@ def trainable_mask(params, pattern: str):
   if not any(jax.tree_util.tree_leaves(mask)):
     some = jax.tree_util.tree_leaves(_map_with_names(params, "/".join))
     raise ConfigError(f"optim.trainable={pattern!r} matches no parameter; paths look like "
-                     f"{', '.join(some[:3])}")
+                      f"{', '.join(some[:3])}")
   return mask
 
 

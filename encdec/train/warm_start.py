@@ -53,8 +53,8 @@ def merge(fresh: Any, old: Any, rules: Sequence[str] = ()) -> tuple[Any, list[st
       continue
     if old_flat[source].shape != value.shape:
       raise ConfigError(f"cannot initialise {path} {tuple(value.shape)} from {source} "
-                       f"{tuple(old_flat[source].shape)}: shapes differ; map it elsewhere with "
-                       "train.init_mapping or leave it out of the old run")
+                        f"{tuple(old_flat[source].shape)}: shapes differ; map it elsewhere with "
+                        "train.init_mapping or leave it out of the old run")
     merged[path] = old_flat[source].astype(value.dtype)
     copied.append(path)
   logging.info("warm start: %d parameters copied, %d newly initialised%s", len(copied), len(new),
