@@ -99,8 +99,16 @@ def assert_not_vacuous(forward, v, config, out):
   assert mass[upto_eos].max() >= 0.1, f"the model does not favour PAD/start: {mass}"
 
 
-@pytest.mark.parametrize("search", SEARCHES)
-@pytest.mark.parametrize("variant", VARIANTS)
+def variant_search_cases():
+  """Every variant x search; the quick suite runs each variant once, the searches in turn (each
+  search then meets several variants), and the rest of the product is slow."""
+  searches = list(SEARCHES)
+  return [pytest.param(variant, search, marks=() if search == searches[i % len(searches)]
+                       else pytest.mark.slow)
+          for i, variant in enumerate(VARIANTS) for search in searches]
+
+
+@pytest.mark.parametrize("variant, search", variant_search_cases())
 def test_every_search_and_variant_emits_tokens_eos_then_pad(variant, search):
   m, v, forward = case(variant)
   out = SEARCHES[search](m, v, SRC, 10)

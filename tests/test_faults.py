@@ -112,6 +112,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, reference):
     assert got[s] == pytest.approx(loss, rel=1e-6), s
 
 
+@pytest.mark.slow   # an integration run (> 20 s); the quick suite covers its parts
 def test_damaged_newest_checkpoint_falls_back_and_is_kept(tmp_path):
   assert run(tmp_path, 10).returncode == 0            # checkpoints 5 and 10
   for f in (tmp_path / "checkpoints" / "10" / "state").rglob("*"):

@@ -55,3 +55,23 @@ def test_the_installed_command_trains_a_packaged_config(installed):
                "--config.task.num_eval=8", "--config.checkpoint.async_save=False")
   assert result.returncode == 0, result.stderr[-2000:]
   assert (cwd / "run" / "eval" / "test_long-2.json").is_file()
+
+
+def test_the_installed_package_plans_a_slurm_sweep(installed):
+  """No checkout beside the install (no experiments/, no configs/): the launchers and the
+  packaged configs come with the package."""
+  target, _, cwd = installed
+  assert not (target / "experiments").exists() and (target / "encdec" / "launch" / "slurm.py").exists()
+  workdir = cwd / "xattn"
+  result = run(installed, "-c", "import encdec, sys; print(encdec.__file__, file=sys.stderr); "
+               "from encdec.__main__ import main; sys.exit(main())",
+               "sweep", "--config", "cross_attention_ablation:task=reverse", "--sweep", "variants",
+               "--workdir", str(workdir), "--launcher", "slurm", "--dry-run",
+               "--launcher-args", "--nodes 1 --gpus-per-node 2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stderr.startswith(str(target / "encdec" / "__init__.py"))    # the installed copy
+  scripts = result.stdout.split("#!/bin/bash\n")[1:]
+  from encdec import model  # pylint: disable=import-outside-toplevel
+  assert len(scripts) == 3 * len(model.CROSS_ATTENTION)                        # variants x 3 seeds
+  assert "--config.model.cross_attention=latent --config.train.seed=2" in result.stdout
+  assert not workdir.exists()

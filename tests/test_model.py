@@ -1,9 +1,12 @@
 """The model's defining properties: causality, padding invariance, caches, gradients."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from compiled import Compiled
 from encdec import decoding, model
 from encdec.errors import ConfigError
 
@@ -18,11 +21,17 @@ VARIANTS = {
 
 
 def make(**overrides):
-  m = model.build({**BASE, **overrides})
+  return _make(tuple(sorted(overrides.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _make(overrides):
+  """(model, variables, src, tgt) of a config, built once per test module."""
+  m = model.build({**BASE, **dict(overrides)})
   src = jnp.array([[5, 6, 7, 8, 2, 0], [9, 10, 2, 0, 0, 0]], jnp.int32)   # [B=2, S=6]
   tgt = jnp.array([[1, 11, 12, 13, 14], [1, 15, 16, 0, 0]], jnp.int32)     # [B=2, T=5]
-  variables = m.init(jax.random.key(0), src, tgt)
-  return m, variables, src, tgt
+  variables = jax.jit(m.init)(jax.random.key(0), src, tgt)
+  return Compiled(m), variables, src, tgt
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -54,10 +63,10 @@ def test_decoder_reads_the_source():
 
 def teacher_forced_cached_logits(m, v, src, tgt):
   """Logits from the decode-mode cache, one step at a time: [B, T, V]."""
-  cache = decoding.init_cache(m, v, src, max_len=tgt.shape[1])
+  cache = m.init_cache(v, src, max_len=tgt.shape[1])
   steps = []
   for t in range(tgt.shape[1]):
-    log_probs, cache = decoding.decode_step(m, v, cache, src, tgt[:, t], jnp.array(t))
+    log_probs, cache = m.decode_step(v, cache, src, tgt[:, t], jnp.array(t))
     steps.append(log_probs)
   return jnp.stack(steps, axis=1)
 
@@ -74,7 +83,7 @@ def test_cached_decoding_equals_full_forward(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_greedy_equals_argmax_of_full_forward(variant):
   m, v, src, _ = make(**VARIANTS[variant])
-  out = decoding.greedy(m, v, src, max_len=8)                              # [B, 8]
+  out = decoding.greedy(m.module, v, src, max_len=8)                       # [B, 8]
   assert out.shape == (2, 8) and out.dtype == jnp.int32
   cfg = m.config
   tgt_in = jnp.concatenate([jnp.full((2, 1), cfg.bos_id, jnp.int32), out[:, :-1]], axis=1)
@@ -102,7 +111,7 @@ def test_gradients_reach_every_parameter():
                      rngs={"dropout": jax.random.key(1)})
     return jnp.mean(jax.nn.log_softmax(logits)[..., 4])
 
-  grads = jax.grad(loss)(jax.tree_util.tree_map(jnp.asarray, v["params"]))
+  grads = jax.jit(jax.grad(loss))(v["params"])
   flat = jax.tree_util.tree_flatten_with_path(grads)[0]
   dead = [jax.tree_util.keystr(path) for path, g in flat if not np.any(np.asarray(g) != 0)]
   assert not dead, f"no gradient reaches {dead}"
@@ -155,7 +164,7 @@ def test_bfloat16_compute_keeps_float32_params():
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(v["params"]))
   logits = m.apply(v, src, tgt)
   assert logits.dtype == jnp.float32
-  m32 = model.build({**BASE})
+  m32, _, _, _ = make()
   np.testing.assert_allclose(logits, m32.apply(v, src, tgt), atol=0.15)
 
 

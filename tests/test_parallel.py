@@ -97,6 +97,7 @@ def test_per_device_memory_shrinks_with_fsdp_and_tensor():
   assert fsdp2_tp2 < 0.65 * fsdp2
 
 
+@pytest.mark.slow   # an integration run (> 20 s); the quick suite covers its parts
 def test_losses_match_across_meshes():
   reference, _ = train_losses((1, 1, 1))
   for sizes in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:

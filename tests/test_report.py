@@ -152,6 +152,7 @@ def test_cache_bytes_per_source_token_shrink_with_kv_heads(variant, ratio):
   assert accounting.cache_bytes_per_source_token(none) == 0
 
 
+@pytest.mark.slow   # an integration run (> 20 s); the quick suite covers its parts
 def test_report_on_real_runs_measures_and_caches_decode_speed(tmp_path):
   tiny = {**SMALL, "task.num_train": 300, "task.num_eval": 32, "train.num_steps": 10,
           "train.batch_size": 16, "logging.every_steps": 5, "eval.every_steps": 100,

@@ -35,8 +35,8 @@ def uninterrupted(tmp_path_factory):
   return losses(workdir)
 
 
-@pytest.mark.parametrize("mesh", [(1, 4, 1), pytest.param((1, 1, 1), marks=pytest.mark.slow),
-                                  pytest.param((2, 1, 4), marks=pytest.mark.slow)])
+@pytest.mark.slow   # three real runs (> 40 s)
+@pytest.mark.parametrize("mesh", [(1, 4, 1), (1, 1, 1), (2, 1, 4)])
 def test_resume_on_other_meshes_matches_an_uninterrupted_run(tmp_path, uninterrupted, mesh):
   loop.train(cfg_for((2, 2, 2), **{"train.num_steps": 6}), tmp_path)   # saved on 2x2x2
   with open(tmp_path / "config.json") as f:  # same model and task: a resume is allowed
@@ -169,6 +169,7 @@ def test_warm_start_merges_by_path_and_mapping():
     warm_start.merge(fresh, old, ("nonsense",))
 
 
+@pytest.mark.slow   # an integration run (> 20 s); the quick suite covers its parts
 def test_init_from_another_run_and_incompatible_checkpoint(tmp_path):
   from encdec import run as run_lib  # pylint: disable=import-outside-toplevel
   loop.train(cfg_for((1, 1, 1), **{"train.num_steps": 6}), tmp_path / "a")

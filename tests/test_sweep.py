@@ -5,9 +5,7 @@ import json
 import os
 import pathlib
 import shlex
-import shutil
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -236,6 +234,7 @@ def test_another_sweep_in_the_same_workdir_is_refused(config_file, tmp_path, cap
 
 # --- a real sweep -------------------------------------------------------------------------------
 
+@pytest.mark.slow   # an integration run (> 20 s); the quick suite covers its parts
 def test_tiny_sweep_trains_evaluates_and_is_skipped_when_run_again(config_file, tmp_path, capsys):
   workdir = tmp_path / "sweep"
   argv = ["sweep", "--config", config_file, "--sweep", "pair", "--workdir", str(workdir),
@@ -263,38 +262,3 @@ def test_the_ablation_study_sweeps_are_valid(tmp_path, task, name):
   if name == "variants":
     from encdec import model  # pylint: disable=import-outside-toplevel
     assert {r.overrides["model.cross_attention"] for r in runs} == set(model.CROSS_ATTENTION)
-
-
-# --- a non-editable install ---------------------------------------------------------------------
-
-def test_a_wheel_install_plans_a_slurm_sweep(tmp_path):
-  """`pip install .` (no checkout beside it: no experiments/, no configs/): the launchers and
-  the packaged configs come with the package."""
-  source = tmp_path / "src"
-  source.mkdir()
-  for name in ("pyproject.toml", "README.md"):
-    shutil.copy(ROOT / name, source / name)
-  shutil.copytree(ROOT / "encdec", source / "encdec",
-                  ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-  site = tmp_path / "site"
-  pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                        "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
-                       capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
-  assert pip.returncode == 0, pip.stderr[-3000:]
-  assert not (site / "experiments").exists() and (site / "encdec" / "launch" / "slurm.py").exists()
-  env = {**os.environ, "PYTHONPATH": str(site), "ENCDEC_HUGEPAGES": "0"}
-  workdir = tmp_path / "xattn"
-  proc = subprocess.run(
-      [sys.executable, "-c", "import encdec, sys; print(encdec.__file__, file=sys.stderr); "
-       "from encdec.__main__ import main; sys.exit(main())",
-       "sweep", "--config", "cross_attention_ablation:task=reverse", "--sweep", "variants",
-       "--workdir", str(workdir), "--launcher", "slurm", "--dry-run",
-       "--launcher-args", "--nodes 1 --gpus-per-node 2"],
-      capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path, env=env)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stderr.startswith(str(site / "encdec" / "__init__.py"))     # the installed copy
-  scripts = proc.stdout.split("#!/bin/bash\n")[1:]
-  from encdec import model  # pylint: disable=import-outside-toplevel
-  assert len(scripts) == 3 * len(model.CROSS_ATTENTION)                   # variants x 3 seeds
-  assert "--config.model.cross_attention=latent --config.train.seed=2" in proc.stdout
-  assert not workdir.exists()

@@ -132,6 +132,7 @@ def test_nonfinite_update_is_skipped_and_counted():
     np.testing.assert_array_equal(a, c)   # NaN == NaN under assert_array_equal
 
 
+@pytest.mark.slow   # an integration run (> 20 s); the quick suite covers its parts
 def test_checkpoint_round_trip_gives_identical_params_and_losses(tmp_path):
   m, tx, st, fn = setup(dropout_rate=0.1)
   rng = jax.random.key(3)
