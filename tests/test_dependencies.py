@@ -36,7 +36,8 @@ def imported_distributions(directory: pathlib.Path) -> dict[str, set[str]]:
       else:
         continue
       for top in {name.split(".")[0] for name in names}:
-        if top in sys.stdlib_module_names or top in ("encdec", "benchmarks", "experiments"):
+        local = (path.parent / f"{top}.py").exists()   # e.g. tests/compiled.py
+        if top in sys.stdlib_module_names or top in ("encdec", "benchmarks", "experiments") or local:
           continue
         for dist in owners.get(top, [top]):
           found.setdefault(dist.lower().replace("_", "-"), set()).add(
