@@ -1,4 +1,5 @@
-"""Test helper: a model whose forward pass and decoding functions are compiled once per shape.
+"""Test helpers for the quick suite's time: a model whose forward pass and decoding functions
+are compiled once per shape, and which cross-attention variants the quick suite covers.
 
 Op-by-op execution of scanned layers is slow, and a test module that builds one model per test
 recompiles the same program many times; tests share one `Compiled` per configuration instead.
@@ -6,8 +7,20 @@ recompiles the same program many times; tests share one `Compiled` per configura
 import functools
 
 import jax
+import pytest
 
-from encdec import decoding
+from encdec import decoding, model
+
+# Variants that differ in how they sit in the decoder (layout, shared K/V, latents, encoder
+# layers) or whether they read the source. Expensive per-variant tests run these in the quick
+# suite and the others (head counts, gates, windows: the same structure) in the slow one.
+STRUCTURAL_VARIANTS = ("mha", "merged", "parallel", "shared_kv", "latent", "all_layers", "none")
+
+
+def structural_quick() -> list:
+  """Every registered variant as a pytest parameter, the non-structural ones marked slow."""
+  return [pytest.param(v, marks=() if v in STRUCTURAL_VARIANTS else pytest.mark.slow)
+          for v in sorted(model.CROSS_ATTENTION)]
 
 
 class Compiled:

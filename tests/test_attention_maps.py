@@ -7,12 +7,12 @@ import jax
 import numpy as np
 import pytest
 
-from encdec import assembly, attention_maps, config, evaluate, inference, model, run as run_lib
+from compiled import structural_quick
+from encdec import assembly, attention_maps, config, evaluate, inference, run as run_lib
 from encdec.data import tasks
 from encdec.errors import ConfigError
 from encdec.model import transformer
 
-VARIANTS = sorted(model.CROSS_ATTENTION)
 PREDICTIONS = [evaluate.Prediction("abcd", ("abcd",), "abc"),
                evaluate.Prediction("ef", ("ef",), "efgh")]
 
@@ -43,7 +43,7 @@ def plotted(run, tmp_path, monkeypatch) -> list[dict]:
   return calls
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", structural_quick())
 def test_every_variant_plots_its_maps_or_says_why_not(variant, tmp_path, monkeypatch):
   run = tiny_run(cross_attention=variant)
   variant_cls = run.module.config.variant

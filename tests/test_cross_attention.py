@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from compiled import Compiled
+from compiled import Compiled, structural_quick
 from encdec import model
 
 BASE = dict(src_vocab_size=23, tgt_vocab_size=29, d_model=32, num_heads=4, d_ff=64,
@@ -71,14 +71,7 @@ def test_beams_read_their_source_without_copies(variant):
   np.testing.assert_allclose(cached_log_probs(m, v, SRC, tgt, beams=2), full, atol=1e-4)
 
 
-# Variants that differ in how they sit in the decoder (layout, shared K/V, latents, encoder
-# layers) or whether they read the source: their backward passes are compiled in the quick suite,
-# those of the others (head counts, gates, windows: the same structure) in the slow one.
-STRUCTURAL = ("mha", "merged", "parallel", "shared_kv", "latent", "all_layers", "none")
-
-
-@pytest.mark.parametrize("variant", [
-    pytest.param(v, marks=() if v in STRUCTURAL else pytest.mark.slow) for v in VARIANTS])
+@pytest.mark.parametrize("variant", structural_quick())
 def test_gradients_reach_every_parameter(variant):
   m, v = make(variant)
 

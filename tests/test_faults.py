@@ -216,6 +216,7 @@ def test_full_disk_on_save_is_a_clear_error_and_keeps_older_checkpoints(small_di
   assert f"resumed from step {step}" in resumed.stderr
 
 
+@pytest.mark.slow   # an integration run (> 10 s); the quick suite covers its parts
 def test_other_config_in_workdir_is_refused_and_nothing_is_lost(tmp_path):
   assert run(tmp_path, 5).returncode == 0
   before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())

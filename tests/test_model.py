@@ -117,7 +117,8 @@ def test_gradients_reach_every_parameter():
   assert not dead, f"no gradient reaches {dead}"
 
 
-@pytest.mark.parametrize("remat, scan", [("dots", True), ("full", False)])
+@pytest.mark.parametrize("remat, scan", [("dots", True),
+                                         pytest.param("full", False, marks=pytest.mark.slow)])
 def test_remat_changes_memory_not_the_loss_or_gradients(remat, scan):
   """Same parameters, same dropout masks (recomputed from the same keys), same gradients."""
   def loss_and_grads(**overrides):

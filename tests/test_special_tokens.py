@@ -61,12 +61,13 @@ def test_model_config_takes_the_ids_and_masks_hide_that_pad():
   src = jnp.array([[5, 6, 7, 2]], jnp.int32)                                 # [1, 4]
   padded = jnp.concatenate([src, jnp.full((1, 3), BART.pad, jnp.int32)], 1)  # [1, 7]
   tgt_in = jnp.array([[0, 7, 6, 5]], jnp.int32)
-  variables = module.init(jax.random.key(0), padded, tgt_in)
-  np.testing.assert_allclose(module.apply(variables, src, tgt_in),
-                             module.apply(variables, padded, tgt_in), atol=1e-5)
+  variables = jax.jit(module.init)(jax.random.key(0), padded, tgt_in)
+  forward = jax.jit(module.apply)
+  np.testing.assert_allclose(forward(variables, src, tgt_in),
+                             forward(variables, padded, tgt_in), atol=1e-5)
   zero_padded = padded.at[:, 4:].set(0)       # 0 is a real token (BOS) here: no longer hidden
-  assert not np.allclose(module.apply(variables, src, tgt_in),
-                         module.apply(variables, zero_padded, tgt_in), atol=1e-5)
+  assert not np.allclose(forward(variables, src, tgt_in),
+                         forward(variables, zero_padded, tgt_in), atol=1e-5)
 
 
 def test_tokenizers_that_disagree_are_refused():

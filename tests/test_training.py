@@ -63,6 +63,7 @@ def final_params(workdir):
   return run_lib.load(workdir).params
 
 
+@pytest.mark.slow   # an integration run (> 10 s); the quick suite covers its parts
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
   cfg = small_run_config()
   loop.train(cfg, tmp_path / "straight")
@@ -146,6 +147,7 @@ def test_a_diverged_step_is_named_exactly_and_never_checkpointed(tmp_path, monke
   assert [r["step"] for r in writers.read_metrics(tmp_path) if "train/loss" in r] == [4]
 
 
+@pytest.mark.slow   # an integration run (> 10 s); the quick suite covers its parts
 def test_nonfinite_updates_are_skipped_and_counted_when_asked(tmp_path):
   """train.skip_nonfinite: updates with NaN/Inf gradients (a learning rate of 1e30) are
   skipped and counted, training goes on, and what it saves is finite."""
