@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 
 from encdec.errors import ConfigError
-from encdec.model import schema
+from encdec.model import presets, schema
 
 SECTIONS = ("model", "task", "train", "optim", "checkpoint", "mesh", "eval", "decode", "logging")
 PACKAGED_CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"   # shipped with encdec
@@ -113,17 +113,26 @@ def load_module(spec: str):
 
 def load(spec: str | None = None, overrides: Mapping[str, Any] | None = None,
          ) -> ml_collections.ConfigDict:
-  """Load `PATH[:ARG]` or `NAME[:ARG]` (default: the embedded G2P config), apply overrides,
-  validate, lock."""
+  """Load `PATH[:ARG]` or `NAME[:ARG]` (default: the embedded G2P config), apply the model
+  preset (`model.preset`, encdec/model/presets.py), then the overrides, validate, lock."""
   spec = spec or str(DEFAULT_CONFIG)
   module = load_module(spec)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {spec.partition(':')[0]} defines no get_config(arg=None)")
   cfg = module.get_config(spec.partition(":")[2] or None)
+  apply_preset(cfg, overrides or {})
   apply_overrides(cfg, overrides or {})
   validate(cfg)
   cfg.lock()
   return cfg
+
+
+def apply_preset(cfg: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+  """Set the model fields of `model.preset` (the override's, else the config file's) in place:
+  over the config file's values, under the overrides, which are applied after it."""
+  preset = overrides.get("model.preset", cfg.model.get("preset", ""))
+  if isinstance(preset, str):   # another type: apply_overrides names the key and the type
+    cfg.model.update(presets.fields(preset))
 
 
 def parse_overrides(args: Iterable[str], prefix: str = "--config.") -> dict[str, Any]:

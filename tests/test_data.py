@@ -49,7 +49,8 @@ def assert_batches_equal(a, b):
 # --------------------------------------------------------------------------------- registry
 
 def test_unknown_task_name_lists_valid_names():
-  with pytest.raises(ConfigError, match=r"unknown task.name 'g2p'; valid: add, copy, g2p_cmudict"):
+  with pytest.raises(ConfigError,
+                     match=r"unknown task.name 'g2p'; valid: add, copy, ding_de_en, g2p_cmudict"):
     tasks.default_config("g2p")
   cfg = tasks.default_config("copy")
   cfg.name = "nope"

@@ -207,11 +207,16 @@ def test_a_trained_run_is_evaluated_and_decodes(tmp_path):
   """What `encdec eval` and `encdec decode` do, in this process (the slow test below runs the
   command line itself)."""
   from encdec import inference  # pylint: disable=import-outside-toplevel
-  loop.train(small_run_config(**{"train.num_steps": 10}), tmp_path)
+  loop.train(small_run_config(**{"train.num_steps": 10, "decode.beam_size": 2}), tmp_path)
   scores = inference.evaluate_run(tmp_path, split="test", beam_size=2, max_examples=16)
   assert scores["beam_size"] == 2 and scores["num_examples"] == 16
   assert scores["exact_match"] == pytest.approx(
       exact_match_of(tmp_path / "eval" / "test-beam2-10-predictions.tsv"))
+  # The trainer's final eval used the config's search: the same beam-2 outputs.
+  final = json.loads((tmp_path / "eval" / "test-10.json").read_text())
+  trainer_rows = (tmp_path / "eval" / "test-10-predictions.tsv").read_text().splitlines()
+  eval_rows = (tmp_path / "eval" / "test-beam2-10-predictions.tsv").read_text().splitlines()
+  assert final["beam_size"] == 2 and trainer_rows[:17] == eval_rows
   decoded = list(inference.decode_lines(tmp_path, ["abc", "", "hello"]))
   assert [source for source, _ in decoded] == ["abc", "hello"]
   assert all(isinstance(output, str) for _, output in decoded)

@@ -8,7 +8,7 @@
 
 Every task config has `name`, `max_src_len` and `max_tgt_len` (token lengths without BOS/EOS;
 longer training examples are dropped and counted by the pipeline). See each task's module for
-its fields: g2p.py, algorithmic.py, parallel_text.py, wmt.py.
+its fields: g2p.py, algorithmic.py, parallel_text.py, wmt.py, ding.py.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ TASKS = Registry("task.name", {
     "add": "encdec.data.algorithmic:AddTask",
     "parallel_text": "encdec.data.parallel_text:ParallelTextTask",
     "wmt": "encdec.data.wmt:WmtTask",
+    "ding_de_en": "encdec.data.ding:DingDeEnTask",
 })
 
 

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encdec.model import layers
+from encdec.model import layers, positions as positions_lib
 
 
 # ----------------------------------------------------------------------------- masks
@@ -167,49 +167,60 @@ class SelfAttention(nn.Module):
 
   In decode mode the first call (when the cache does not exist yet) only creates the empty
   cache; every later call takes one new token per row and attends to all cached ones.
+  `positions` (the stack's position scheme, positions.SelfAttentionPositions) rotates the
+  queries and keys before the keys are cached and biases the logits.
   """
   num_heads: int
   head_dim: int
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  use_bias: bool = False   # biases on the Q/K/V and output projections
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool,
-               decode: bool = False, cache_length: int | None = None) -> jax.Array:
-    query, key, value = qkv_projection(x, self.num_heads, self.head_dim, self.dtype, decode)
+               decode: bool = False, cache_length: int | None = None,
+               positions: positions_lib.SelfAttentionPositions | None = None) -> jax.Array:
+    positions = positions or positions_lib.SelfAttentionPositions()
+    query, key, value = qkv_projection(x, self.num_heads, self.head_dim, self.dtype, decode,
+                                       use_bias=self.use_bias)
+    query, key = positions.rotate(query, key)                               # [B, T, H, D]
     if decode:
       key, value, mask = update_cache(self, key, value, cache_length)
     dropout_rng = None if deterministic or self.dropout_rate == 0 else self.make_rng("dropout")
-    out = dot_product_attention(query, key, value, mask, dropout_rate=self.dropout_rate,
-                                deterministic=deterministic, dropout_rng=dropout_rng)
-    return output_projection(out, x.shape[-1], self.dtype)                 # [B, T, d_model]
+    out = dot_product_attention(query, key, value, mask, bias=positions.bias,
+                                dropout_rate=self.dropout_rate, deterministic=deterministic,
+                                dropout_rng=dropout_rng)
+    return output_projection(out, x.shape[-1], self.dtype,
+                             use_bias=self.use_bias)                       # [B, T, d_model]
 
 
 def query_projection(x: jax.Array, num_heads: int, head_dim: int, dtype,
-                     name: str = "query") -> jax.Array:
+                     name: str = "query", use_bias: bool = False) -> jax.Array:
   """[B, T, d_model] --> [B, T, H, D] (call from a compact method)."""
   return layers.dense_general((num_heads, head_dim), ("embed", "heads", "kv"), dtype,
-                              name=name)(x)
+                              use_bias=use_bias, name=name)(x)
 
 
 def kv_projection(x: jax.Array, kv_heads: int, head_dim: int, dtype, name: str = "kv",
-                  head_axis: str = "kv_heads") -> jax.Array:
+                  head_axis: str = "kv_heads", use_bias: bool = False) -> jax.Array:
   """[B, S, d_model] --> [B, S, 2, Hk, D]: keys and values in one matmul."""
   return layers.dense_general((2, kv_heads, head_dim), ("embed", "qkv", head_axis, "kv"), dtype,
-                              name=name)(x)
+                              use_bias=use_bias, name=name)(x)
 
 
-def qkv_projection(x: jax.Array, num_heads: int, head_dim: int, dtype, decode: bool = False):
+def qkv_projection(x: jax.Array, num_heads: int, head_dim: int, dtype, decode: bool = False,
+                   use_bias: bool = False):
   """[B, T, d_model] --> query, key, value, each [B, T, H, D]; one stacked kernel 'qkv'
   (three matmuls when training, one when decoding: see layers.StackedProjection)."""
   return layers.StackedProjection(3, (num_heads, head_dim), ("embed", "qkv", "heads", "kv"),
-                                  dtype, one_matmul=decode, name="qkv")(x)
+                                  dtype, one_matmul=decode, use_bias=use_bias, name="qkv")(x)
 
 
-def output_projection(heads: jax.Array, d_model: int, dtype, name: str = "out") -> jax.Array:
+def output_projection(heads: jax.Array, d_model: int, dtype, name: str = "out",
+                      use_bias: bool = False) -> jax.Array:
   """[B, T, H, D] --> [B, T, d_model] (call from a compact method)."""
   return layers.dense_general(d_model, ("heads", "kv", "embed"), dtype, axis=(-2, -1),
-                              name=name)(heads)
+                              use_bias=use_bias, name=name)(heads)
 
 
 def update_cache(module: nn.Module, key: jax.Array, value: jax.Array, cache_length: int | None):

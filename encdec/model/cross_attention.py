@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from encdec.errors import ConfigError
-from encdec.model import attention, layers
+from encdec.model import attention, layers, positions
 from encdec.model.schema import CROSS_ATTENTION  # the registry: pylint: disable=unused-import
 
 
@@ -107,7 +107,8 @@ class MultiHeadCrossAttention(CrossAttentionBase):
   def project_kv(self, memory: jax.Array, mask: jax.Array) -> jax.Array:
     """[B, S, d_model] --> [B, S, 2, Hk, D] (keys and values in one matmul)."""
     cfg = self.config
-    return attention.kv_projection(memory, self.kv_heads(cfg), cfg.heads_dim, cfg.compute_dtype)
+    return attention.kv_projection(memory, self.kv_heads(cfg), cfg.heads_dim, cfg.compute_dtype,
+                                   use_bias=cfg.attention_bias)
 
   def kv_mask(self, mask: jax.Array) -> jax.Array:
     """The mask over the keys `project_kv` returns (here: the source positions themselves)."""
@@ -136,15 +137,16 @@ class MultiHeadCrossAttention(CrossAttentionBase):
              deterministic: bool) -> jax.Array:
     """Queries from x [B*G, T, d] over kv [B, S, 2, Hk, D] --> [B*G, T, d]."""
     cfg = self.config
-    query = attention.query_projection(x, cfg.num_heads, cfg.heads_dim,
-                                       cfg.compute_dtype)                  # [B*G, T, H, D]
+    query = attention.query_projection(x, cfg.num_heads, cfg.heads_dim, cfg.compute_dtype,
+                                       use_bias=cfg.attention_bias)        # [B*G, T, H, D]
     rate = cfg.attention_dropout_rate
     dropout_rng = None if deterministic or rate == 0 else self.make_rng("dropout")
     out, weights = attention.grouped_attention(
         query, kv[:, :, 0], kv[:, :, 1], mask, bias=bias, dropout_rate=rate,
         deterministic=deterministic, dropout_rng=dropout_rng, return_weights=True)
     self.sow("intermediates", "weights", weights)  # [B, H, G*T, S]; kept only if asked for
-    return attention.output_projection(out, x.shape[-1], cfg.compute_dtype)  # [B*G, T, d]
+    return attention.output_projection(out, x.shape[-1], cfg.compute_dtype,
+                                       use_bias=cfg.attention_bias)        # [B*G, T, d]
 
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array | None, mask: jax.Array, *,
@@ -243,14 +245,16 @@ class LatentCrossAttention(MultiHeadCrossAttention):
         nn.initializers.normal(1.0), ("latents", "embed")), (cfg.cross_latents, cfg.d_model),
                          jnp.float32).astype(cfg.compute_dtype)            # [M, d]
     query = attention.query_projection(latents, cfg.num_heads, cfg.heads_dim, cfg.compute_dtype,
-                                       name="latent_query")
+                                       name="latent_query", use_bias=cfg.attention_bias)
     query = jnp.broadcast_to(query, (memory.shape[0],) + query.shape)      # [B, M, H, D]
     kv = attention.kv_projection(memory, cfg.num_heads, cfg.heads_dim, cfg.compute_dtype,
-                                 name="source_kv", head_axis="heads")      # [B, S, 2, H, D]
+                                 name="source_kv", head_axis="heads",
+                                 use_bias=cfg.attention_bias)              # [B, S, 2, H, D]
     source_mask = jnp.any(mask, axis=2, keepdims=True)                     # [B, 1, 1, S]
     read = attention.dot_product_attention(query, kv[:, :, 0], kv[:, :, 1], source_mask)
     z = latents + attention.output_projection(read, cfg.d_model, cfg.compute_dtype,
-                                              name="latent_out")           # [B, M, d]
+                                              name="latent_out",
+                                              use_bias=cfg.attention_bias)  # [B, M, d]
     return super().project_kv(z, mask)
 
   def kv_mask(self, mask):
@@ -316,7 +320,9 @@ class MergedAttention(MultiHeadCrossAttention):
   """Self- and cross-attention as one: a single softmax over [decoder prefix keys; encoder
   keys] with shared queries and one output projection (merged attention, Zhang, Titov &
   Sennrich, 2019, "Improving Deep Transformer with Depth-Scaled Initialization and Merged
-  Attention"; they pair it with an average-attention prefix, here it is dot-product)."""
+  Attention"; they pair it with an average-attention prefix, here it is dot-product). The
+  target-prefix part gets the decoder's relative position scheme (`self_positions`: bias,
+  rotated queries and keys) as self-attention would; the source part gets none."""
   layout = "merged"
 
   @classmethod
@@ -327,15 +333,20 @@ class MergedAttention(MultiHeadCrossAttention):
 
   @nn.compact
   def __call__(self, x, memory, mask, *, deterministic: bool, decode: bool = False,
-               self_mask: jax.Array | None = None, cache_length: int | None = None):
+               self_mask: jax.Array | None = None, cache_length: int | None = None,
+               self_positions: positions.SelfAttentionPositions | None = None):
     cfg = self.config
-    query, key, value = attention.qkv_projection(x, cfg.num_heads, cfg.heads_dim,
-                                                 cfg.compute_dtype, decode)  # [R, T, H, D] each
+    self_positions = self_positions or positions.SelfAttentionPositions()
+    query, key, value = attention.qkv_projection(
+        x, cfg.num_heads, cfg.heads_dim, cfg.compute_dtype, decode,
+        use_bias=cfg.attention_bias)                                        # [R, T, H, D] each
+    self_query, key = self_positions.rotate(query, key)   # the source part gets no positions
     if decode:
       key, value, self_mask = attention.update_cache(self, key, value, cache_length)
     kv, mask = self.keys_values(memory, mask, decode)                       # [B, S, 2, H, D]
     rows, batch = x.shape[0], kv.shape[0]
-    self_logits = attention.attention_logits(query, key, self_mask)         # [R, H, T, T']
+    self_logits = attention.attention_logits(self_query, key, self_mask,
+                                             self_positions.bias)           # [R, H, T, T']
     cross_logits = attention.unfold_beam_scores(attention.attention_logits(
         attention.fold_beams(query, batch), kv[:, :, 0],
         attention.fold_beam_mask(mask, rows // batch)), rows)               # [R, H, T, S]
@@ -349,7 +360,8 @@ class MergedAttention(MultiHeadCrossAttention):
     self.sow("intermediates", "weights", cross_weights)
     out = (attention.weighted_values(self_weights, value) + attention.unfold_beams(
         attention.weighted_values(cross_weights, kv[:, :, 1]), rows))       # [R, T, H, D]
-    return attention.output_projection(out, x.shape[-1], cfg.compute_dtype)
+    return attention.output_projection(out, x.shape[-1], cfg.compute_dtype,
+                                       use_bias=cfg.attention_bias)
 
 
 class NoCrossAttention(CrossAttentionBase):

@@ -1,4 +1,7 @@
-"""Building blocks: projections with logical axis names, embeddings, positions, MLP."""
+"""Building blocks: projections with logical axis names, norms, embeddings, MLPs.
+
+(Position schemes are in encdec/model/positions.py.)
+"""
 from __future__ import annotations
 
 import math
@@ -7,6 +10,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from encdec.model import schema
 
 Axes = tuple[str | None, ...]
 # Projection kernels: fan-in scaling over the contracted input axes (Flax flattens the kernel).
@@ -39,13 +44,15 @@ class StackedProjection(nn.Module):
   transposed, so the optimizer reads it strided several times. Separately, each gradient comes
   out in the kernel's layout (the bench train step is 2-4% faster; benchmarks/RESULTS.md).
   `one_matmul=True` applies it as one wide matmul instead: faster for the few rows of a decoding
-  step (a beam-4 step: 20.6 -> 18.3 ms), where there is no backward pass.
+  step (a beam-4 step: 20.6 -> 18.3 ms), where there is no backward pass. `use_bias`: a 'bias'
+  [num, *features] too (zeros at init).
   """
   num: int
   features: tuple[int, ...]
   axes: Axes
   dtype: jnp.dtype = jnp.float32
   one_matmul: bool = False
+  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
@@ -55,13 +62,24 @@ class StackedProjection(nn.Module):
                         (x.shape[-1], self.num, *self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if self.one_matmul:                                        # [..., num, *features], split
-      return tuple(jnp.unstack(jnp.tensordot(x, kernel, axes=1), axis=x.ndim - 1))
-    return tuple(jnp.tensordot(x, kernel[:, i], axes=1) for i in range(self.num))
+      outputs = jnp.unstack(jnp.tensordot(x, kernel, axes=1), axis=x.ndim - 1)
+    else:
+      outputs = [jnp.tensordot(x, kernel[:, i], axes=1) for i in range(self.num)]
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                             self.axes[1:]),
+                        (self.num, *self.features), jnp.float32).astype(self.dtype)
+      outputs = [out + bias[i] for i, out in enumerate(outputs)]
+    return tuple(outputs)
 
 
-def norm(dtype, name: str | None = None) -> nn.LayerNorm:
-  return nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32, name=name,
-                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+def norm(dtype, kind: str = "layernorm", name: str | None = None) -> nn.Module:
+  """`kind` (schema.NORM_TYPES): "layernorm" (Ba et al. 2016: 'scale' and 'bias') or "rmsnorm"
+  (Zhang & Sennrich 2019, as T5: x / rms(x), a 'scale' only, no mean subtracted)."""
+  scale_init = nn.with_logical_partitioning(nn.initializers.ones, ("embed",))
+  if kind == "rmsnorm":
+    return nn.RMSNorm(dtype=dtype, param_dtype=jnp.float32, scale_init=scale_init, name=name)
+  return nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32, name=name, scale_init=scale_init,
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 
 
@@ -72,42 +90,29 @@ def embed(vocab_size: int, d_model: int, dtype, name: str) -> nn.Embed:
                   embedding_init=init, name=name)
 
 
-def sinusoidal_positions(positions: jax.Array, d_model: int) -> jax.Array:
-  """[B, T] int positions --> [B, T, d_model] (Vaswani et al. 2017, sin | cos halves)."""
-  half = d_model // 2
-  inv_freq = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / max(half - 1, 1))
-  angles = positions[..., None].astype(jnp.float32) * inv_freq                  # [B, T, half]
-  enc = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-  return jnp.pad(enc, [(0, 0), (0, 0), (0, d_model - 2 * half)])
-
-
-class PositionEncoding(nn.Module):
-  """Adds position information to token embeddings: 'sinusoidal' or 'learned'."""
-  kind: str
-  max_len: int
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    d_model = x.shape[-1]
-    if self.kind == "sinusoidal":
-      return x + sinusoidal_positions(positions, d_model).astype(x.dtype)
-    init = nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), (None, "embed"))
-    table = self.param("table", init, (self.max_len, d_model), jnp.float32)
-    return x + jnp.take(table, positions, axis=0).astype(x.dtype)
-
-
-
-
 class MLP(nn.Module):
-  """Position-wise feed-forward: d_model -> d_ff -> act -> dropout -> d_model."""
+  """Position-wise feed-forward: d_model -> d_ff -> act -> dropout -> d_model.
+
+  kind "dense": act(x W_i) with kernel 'wi'. Gated (GLU variants, Shazeer 2020, "GLU Variants
+  Improve Transformer"; schema.GATED_MLP_ACTIVATIONS): act(x W_0) * (x W_1) with kernels
+  'wi_0' (the gate) and 'wi_1' (as T5 v1.1 names them), the activation set by the kind.
+  """
   d_ff: int
   activation: str = "relu"
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  kind: str = "dense"
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    h = dense_general(self.d_ff, ("embed", "mlp"), self.dtype, use_bias=True, name="wi")(x)
-    h = nn.Dropout(self.dropout_rate)(getattr(jax.nn, self.activation)(h), deterministic=deterministic)
-    return dense_general(x.shape[-1], ("mlp", "embed"), self.dtype, use_bias=True, name="wo")(h)
+    project_in = lambda name: dense_general(self.d_ff, ("embed", "mlp"), self.dtype,
+                                            use_bias=self.use_bias, name=name)(x)  # [..., d_ff]
+    if self.kind == "dense":
+      h = getattr(jax.nn, self.activation)(project_in("wi"))
+    else:
+      gate = getattr(jax.nn, schema.GATED_MLP_ACTIVATIONS[self.kind])
+      h = gate(project_in("wi_0")) * project_in("wi_1")
+    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    return dense_general(x.shape[-1], ("mlp", "embed"), self.dtype, use_bias=self.use_bias,
+                         name="wo")(h)

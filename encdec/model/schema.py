@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from encdec.errors import ConfigError
+from encdec.model import presets
 from encdec.registry import Registry
 
 # Cross-attention variants (model.cross_attention): one line per variant, each a small module
@@ -30,9 +31,21 @@ CROSS_ATTENTION = Registry("model.cross_attention", {
 
 # The choices of the string fields. Where a choice names a JAX object, the name is its
 # attribute: jax.nn.<activation>, jax.checkpoint_policies.<policy> (None: no remat).
-POSITION_ENCODINGS = ("sinusoidal", "learned")
+# Position schemes (encdec/model/positions.py). Absolute ones are added to the embeddings of
+# both stacks (cross-attention then sees them through the encoder output and decoder stream);
+# the others act in self-attention only, as in T5 and RoPE models: cross-attention gets no
+# position information from them.
+ABSOLUTE_POSITIONS = ("sinusoidal", "learned")
+RELATIVE_POSITIONS = ("t5_relative", "rope", "alibi", "none")
+POSITION_ENCODINGS = ABSOLUTE_POSITIONS + RELATIVE_POSITIONS
 NORMS = ("pre", "post")
+NORM_TYPES = ("layernorm", "rmsnorm")
+# dense: act(x W_i) W_o; gated (GLU variants, Shazeer 2020): (act(x W_gate) * x W_up) W_o with
+# the activation the name says (geglu: gelu, swiglu: silu, reglu: relu).
+MLPS = ("dense", "geglu", "swiglu", "reglu")
+GATED_MLP_ACTIVATIONS = {"geglu": "gelu", "swiglu": "silu", "reglu": "relu"}
 ACTIVATIONS = ("relu", "gelu", "silu")
+PRESETS = ("",) + tuple(presets.PRESETS)   # "": none; the tables are in presets.py
 DTYPES = ("float32", "bfloat16")
 # What a layer keeps for the backward pass; the rest is recomputed. none: everything (no
 # remat); dots: matmul outputs without batch dims; full: only its input.
@@ -60,10 +73,21 @@ class TransformerConfig:
   cross_attention_layers: str = "all"   # which decoder layers have it: see cross_layers()
   share_embeddings: bool = False   # one table for source and target tokens
   tie_output: bool = True          # output projection = target embedding transposed
+  preset: str = ""                 # a name in presets.PRESETS: its field defaults, applied at load
   position_encoding: str = "sinusoidal"   # a name in POSITION_ENCODINGS
   max_len: int = 512               # longest position for learned encodings
-  norm: str = "pre"                # "pre" (x + f(LN(x))) | "post" (LN(x + f(x)))
-  activation: str = "relu"         # a name in ACTIVATIONS
+  relative_buckets: int = 32       # "t5_relative": buckets of relative distance (half per
+  relative_max_distance: int = 128  # direction in the encoder); farther ones share the last
+  rope_base: float = 10000.0       # "rope": wavelengths base ** (2i / head_dim)
+  norm: str = "pre"                # placement: "pre" (x + f(N(x))) | "post" (N(x + f(x)))
+  norm_type: str = "layernorm"     # N: "layernorm" | "rmsnorm" (no mean, no bias; T5)
+  mlp: str = "dense"               # a name in MLPS
+  activation: str = "relu"         # a name in ACTIVATIONS (the "dense" MLP's)
+  attention_bias: bool = False     # biases on the Q/K/V/output projections (BART, Marian)
+  mlp_bias: bool = True            # biases on the MLP's projections
+  scale_embeddings: bool = False   # token embeddings × sqrt(d_model) (Vaswani, Marian)
+  embedding_norm: bool = False     # a norm after embeddings + positions (BART)
+  logits_bias: bool = False        # a learned bias on the output logits (Marian)
   dtype: str = "float32"           # compute dtype; params are always float32
   scan_layers: bool = True         # nn.scan over layers: compile time independent of depth
   remat: str = "none"              # rematerialise in the backward pass: see REMAT_POLICIES
@@ -123,9 +147,12 @@ _RANGES = [("src_vocab_size", 0, True), ("tgt_vocab_size", 0, True), ("d_model",
            ("num_heads", 0, False), ("head_dim", 0, True), ("d_ff", 0, False),
            ("num_encoder_layers", 0, False), ("num_decoder_layers", 0, False),
            ("cross_kv_heads", 0, True), ("cross_latents", 0, False), ("cross_window", 0, False),
-           ("max_len", 0, False), ("pad_id", 0, True), ("bos_id", 0, True), ("eos_id", 0, True)]
-_CHOICES = {"position_encoding": POSITION_ENCODINGS, "norm": NORMS, "activation": ACTIVATIONS,
-            "dtype": DTYPES, "remat": tuple(REMAT_POLICIES)}
+           ("max_len", 0, False), ("relative_buckets", 0, False),
+           ("relative_max_distance", 0, False), ("rope_base", 1.0, False),
+           ("pad_id", 0, True), ("bos_id", 0, True), ("eos_id", 0, True)]
+_CHOICES = {"preset": PRESETS, "position_encoding": POSITION_ENCODINGS, "norm": NORMS,
+            "norm_type": NORM_TYPES, "mlp": MLPS, "activation": ACTIVATIONS, "dtype": DTYPES,
+            "remat": tuple(REMAT_POLICIES)}
 
 
 def check_fields(cfg: TransformerConfig) -> None:
@@ -138,6 +165,7 @@ def check_fields(cfg: TransformerConfig) -> None:
   for name in ("dropout_rate", "attention_dropout_rate"):
     if not 0.0 <= getattr(cfg, name) < 1.0:
       raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(cfg, name)}")
+  presets.fields(cfg.preset)   # its own message (the empty name is valid)
   for name, valid in _CHOICES.items():
     if getattr(cfg, name) not in valid:
       raise ConfigError(f"unknown model.{name} {getattr(cfg, name)!r}; valid: {', '.join(valid)}")
@@ -145,6 +173,14 @@ def check_fields(cfg: TransformerConfig) -> None:
   if cfg.d_model % cfg.num_heads and not cfg.head_dim:
     raise ConfigError(f"model.d_model={cfg.d_model} is not divisible by "
                       f"model.num_heads={cfg.num_heads}; set model.head_dim")
+  if cfg.position_encoding == "rope" and cfg.heads_dim % 2:
+    raise ConfigError(f"model.position_encoding='rope' rotates pairs of features: the head "
+                      f"dimension must be even, got {cfg.heads_dim}")
+  if cfg.position_encoding == "t5_relative" and not (
+      cfg.relative_buckets >= 4 and cfg.relative_max_distance > cfg.relative_buckets // 2):
+    raise ConfigError("model.relative_buckets must be >= 4 and model.relative_max_distance > "
+                      f"relative_buckets // 2 (T5's exact-distance buckets), got "
+                      f"{cfg.relative_buckets} and {cfg.relative_max_distance}")
   cfg.cross_layers()
   if cfg.share_embeddings and cfg.src_vocab_size != cfg.tgt_vocab_size:
     raise ConfigError("model.share_embeddings needs src_vocab_size == tgt_vocab_size "

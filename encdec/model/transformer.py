@@ -9,22 +9,38 @@ import jax
 import jax.numpy as jnp
 
 from encdec.errors import ConfigError
-from encdec.model import attention, layers, schema
+from encdec.model import attention, layers, positions as positions_lib, presets, schema
 from encdec.model.schema import TransformerConfig  # re-exported: pylint: disable=unused-import
 
 class Residual(nn.Module):
-  """x + dropout(f(LN(x))) (pre-LN) or LN(x + dropout(f(x))) (post-LN) around a sublayer."""
+  """x + dropout(f(N(x))) (pre-norm) or N(x + dropout(f(x))) (post-norm) around a sublayer;
+  N is a `norm_type` (layers.norm)."""
   norm: str
   dropout_rate: float
   dtype: Any
+  norm_type: str = "layernorm"
 
   @nn.compact
   def __call__(self, x: jax.Array, sublayer: Callable[[jax.Array], jax.Array], *,
                deterministic: bool) -> jax.Array:
-    ln = layers.norm(self.dtype, name="norm")
+    ln = layers.norm(self.dtype, self.norm_type, name="norm")
     y = sublayer(ln(x) if self.norm == "pre" else x)
     y = x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     return y if self.norm == "pre" else ln(y)
+
+
+def self_attention(cfg: TransformerConfig) -> attention.SelfAttention:
+  return attention.SelfAttention(cfg.num_heads, cfg.heads_dim, cfg.attention_dropout_rate,
+                                 cfg.compute_dtype, cfg.attention_bias, name="self_attention")
+
+
+def mlp_block(cfg: TransformerConfig) -> layers.MLP:
+  return layers.MLP(cfg.d_ff, cfg.activation, cfg.dropout_rate, cfg.compute_dtype, cfg.mlp,
+                    cfg.mlp_bias, name="mlp")
+
+
+def residual(cfg: TransformerConfig, name: str) -> Residual:
+  return Residual(cfg.norm, cfg.dropout_rate, cfg.compute_dtype, cfg.norm_type, name=name)
 
 
 class EncoderBlock(nn.Module):
@@ -34,15 +50,14 @@ class EncoderBlock(nn.Module):
   collect: bool = False   # also return the output as the scan's per-layer output
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array):
+  def __call__(self, x: jax.Array, mask: jax.Array,
+               positions: positions_lib.SelfAttentionPositions):
     cfg, det = self.config, not self.train
-    attn = attention.SelfAttention(cfg.num_heads, cfg.heads_dim, cfg.attention_dropout_rate,
-                                   cfg.compute_dtype, name="self_attention")
-    mlp = layers.MLP(cfg.d_ff, cfg.activation, cfg.dropout_rate, cfg.compute_dtype, name="mlp")
-    residual = lambda name: Residual(cfg.norm, cfg.dropout_rate, cfg.compute_dtype, name=name)
-    x = residual("attention_residual")(x, lambda h: attn(h, mask, deterministic=det),
-                                       deterministic=det)
-    x = residual("mlp_residual")(x, lambda h: mlp(h, deterministic=det), deterministic=det)
+    attn, mlp = self_attention(cfg), mlp_block(cfg)
+    x = residual(cfg, "attention_residual")(
+        x, lambda h: attn(h, mask, deterministic=det, positions=positions), deterministic=det)
+    x = residual(cfg, "mlp_residual")(x, lambda h: mlp(h, deterministic=det),
+                                      deterministic=det)
     return x, (x if self.collect else None)
 
 
@@ -60,15 +75,13 @@ class DecoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array | None, self_mask: jax.Array,
-               cross_mask: jax.Array):
+               cross_mask: jax.Array, positions: positions_lib.SelfAttentionPositions):
     cfg, det, decode = self.config, not self.train, self.decode
     # Sub-modules are made here (not inside the residual's callback) to be named in this scope.
-    self_attn = attention.SelfAttention(cfg.num_heads, cfg.heads_dim, cfg.attention_dropout_rate,
-                                        cfg.compute_dtype, name="self_attention")
+    self_attn, mlp = self_attention(cfg), mlp_block(cfg)
     cross_attn = cfg.variant(cfg, name="cross_attention")
-    mlp = layers.MLP(cfg.d_ff, cfg.activation, cfg.dropout_rate, cfg.compute_dtype, name="mlp")
     sa = lambda h: self_attn(h, self_mask, deterministic=det, decode=decode,
-                             cache_length=self.cache_length)
+                             cache_length=self.cache_length, positions=positions)
     xa = lambda h, **merged: cross_attn(h, memory, cross_mask, deterministic=det, decode=decode,
                                         **merged)
     layout = cfg.variant.layout if self.has_cross else "self_only"
@@ -76,13 +89,13 @@ class DecoderBlock(nn.Module):
         "sequential": [("self_attention_residual", sa), ("cross_attention_residual", xa)],
         "parallel": [("attention_residual", lambda h: sa(h) + xa(h))],
         "merged": [("attention_residual", lambda h: xa(h, self_mask=self_mask,
-                                                       cache_length=self.cache_length))],
+                                                       cache_length=self.cache_length,
+                                                       self_positions=positions))],
         "self_only": [("self_attention_residual", sa)],
     }[layout]
     sublayers.append(("mlp_residual", lambda h: mlp(h, deterministic=det)))
     for name, sublayer in sublayers:
-      x = Residual(cfg.norm, cfg.dropout_rate, cfg.compute_dtype, name=name)(
-          x, sublayer, deterministic=det)
+      x = residual(cfg, name)(x, sublayer, deterministic=det)
     return x, None
 
 
@@ -121,6 +134,26 @@ def _default_positions(tokens: jax.Array) -> jax.Array:
   return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
 
 
+def embed_inputs(cfg: TransformerConfig, embed: nn.Embed, tokens: jax.Array,
+                 positions: jax.Array, train: bool) -> jax.Array:
+  """tokens [B, T] --> [B, T, d_model]: token embeddings (× sqrt(d_model) with
+  `scale_embeddings`), absolute positions, `embedding_norm`, dropout. Call it from a compact
+  method: its modules ('positions', 'embedding_norm') are named in the caller's scope."""
+  x = embed(tokens)
+  if cfg.scale_embeddings:
+    x = x * jnp.sqrt(cfg.d_model).astype(x.dtype)
+  x = positions_lib.PositionEncoding(cfg.position_encoding, cfg.max_len, cfg.compute_dtype,
+                                     name="positions")(x, positions)
+  if cfg.embedding_norm:
+    x = layers.norm(cfg.compute_dtype, cfg.norm_type, name="embedding_norm")(x)
+  return nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+
+
+def final_norm(cfg: TransformerConfig, x: jax.Array) -> jax.Array:
+  """A stack's last norm: pre-norm stacks end with one (post-norm blocks already do)."""
+  return layers.norm(cfg.compute_dtype, cfg.norm_type, name="norm")(x) if cfg.norm == "pre" else x
+
+
 class Encoder(nn.Module):
   """src [B, S] --> H_enc [B, S, d_model]: embeddings + positions, N encoder blocks.
 
@@ -133,17 +166,18 @@ class Encoder(nn.Module):
   def __call__(self, src, *, segment_ids=None, positions=None, train: bool = False):
     cfg = self.config
     positions = _default_positions(src) if positions is None else positions
-    x = layers.PositionEncoding(cfg.position_encoding, cfg.max_len, cfg.compute_dtype,
-                                name="positions")(self.embed(src), positions)
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+    x = embed_inputs(cfg, self.embed, src, positions, train)                # [B, S, d]
+    self_positions = positions_lib.RelativePositions(cfg, causal=False,
+                                                     name="relative_positions")(positions)
     every_layer = cfg.variant.reads_encoder_layers
-    stack = layer_stack(EncoderBlock, cfg.num_encoder_layers, cfg.scan_layers, num_args=1,
+    stack = layer_stack(EncoderBlock, cfg.num_encoder_layers, cfg.scan_layers, num_args=2,
                         remat=cfg.remat if train else "none", config=cfg, train=train,
                         collect=every_layer)
-    out, per_layer = stack(x, attention.encoder_mask(src, segment_ids, cfg.pad_id))   # per_layer [L, B, S, d]
+    out, per_layer = stack(x, attention.encoder_mask(src, segment_ids, cfg.pad_id),
+                           self_positions)                                 # per_layer [L, B, S, d]
     if every_layer:   # the variant reads every layer: [B, S, L+1, d] (embeddings first)
       out = jnp.moveaxis(jnp.concatenate([x[None], per_layer]), 0, 2)
-    return layers.norm(cfg.compute_dtype, name="norm")(out) if cfg.norm == "pre" else out
+    return final_norm(cfg, out)
 
 
 class Decoder(nn.Module):
@@ -157,28 +191,31 @@ class Decoder(nn.Module):
                cache_length: int | None = None):
     cfg = self.config
     positions = _default_positions(tgt_in) if positions is None else positions
-    y = layers.PositionEncoding(cfg.position_encoding, cfg.max_len, cfg.compute_dtype,
-                                name="positions")(self.embed(tgt_in), positions)
-    y = nn.Dropout(cfg.dropout_rate)(y, deterministic=not train)
+    y = embed_inputs(cfg, self.embed, tgt_in, positions, train)             # [B*G, T, d]
+    self_positions = positions_lib.RelativePositions(cfg, causal=True, name="relative_positions")(
+        positions, decode=decode, cache_length=cache_length)
     self_mask = None if decode else attention.decoder_mask(tgt_in.shape[1], tgt_segment_ids)
     cross_mask = attention.cross_mask(src, src_segment_ids, tgt_segment_ids, cfg.pad_id)
     memory = encoded
     if cfg.variant.shared_memory is not None:   # e.g. K/V projected once for all layers
       memory = cfg.variant.shared_memory(cfg, name="cross_attention_memory")(
           encoded, cross_mask, decode=decode)
-    stack = layer_stack(DecoderBlock, cfg.num_decoder_layers, cfg.scan_layers, num_args=3,
+    stack = layer_stack(DecoderBlock, cfg.num_decoder_layers, cfg.scan_layers, num_args=4,
                         per_layer=[dict(has_cross=c) for c in cfg.cross_layers()],
                         remat=cfg.remat if train else "none", config=cfg, train=train,
                         decode=decode, cache_length=cache_length)
-    y, _ = stack(y, memory, self_mask, cross_mask)
-    if cfg.norm == "pre":
-      y = layers.norm(cfg.compute_dtype, name="norm")(y)
+    y, _ = stack(y, memory, self_mask, cross_mask, self_positions)
+    y = final_norm(cfg, y)
     if cfg.tie_output:
       logits = self.embed.attend(y) / jnp.sqrt(cfg.d_model).astype(y.dtype)
     else:
       logits = layers.dense_general(cfg.tgt_vocab_size, ("embed", "vocab"), cfg.compute_dtype,
                                     name="logits")(y)
-    return logits.astype(jnp.float32)
+    logits = logits.astype(jnp.float32)                                    # [B*G, T, V]
+    if cfg.logits_bias:
+      logits = logits + self.param("logits_bias", nn.with_logical_partitioning(
+          nn.initializers.zeros, ("vocab",)), (cfg.tgt_vocab_size,), jnp.float32)
+    return logits
 
 
 class EncoderDecoder(nn.Module):
@@ -252,9 +289,12 @@ def unrolled(module: EncoderDecoder, params: Any) -> tuple[EncoderDecoder, Any]:
 
 
 def build(model_cfg) -> EncoderDecoder:
-  """A ConfigDict / mapping of TransformerConfig fields --> an EncoderDecoder module."""
+  """A ConfigDict / mapping of TransformerConfig fields --> an EncoderDecoder module.
+
+  Fields it does not give take their `preset`'s values (presets.py), then the defaults."""
   known = {f.name for f in dataclasses.fields(TransformerConfig)}
   values = dict(model_cfg)
+  values = {**presets.fields(values.get("preset", "")), **values}
   unknown = sorted(set(values) - known)
   if unknown:
     raise ConfigError(f"unknown model field(s) {unknown}; valid: {', '.join(sorted(known))}")

@@ -265,12 +265,13 @@ class Trainer:
     self.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"},
                     **{f"train/{k}": v for k, v in rates.items()}})
 
-  def evaluate(self, state, split: str, max_examples: int):
+  def evaluate(self, state, split: str, max_examples: int, beam_size: int = 1):
+    """Decode `split` (greedy, or beam search with decode.alpha) and score it."""
     predictions = evaluate.decode_split(
         self.module, state.params, self.task, self.cfg.task, split,
         batch_size=self.cfg.eval.batch_size,
         max_len_for=functools.partial(assembly.decode_max_len, self.cfg),
-        max_examples=max_examples)
+        max_examples=max_examples, beam_size=beam_size, alpha=self.cfg.decode.alpha)
     return evaluate.score(self.task, predictions), predictions
 
   def teacher_forced_eval(self, state) -> dict[str, float]:
@@ -299,8 +300,10 @@ class Trainer:
     return [self.final_eval_split(state, split) for split in assembly.final_splits(self.cfg)][0]
 
   def final_eval_split(self, state, split: str) -> dict[str, Any]:
-    step = int(state.step)
-    scores, predictions = self.evaluate(state, split, 0)
+    """The whole split with the config's search (decode.beam_size; periodic evals are greedy)."""
+    step, beam_size = int(state.step), self.cfg.decode.beam_size
+    scores, predictions = self.evaluate(state, split, 0, beam_size)
+    scores["beam_size"] = beam_size
     logging.info("final %s @ %d: %s\n%s", split, step, _fmt(scores),
                  evaluate.format_samples(predictions, self.cfg.eval.num_samples_to_print))
     self.log(step, {f"{split}/{k}": v for k, v in scores.items() if not isinstance(v, str)})
