@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from encdec import model
+from encdec.model import schema
 
 TRAIN_MULTIPLIER = 3  # forward + backward (2 × forward)
 
@@ -28,8 +29,7 @@ def model_config(model_cfg: Any) -> model.TransformerConfig:
   """A TransformerConfig from a config's `model` section (ConfigDict, dict or the config)."""
   if isinstance(model_cfg, model.TransformerConfig):
     return model_cfg
-  values = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg)
-  return model.TransformerConfig(**values)
+  return schema.from_mapping(model_cfg)
 
 
 def forward_flops(model_cfg: Any, batch: int, src_len: int, tgt_len: int) -> dict[str, float]:
@@ -43,20 +43,21 @@ def forward_flops(model_cfg: Any, batch: int, src_len: int, tgt_len: int) -> dic
   n_enc, n_dec = cfg.num_encoder_layers, cfg.num_decoder_layers
   inner = cfg.num_heads * cfg.heads_dim       # H * D: width of queries / attention outputs
   src_tokens, tgt_tokens = batch * src_len, batch * tgt_len
+  mlp_matmuls = 2 if cfg.mlp == "dense" else 3   # gated MLPs: gate, up and down projections
 
   out = {
       # Encoder, per layer: fused QKV, scores + weighted values over S keys, output, MLP.
       "encoder_qkv": n_enc * 2 * src_tokens * d * 3 * inner,
       "encoder_attention": n_enc * 2 * 2 * src_tokens * src_len * inner,
       "encoder_out": n_enc * 2 * src_tokens * inner * d,
-      "encoder_mlp": n_enc * 2 * 2 * src_tokens * d * d_ff,
+      "encoder_mlp": n_enc * mlp_matmuls * 2 * src_tokens * d * d_ff,
       # Decoder self-attention over T keys (causal, counted in full).
       "decoder_self_qkv": n_dec * 2 * tgt_tokens * d * 3 * inner,
       "decoder_self_attention": n_dec * 2 * 2 * tgt_tokens * tgt_len * inner,
       "decoder_self_out": n_dec * 2 * tgt_tokens * inner * d,
       # Cross-attention: what the variant computes (queries, K/V, attention, output, extras).
       **cfg.variant.flops(cfg, batch, src_len, tgt_len),
-      "decoder_mlp": n_dec * 2 * 2 * tgt_tokens * d * d_ff,
+      "decoder_mlp": n_dec * mlp_matmuls * 2 * tgt_tokens * d * d_ff,
       "logits": 2 * tgt_tokens * d * vocab,
   }
   out = {k: float(v) for k, v in out.items()}

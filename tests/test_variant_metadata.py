@@ -103,8 +103,10 @@ def test_analytic_flops_are_the_models_matmul_flops(variant, placement):
 
 
 @pytest.mark.parametrize("overrides", [{"scan_layers": False, "tie_output": True},
-                                       {"cross_attention": "latent", "scan_layers": False}])
-def test_analytic_flops_do_not_depend_on_how_layers_are_built(overrides):
+                                       {"cross_attention": "latent", "scan_layers": False},
+                                       {"preset": "modern", "head_dim": 6},
+                                       {"preset": "t5_v1_1"}])
+def test_analytic_flops_hold_for_other_layer_builds_and_blocks(overrides):
   cfg = {**CFG, **overrides}
   analytic = flops.forward_flops(cfg, BATCH, SRC_LEN, TGT_LEN)["total"]
   assert analytic == traced_forward_flops(model.build(cfg), BATCH, SRC_LEN, TGT_LEN)

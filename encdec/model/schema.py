@@ -135,6 +135,18 @@ class TransformerConfig:
     return tuple(i in chosen for i in range(n))
 
 
+def from_mapping(model_cfg: Any) -> TransformerConfig:
+  """A ConfigDict or mapping of TransformerConfig fields --> the config. Fields it does not give
+  take their `preset`'s values (presets.py), then the defaults; an unknown field is a ConfigError."""
+  values = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg)
+  values = {**presets.fields(values.get("preset", "")), **values}
+  known = {f.name for f in dataclasses.fields(TransformerConfig)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ConfigError(f"unknown model field(s) {unknown}; valid: {', '.join(sorted(known))}")
+  return TransformerConfig(**values)
+
+
 def fields(from_task: bool = False) -> dict[str, Any]:
   """The config keys of `cfg.model` with their defaults (from_task=True: the ids the task
   fills in instead)."""

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from encdec.errors import ConfigError
-from encdec.model import attention, layers, positions as positions_lib, presets, schema
+from encdec.model import attention, layers, positions as positions_lib, schema
 from encdec.model.schema import TransformerConfig  # re-exported: pylint: disable=unused-import
 
 class Residual(nn.Module):
@@ -292,13 +292,7 @@ def build(model_cfg) -> EncoderDecoder:
   """A ConfigDict / mapping of TransformerConfig fields --> an EncoderDecoder module.
 
   Fields it does not give take their `preset`'s values (presets.py), then the defaults."""
-  known = {f.name for f in dataclasses.fields(TransformerConfig)}
-  values = dict(model_cfg)
-  values = {**presets.fields(values.get("preset", "")), **values}
-  unknown = sorted(set(values) - known)
-  if unknown:
-    raise ConfigError(f"unknown model field(s) {unknown}; valid: {', '.join(sorted(known))}")
-  config = TransformerConfig(**values)
+  config = schema.from_mapping(model_cfg)
   for name in ("src_vocab_size", "tgt_vocab_size"):
     if not getattr(config, name):
       raise ConfigError(f"model.{name} is 0: build the model with assembly.build_model, which "
