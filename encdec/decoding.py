@@ -2,7 +2,9 @@
 
 The encoder runs once per source. The first decoder call in decode mode builds the cache:
 empty self-attention K/V for `max_len` steps and the cross-attention K/V of each layer,
-projected once from the encoder output. Every step then feeds one token per row.
+projected once from the encoder output. Every step then feeds one token per row; step t is
+fed at position t and its keys go to cache slot t (the relative position schemes read a key's
+position from its slot: encdec/model/positions.py).
 
 Every search returns int32 rows [B, max_len] of the form: tokens, EOS, then PAD. The special
 ids are the model's (`module.config`: pad_id, bos_id = the token decoding starts from, eos_id;

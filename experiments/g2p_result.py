@@ -48,8 +48,9 @@ def learning_curve(workdir: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
 
 
 def samples(tsv: pathlib.Path, count: int = 20, seed: int = 0) -> list[tuple[str, str, str, bool]]:
-  """`count` test words, half of them errors when there are enough: (word, refs, pred, ok)
-  with the references joined by commas (a '|' would split the markdown table)."""
+  """`count` test examples, half of them errors when there are enough of both kinds (else
+  more of the other): (source, refs, pred, ok), the references joined by commas (a '|' would
+  split the markdown table)."""
   lines = tsv.read_text().splitlines()[1:]
   rows = []
   for line in lines:
@@ -59,8 +60,9 @@ def samples(tsv: pathlib.Path, count: int = 20, seed: int = 0) -> list[tuple[str
   rng = random.Random(seed)
   errors = [r for r in rows if not r[3]]
   right = [r for r in rows if r[3]]
-  picked = rng.sample(errors, min(count // 2, len(errors)))
-  picked += rng.sample(right, min(count - len(picked), len(right)))
+  num_right = min(len(right), count - min(count // 2, len(errors)))
+  picked = rng.sample(errors, min(len(errors), count - num_right))
+  picked += rng.sample(right, num_right)
   return sorted(picked, key=lambda r: r[0])
 
 

@@ -1,4 +1,4 @@
-"""experiments/g2p_result.py: the G2P results page from a run directory."""
+"""experiments/: the results pages (G2P, German -> English) from a run directory."""
 import json
 import pathlib
 import subprocess
@@ -37,3 +37,39 @@ def test_results_page_has_both_searches_a_curve_and_twenty_samples_with_errors(t
   assert "| w11 | A B, A C | A B | ok |" in samples
   assert len(samples) == 20 and sum(l.endswith("| wrong |") for l in samples) == 10
   assert (out / "g2p_cmudict" / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_translation_page_has_both_searches_signatures_a_curve_and_samples(tmp_path):
+  """experiments/translation_result.py on a run directory shaped like a translation_de_en run."""
+  run = tmp_path / "run"
+  (run / "eval").mkdir(parents=True)
+  (run / "config.json").write_text(json.dumps({
+      "model": dict(d_model=128, num_heads=4, d_ff=512, num_encoder_layers=3,
+                    num_decoder_layers=3, dropout_rate=0.0),
+      "train": dict(num_steps=100, batch_size=8, label_smoothing=0.1),
+      "optim": dict(learning_rate=1e-3, schedule="cosine"), "task": dict(vocab_size=4000)}))
+  rows = [{"step": s, "train/loss": 1.0 / s} for s in (10, 20, 30)]
+  rows += [{"step": 50, "eval/loss": 0.2, "eval/bleu": 3.0, "eval/chrf": 20.0}]
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  for name, bleu in (("test-100", 4.5), ("test-beam4-100", 5.25)):
+    (run / "eval" / f"{name}.json").write_text(json.dumps(dict(
+        bleu=bleu, chrf=21.0, num_examples=30, bleu_signature="nrefs:var|bs:1000",
+        chrf_signature="nrefs:var|c:6")))
+    lines = ["source\treferences\tprediction"]
+    lines += [f"Satz {i}.\tSentence {i}. | Clause {i}.\t{'Sentence' if i % 3 else 'Other'} {i}."
+              for i in range(30)]
+    (run / "eval" / f"{name}-predictions.tsv").write_text("\n".join(lines) + "\n")
+  out = tmp_path / "results"
+  subprocess.run([sys.executable, "-m", "experiments.translation_result", str(run), "--out",
+                  str(out), "--wall-time", "15 min", "--hardware", "2 cores"], check=True,
+                 cwd=ROOT)
+  page = (out / "translation_de_en.md").read_text()
+  assert "| greedy | 4.50 | 21.00 | 30 |" in page and "| beam 4 (alpha 0.6) | 5.25 |" in page
+  assert "`nrefs:var|bs:1000`" in page and "vocabulary of 4000 pieces" in page
+  samples = [l for l in page.splitlines() if l.startswith("| Satz")]
+  for line in samples:   # German | references | prediction | whether it is one of them
+    german, refs, prediction, exact = [cell.strip() for cell in line.strip("|").split("|")]
+    assert refs == f"Sentence {german[5:-1]}., Clause {german[5:-1]}."
+    assert exact == ("yes" if prediction in refs.split(", ") else "no")
+  assert len(samples) == 20 and sum(l.endswith("| no |") for l in samples) == 10
+  assert (out / "translation_de_en" / "learning_curve.png").stat().st_size > 10_000

@@ -5,14 +5,14 @@
     encdec train --config translation_de_en:size=base --workdir runs/de_en_base
     encdec eval --workdir runs/de_en_base --split test                        # beam 4 (decode)
 
-size=small (the default): 1200 steps, about 15 minutes on 2 CPU cores (estimated: 1.4 CPU-s a
-step over 30 steps of a shared machine; not yet a timed full run).
+size=small (the default): 1200 steps at 1.24 steps/s, about 19 minutes with the final beam-4
+test decoding on a 2-core AMD EPYC (test BLEU 0.45, chrF 12.9: experiments/results/).
 size=base: the candidate for the best test BLEU in at most 3 hours on 2 CPU cores (estimated:
 5.1 CPU-s a step, so 3000 steps are about 4.3 CPU-hours, 2-2.5 h of wall time on 2 cores).
 size=tiny: smoke tests only.
 Both train on packed rows of words, phrases and sentences, evaluate greedily on dev during
-training and decode the test sentences at the end; `encdec eval` decodes with beam 4
-(`decode.beam_size`), printing the sacrebleu signatures.
+training and decode the test sentences at the end with beam 4 (`decode.beam_size`, as `encdec
+eval` does), the sacrebleu signatures in the eval JSON.
 """
 from encdec import config
 from encdec.data import tasks
