@@ -15,6 +15,7 @@ import json
 import pathlib
 import random
 import shutil
+from typing import Any, Callable
 
 from encdec import plots, writers
 
@@ -71,28 +72,41 @@ def score_row(name: str, scores: dict) -> str:
           f"| {scores['num_examples']} |")
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def page_args(doc: str, name: str, command: str) -> argparse.Namespace:
+  """The command line of a results page (this one's and experiments/translation_result.py's)."""
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
   parser.add_argument("workdir", type=pathlib.Path)
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("experiments/results"))
+  parser.add_argument("--name", default=name, help="the page's file name (and figures folder)")
   parser.add_argument("--beam", type=int, default=4)
   parser.add_argument("--wall-time", required=True, help="training wall time, as measured")
   parser.add_argument("--hardware", required=True)
-  parser.add_argument("--command", default="encdec train --config configs/g2p_cmudict.py:size=base "
-                                           "--workdir runs/g2p_base")
+  parser.add_argument("--command", default=command)
   parser.add_argument("--notes", default="", help="markdown appended to the page")
-  args = parser.parse_args()
+  return parser.parse_args()
+
+
+def run_outputs(args: argparse.Namespace, curve: Callable[[pathlib.Path, pathlib.Path], Any]):
+  """(greedy and beam (scores, predictions TSV), whether an attention map was copied, the run's
+  config); the learning curve drawn by `curve` and the attention map put in the figures folder."""
   eval_dir = args.workdir / "eval"
   greedy, beam = latest(eval_dir, "test"), latest(eval_dir, f"test-beam{args.beam}")
   if greedy is None or beam is None:
-    raise SystemExit(f"need {eval_dir}/test-<step>.json and test-beam{args.beam}-<step>.json")
-  figures = args.out / "g2p_cmudict"
+    raise SystemExit(f"need {eval_dir}/test-<step>.json (encdec eval --beam 1, or training) and "
+                     f"test-beam{args.beam}-<step>.json (encdec eval --beam {args.beam})")
+  figures = args.out / args.name
   figures.mkdir(parents=True, exist_ok=True)
-  learning_curve(args.workdir, figures / "learning_curve.png")
+  curve(args.workdir, figures / "learning_curve.png")
   attention = sorted((eval_dir / "attention-test").glob("*.png"))
   if attention:
     shutil.copy(attention[0], figures / "attention_map.png")
-  cfg = json.loads((args.workdir / "config.json").read_text())
+  return greedy, beam, bool(attention), json.loads((args.workdir / "config.json").read_text())
+
+
+def main() -> None:
+  args = page_args(__doc__, "g2p_cmudict", "encdec train --config configs/g2p_cmudict.py:size=base"
+                   " --workdir runs/g2p_base")
+  greedy, beam, attention, cfg = run_outputs(args, learning_curve)
   m = cfg["model"]
   lines = [
       "# G2P on CMUdict: base configuration", "",
@@ -115,18 +129,18 @@ def main() -> None:
       score_row("greedy", greedy[0]), score_row(f"beam {args.beam} (alpha 0.6)", beam[0]), "",
       "Published anchors (different splits; for orientation, not a like-for-like comparison):",
       "", ANCHORS, "",
-      "## Learning curve", "", "![learning curve](g2p_cmudict/learning_curve.png)", "",
+      "## Learning curve", "", f"![learning curve]({args.name}/learning_curve.png)", "",
   ]
   if attention:
     lines += ["## Cross-attention on a test word (rows: layers; mean over heads, then each head)", "",
-              "![attention map](g2p_cmudict/attention_map.png)", ""]
+              f"![attention map]({args.name}/attention_map.png)", ""]
   lines += [f"## 20 test words (beam {args.beam}), half of them errors", "",
             "| word | reference(s) | prediction | |", "|---|---|---|---|"]
   lines += [f"| {w} | {r} | {p} | {'ok' if ok else 'wrong'} |" for w, r, p, ok in samples(beam[1])]
   if args.notes:
     lines += ["", args.notes]
-  (args.out / "g2p_cmudict.md").write_text("\n".join(lines) + "\n")
-  print(args.out / "g2p_cmudict.md")
+  (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+  print(args.out / f"{args.name}.md")
 
 
 if __name__ == "__main__":

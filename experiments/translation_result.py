@@ -12,13 +12,10 @@ test-beam<K>-<step>.json (`--beam K`), with their predictions TSVs and sacrebleu
 """
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
-import shutil
 
 from encdec import plots, writers
-from experiments.g2p_result import latest, samples
+from experiments.g2p_result import page_args, run_outputs, samples
 
 
 def learning_curve(workdir: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
@@ -36,29 +33,9 @@ def score_row(name: str, scores: dict) -> str:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("workdir", type=pathlib.Path)
-  parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("experiments/results"))
-  parser.add_argument("--name", default="translation_de_en", help="the page's file name")
-  parser.add_argument("--beam", type=int, default=4)
-  parser.add_argument("--wall-time", required=True, help="training wall time, as measured")
-  parser.add_argument("--hardware", required=True)
-  parser.add_argument("--command", default="encdec train --config translation_de_en "
-                                           "--workdir runs/de_en_small")
-  parser.add_argument("--notes", default="", help="markdown appended to the page")
-  args = parser.parse_args()
-  eval_dir = args.workdir / "eval"
-  greedy, beam = latest(eval_dir, "test"), latest(eval_dir, f"test-beam{args.beam}")
-  if greedy is None or beam is None:
-    raise SystemExit(f"need {eval_dir}/test-<step>.json (encdec eval --beam 1) and "
-                     f"test-beam{args.beam}-<step>.json (encdec eval --beam {args.beam})")
-  figures = args.out / args.name
-  figures.mkdir(parents=True, exist_ok=True)
-  learning_curve(args.workdir, figures / "learning_curve.png")
-  attention = sorted((eval_dir / "attention-test").glob("*.png"))
-  if attention:
-    shutil.copy(attention[0], figures / "attention_map.png")
-  cfg = json.loads((args.workdir / "config.json").read_text())
+  args = page_args(__doc__, "translation_de_en",
+                   "encdec train --config translation_de_en --workdir runs/de_en_small")
+  greedy, beam, attention, cfg = run_outputs(args, learning_curve)
   m, train, optim = cfg["model"], cfg["train"], cfg["optim"]
   lines = [
       "# German -> English on the Ding dictionary (`ding_de_en`)", "",
