@@ -10,8 +10,12 @@ registered by name in tasks.py. A task class has:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
-from typing import Any, Protocol, Sequence
+import pathlib
+from typing import Any, Callable, Protocol, Sequence
+
+from absl import logging
 
 from encdec.errors import ConfigError
 from encdec.data.tokenizers import SpecialTokens, Tokenizer
@@ -95,3 +99,27 @@ class ListSource:
 
   def __repr__(self) -> str:
     return f"ListSource({len(self)} examples)"
+
+
+def prepared(make: Callable[[], Any], lock: pathlib.Path, note: str):
+  """`make()`, a TFDS builder, prepared first if it is not yet.
+
+  Preparation holds the file lock `lock`, so runs started together (a sweep) prepare it once;
+  TFDS's progress bars are off meanwhile (`note`: how long it takes, for the log line).
+  """
+  if make().is_prepared():
+    return make()
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=import-outside-toplevel
+  lock.parent.mkdir(parents=True, exist_ok=True)
+  with open(lock, "w") as held:
+    fcntl.flock(held, fcntl.LOCK_EX)
+    builder = make()
+    if not builder.is_prepared():  # another process may have prepared it meanwhile
+      logging.info("preparing %s in %s (one-off, %s)", builder.name, builder.data_dir, note)
+      was_active = tqdm_utils._active  # pylint: disable=protected-access
+      tqdm_utils.display_progress_bar(False)
+      try:
+        builder.download_and_prepare()
+      finally:
+        tqdm_utils.display_progress_bar(was_active)
+  return make()

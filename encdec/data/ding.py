@@ -18,11 +18,8 @@ all of its English texts as references; BLEU and chrF (sacrebleu; signatures in 
 """
 from __future__ import annotations
 
-import fcntl
 import functools
 import pathlib
-
-from absl import logging
 
 from encdec.errors import DataError
 from encdec.data import base, parallel_text
@@ -49,23 +46,15 @@ def file_hash(path: str) -> str:
 def prepared_builder(path: str, data_dir: str):
   """The ding_de_en builder of the file at `path`, prepared in `data_dir` if needed.
 
-  Each file (by content hash) has its own directory; preparation holds a file lock there, so
-  runs started together (a sweep) prepare it once.
+  Each file (by content hash) has its own directory; preparation holds a file lock there
+  (base.prepared), so runs started together (a sweep) prepare it once.
   """
   from encdec.data.builders import ding_de_en  # pylint: disable=import-outside-toplevel (TFDS)
   src = source_file(path)
   root = pathlib.Path(base.expand(data_dir)) / f"ding_de_en-{file_hash(path)[:12]}"
   make = functools.partial(ding_de_en.DingDeEn, path=str(src), data_dir=str(root),
                            file_format="array_record")
-  if not make().is_prepared():
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)
-      builder = make()
-      if not builder.is_prepared():  # another process may have prepared it meanwhile
-        logging.info("preparing ding_de_en from %s in %s (one-off, about 20 s)", src, root)
-        builder.download_and_prepare()
-  return make()
+  return base.prepared(make, root / ".lock", "about 20 s")
 
 
 @functools.lru_cache(maxsize=8)

