@@ -286,14 +286,30 @@ def _compiled_stats(compiled) -> dict[str, Any]:
   return out
 
 
+def timed_search(fn: Callable[[], Any], generated: int, repeats: int
+                 ) -> tuple[np.ndarray, dict[str, float]]:
+  """A decoding call's tokens and its timing: `first_call_s` (compile included), `s` (median of
+  `repeats` calls) and `tokens_per_s` (`generated` tokens per call: the best hypothesis of each
+  source, every step)."""
+  start = time.perf_counter()
+  tokens = np.asarray(jax.block_until_ready(fn()))          # compile + first call
+  first = time.perf_counter() - start
+  seconds = statistics.median(timed(fn, repeats))
+  return tokens, {"first_call_s": first, "s": seconds, "tokens_per_s": generated / seconds}
+
+
+def decode_source(args, vocab: int) -> jax.Array:
+  """The benchmark's [decode_batch, decode_len] random sources (real tokens only)."""
+  rng = np.random.default_rng(args.seed + 1)
+  return jnp.asarray(random_tokens(rng, (args.decode_batch, args.decode_len), vocab))
+
+
 def bench_decode(args, module, params) -> dict[str, Any]:
   """Greedy and beam-4 decoding, encdec vs the baseline decoder, `decode_len` steps exactly."""
   variables = {"params": params}
   baseline = baseline_decoder.baseline_for(module)
   hoistable = baseline_decoder.baseline_for(module, hoistable=True)   # for reference
-  rng = np.random.default_rng(args.seed + 1)
-  src = jnp.asarray(random_tokens(rng, (args.decode_batch, args.decode_len),
-                                  module.config.src_vocab_size))
+  src = decode_source(args, module.config.src_vocab_size)
   n, beam = args.decode_len, 4
   runs = {
       "decode_greedy": lambda: decoding.greedy(module, variables, src, max_len=n, eos_id=-1),
@@ -307,14 +323,9 @@ def bench_decode(args, module, params) -> dict[str, Any]:
   }
   out, tokens = {"decode_batch": args.decode_batch, "decode_src_len": args.decode_len,
                  "decode_steps": n, "decode_beam_size": beam}, {}
-  generated = args.decode_batch * n                         # best hypothesis, every step
   for name, fn in runs.items():
-    start = time.perf_counter()
-    tokens[name] = np.asarray(jax.block_until_ready(fn()))  # compile + first call
-    out[f"{name}_first_call_s"] = time.perf_counter() - start
-    seconds = statistics.median(timed(fn, args.decode_repeats))
-    out[f"{name}_s"] = seconds
-    out[f"{name}_tokens_per_s"] = generated / seconds
+    tokens[name], timing = timed_search(fn, args.decode_batch * n, args.decode_repeats)
+    out.update({f"{name}_{key}": value for key, value in timing.items()})
   out["decode_beam4_speedup_vs_baseline"] = (out["decode_beam4_tokens_per_s"]
                                              / out["baseline_decode_beam4_tokens_per_s"])
   out["decode_beam4_speedup_vs_hoistable_baseline"] = (

@@ -212,3 +212,32 @@ def test_torch_peer_trains_on_a_tiny_config(monkeypatch):
   assert math.isfinite(r["peer_torch_final_loss"])
   (result,) = r["peer_torch_runs"].values()
   assert result["peer"] == "torch-nn.Transformer" and result["steps"] == 1
+
+
+def test_architecture_benchmark_lists_every_scheme_and_preset_after_its_reference():
+  from benchmarks import architectures  # pylint: disable=import-outside-toplevel
+  from encdec.model import presets, schema  # pylint: disable=import-outside-toplevel
+  names = list(architectures.architectures())
+  assert names[0] == architectures.REFERENCE
+  assert len(names) == 1 + len(schema.POSITION_ENCODINGS) + len(presets.PRESETS)
+  speeds = {"train_tgt_tokens_per_s": 100.0, "decode_greedy_tokens_per_s": 50.0,
+            "decode_beam4_tokens_per_s": 20.0}
+  ratios = architectures.with_ratios({architectures.REFERENCE: speeds,
+                                      "x": {k: v / 2 for k, v in speeds.items()}})
+  assert ratios[architectures.REFERENCE]["decode_beam4_tokens_per_s_ratio"] == 1.0
+  assert ratios["x"]["train_tgt_tokens_per_s_ratio"] == 0.5
+
+
+@pytest.mark.slow
+def test_architecture_benchmark_measures_the_architecture_it_names(tmp_path):
+  from benchmarks import architectures  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "arch.json"
+  r = architectures.main(["--quick", "--steps", "1", "--warmup", "1", "--decode_len", "4",
+                          "--json", str(out)])
+  assert json.loads(out.read_text())["architectures"].keys() == r["architectures"].keys()
+  modern = r["architectures"]["preset=modern"]
+  assert modern["resolved"]["position_encoding"] == "rope" and modern["resolved"]["mlp"] == "swiglu"
+  assert r["architectures"]["position_encoding=alibi"]["resolved"]["position_encoding"] == "alibi"
+  for speeds in r["architectures"].values():
+    assert speeds["train_tgt_tokens_per_s"] > 0 and speeds["decode_beam4_tokens_per_s"] > 0
+    assert 0 < speeds["mfu"] < 1

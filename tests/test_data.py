@@ -213,6 +213,10 @@ def test_algorithmic_is_deterministic_from_seed_and_test_long_is_longer():
   assert max(len(s) for s in train) <= cfg.max_len
   long = task.eval_examples("test_long")
   assert min(len(e.src) for e in long) >= cfg.long_min_len > cfg.max_len
+  assert max(len(e.src) for e in long) <= cfg.long_max_len
+  longer = [len(e.src) for e in task.eval_examples("test_longer")]
+  assert cfg.long_max_len < cfg.longer_min_len <= min(longer)
+  assert max(longer) <= cfg.longer_max_len == 4 * cfg.max_len
   dev, test = ({e.src for e in task.eval_examples(s)} for s in ("dev", "test"))
   assert len(dev) == len(test) == 100
   assert not (dev & train) and not (test & train) and not (dev & test)
@@ -227,6 +231,8 @@ def test_algorithmic_validation_names_the_fix():
     algo("copy", max_src_len=16, max_len=30)
   with pytest.raises(ValueError, match="long_min_len"):
     algo("copy", long_min_len=5)
+  with pytest.raises(ValueError, match="longer_min_len"):
+    algo("copy", longer_min_len=20)                 # inside test_long's 17..32
   with pytest.raises(ValueError, match="unknown split 'valid'"):
     algo("copy")[1].eval_examples("valid")
 

@@ -175,8 +175,8 @@ def test_the_trainer_lowers_threefry_unrolled_on_cpu_only_when_asked(tmp_path, m
 
 @pytest.mark.parametrize("key", ["eval.split", "eval.final_split", "eval.extra_final_splits"])
 def test_unknown_eval_split_is_refused_before_training(tmp_path, key):
-  with pytest.raises(config.ConfigError, match=rf"{key}='tset' is not a split of task "
-                                               r"'reverse'; valid: train, dev, test, test_long"):
+  with pytest.raises(config.ConfigError, match=rf"{key}='tset' is not a split of task 'reverse'; "
+                                               r"valid: train, dev, test, test_long, test_longer"):
     loop.Trainer(small_run_config(**{key: "tset"}), tmp_path)
   assert not (tmp_path / "checkpoints").exists()
 

@@ -8,16 +8,18 @@
 Sequences (copy/reverse/sort) have a length drawn uniformly from [min_len, max_len] and symbols
 drawn uniformly from `vocab`. For `add`, each operand has a number of digits drawn uniformly
 from [min_len, max_len] (no leading zeros). The `test_long` split draws lengths from
-[long_min_len, long_max_len] instead (longer than anything in training).
+[long_min_len, long_max_len] instead (longer than anything in training), and `test_longer` from
+[longer_min_len, longer_max_len] (longer still: length generalisation at two distances).
 
 Config: `max_len` drives the other lengths: by default long_min_len = max_len + 1,
-long_max_len = 2 * max_len, and max_src_len / max_tgt_len fit the longest training example
+long_max_len = 2 * max_len, longer_min_len = 2 * max_len + 1, longer_max_len = 4 * max_len,
+and max_src_len / max_tgt_len fit the longest training example
 (max_len, or 2 * max_len + 1 and max_len + 1 for add), so `task.max_len=30` alone is a
 consistent override. Setting one of those fields explicitly unlinks it.
 
-Splits: train (num_train examples, may repeat), dev / test / test_long (num_eval distinct
-sources each). dev and test contain no source seen in train and none of each other's, so they
-measure generalisation rather than memorisation. Every split is a pure function of the config:
+Splits: train (num_train examples, may repeat), dev / test / test_long / test_longer (num_eval
+distinct sources each). dev and test contain no source seen in train and none of each other's, so
+they measure generalisation rather than memorisation. Every split is a pure function of the config:
 split i uses numpy's generator seeded with (seed, i).
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from encdec.errors import ConfigError
 from encdec.data import base
 from encdec.data.tokenizers import CharTokenizer
 
-SPLITS = ("train", "dev", "test", "test_long")
+SPLITS = ("train", "dev", "test", "test_long", "test_longer")  # index i seeds split i
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"
 
@@ -116,7 +118,8 @@ class AlgorithmicTask:
     max_len = ml_collections.FieldReference(16)
     src_len, tgt_len = cls.max_lengths(max_len)
     return dict(seed=0, num_train=20000, num_eval=500, min_len=1, max_len=max_len,
-                long_min_len=max_len + 1, long_max_len=max_len * 2, vocab=cls.DEFAULT_VOCAB,
+                long_min_len=max_len + 1, long_max_len=max_len * 2,
+                longer_min_len=max_len * 2 + 1, longer_max_len=max_len * 4, vocab=cls.DEFAULT_VOCAB,
                 max_src_len=src_len, max_tgt_len=tgt_len)
 
   @staticmethod
@@ -144,6 +147,10 @@ class AlgorithmicTask:
       raise ConfigError(f"task.long_min_len={cfg.long_min_len}, task.long_max_len="
                         f"{cfg.long_max_len}: need max_len < long_min_len <= long_max_len so "
                         "test_long is longer than training")
+    if not cfg.long_max_len < cfg.longer_min_len <= cfg.longer_max_len:
+      raise ConfigError(f"task.longer_min_len={cfg.longer_min_len}, task.longer_max_len="
+                        f"{cfg.longer_max_len}: need long_max_len < longer_min_len <= "
+                        "longer_max_len so test_longer is longer than test_long")
     if min(cfg.num_train, cfg.num_eval) < 1:
       raise ConfigError("task.num_train and task.num_eval must be >= 1")
     src_len, tgt_len = self.max_lengths(cfg.max_len)
@@ -165,7 +172,9 @@ class AlgorithmicTask:
                             cfg.vocab, seen | set(dev))
     long = distinct_sources(kind, rng["test_long"], cfg.num_eval, cfg.long_min_len,
                             cfg.long_max_len, cfg.vocab, set())
-    return {"train": train, "dev": dev, "test": test, "test_long": long}
+    longer = distinct_sources(kind, rng["test_longer"], cfg.num_eval, cfg.longer_min_len,
+                              cfg.longer_max_len, cfg.vocab, set())
+    return {"train": train, "dev": dev, "test": test, "test_long": long, "test_longer": longer}
 
   def sources(self, split: str) -> list[str]:
     base.check_split(self, split)
