@@ -76,9 +76,14 @@ def seed_band(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def learning_curves(panels: Mapping[str, Mapping[str, Sequence[Curve]]],
-                    path: str | pathlib.Path) -> pathlib.Path:
+                    path: str | pathlib.Path, *, xlabel: str = "step",
+                    xmarks: Mapping[str, float] | None = None,
+                    hide_off_scale: bool = True) -> pathlib.Path:
   """One subplot per panel title (e.g. "train loss"), each group's mean over seeds as a line
-  and its min–max over seeds as a band."""
+  and its min–max over seeds as a band. A curve maps x (a step, or e.g. an input length) to a
+  value; `xmarks`: panel title -> x of a dotted vertical line (e.g. the longest training
+  input); `hide_off_scale`: leave groups far from the others out of the y range (see
+  off_scale)."""
   labels = list(dict.fromkeys(label for groups in panels.values() for label in groups))
   colour, name = colours(labels), short_labels(labels)
   fig = _figure(5.5 * len(panels), 4)
@@ -86,7 +91,8 @@ def learning_curves(panels: Mapping[str, Mapping[str, Sequence[Curve]]],
   for ax, (title, groups) in zip(axes[0], panels.items()):
     bands = {label: seed_band([c for c in curves if c]) for label, curves in groups.items()}
     bands = {label: band for label, band in bands.items() if len(band[0])}
-    hidden = off_scale({label: float(band[1][-1]) for label, band in bands.items()})
+    hidden = (off_scale({label: float(band[1][-1]) for label, band in bands.items()})
+              if hide_off_scale else set())
     for i, (label, (steps, mean, low, high)) in enumerate(bands.items()):
       ax.plot(steps, mean, color=colour[label], marker="o", markersize=3,
               linestyle=("-", "--")[i // 10 % 2], label=f"{name[label]} (n={len(groups[label])})")
@@ -99,8 +105,10 @@ def learning_curves(panels: Mapping[str, Mapping[str, Sequence[Curve]]],
       if outside:   # (an early-steps range may already hold them)
         ax.set_ylim(low, high)
         _note_off_scale(ax, [f"{name[k]} (ends at {bands[k][1][-1]:.3g})" for k in outside])
+    if title in (xmarks or {}):
+      ax.axvline(xmarks[title], color="0.4", linestyle=":", linewidth=1)
     ax.set_title(title)
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
   axes[0][0].legend(fontsize=8)
   return _save(fig, path)

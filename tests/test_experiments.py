@@ -1,4 +1,5 @@
 """experiments/: the results pages (G2P, German -> English) from a run directory."""
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -73,3 +74,56 @@ def test_translation_page_has_both_searches_signatures_a_curve_and_samples(tmp_p
     assert exact == ("yes" if prediction in refs.split(", ") else "no")
   assert len(samples) == 20 and sum(l.endswith("| no |") for l in samples) == 10
   assert (out / "translation_de_en" / "learning_curve.png").stat().st_size > 10_000
+
+
+def fake_length_run(workdir: pathlib.Path, scheme: str, seed: int, long_right: int) -> None:
+  """A finished length_generalisation run: every training-length example right, the first
+  `long_right` of 40 in each longer split right, the others' second half wrong."""
+  from encdec import config  # pylint: disable=import-outside-toplevel
+  cfg = config.load("length_generalisation:task=reverse", {
+      "model.position_encoding": scheme, "train.seed": seed, "train.num_steps": 10})
+  (workdir / "eval").mkdir(parents=True)
+  (workdir / "config.json").write_text(cfg.to_json())
+  for split, length in (("test", 8), ("test_long", 20), ("test_longer", 40)):
+    right = 40 if split == "test" else long_right
+    rows, correct = ["source\treferences\tprediction"], 0
+    for i in range(40):
+      src = ("abcdefghij"[i % 10] + "xyz" * 20)[:length]
+      ref = src[::-1]
+      pred = ref if i < right else ref[:length // 2] + "q" * (length - length // 2)
+      rows.append(f"{src}\t{ref}\t{pred}")
+      correct += pred == ref
+    (workdir / "eval" / f"{split}-10.json").write_text(json.dumps(
+        {"exact_match": 100.0 * correct / 40, "num_examples": 40}))
+    (workdir / "eval" / f"{split}-10-predictions.tsv").write_text("\n".join(rows) + "\n")
+
+
+def test_length_generalisation_page_compares_schemes_over_seeds(tmp_path):
+  sweep_dir, runs = tmp_path / "runs" / "reverse", {}
+  for scheme, long_right in (("sinusoidal", 0), ("alibi", 30)):
+    for seed in (0, 1):
+      name = f"position_encoding={scheme}.seed={seed}"
+      fake_length_run(sweep_dir / name, scheme, seed, long_right + seed)
+      runs[name] = {"model.position_encoding": scheme, "train.seed": seed}
+  (sweep_dir / "sweep.json").write_text(json.dumps({
+      "config": "length_generalisation:task=reverse", "sweep": "schemes", "overrides": {},
+      "runs": runs, "command": "encdec sweep ..."}))
+  out = tmp_path / "results"
+  subprocess.run([sys.executable, "-m", "experiments.length_generalisation",
+                  str(tmp_path / "runs"), "--out", str(out), "--hardware", "2 cores",
+                  "--resamples", "500"], check=True, cwd=ROOT)
+  rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+          for line in (out / "tables.md").read_text().splitlines() if line.startswith("| ")}
+  assert rows["sinusoidal"][3:7] == ["100.00 ± 0.00", "1.25 ± 1.77", "", "1.25 ± 1.77"]
+  assert rows["alibi"][4] == "76.25 ± 1.77"
+  assert rows["alibi"][5].startswith("+75.0, p ") and float(rows["alibi"][5][-5:]) < 0.05
+  assert (out / "reverse_by_length.png").stat().st_size > 10_000
+
+
+def test_symbol_accuracy_counts_symbols_in_place_over_the_longer_string():
+  spec = importlib.util.spec_from_file_location(
+      "length_generalisation", ROOT / "experiments" / "length_generalisation.py")
+  lg = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(lg)
+  assert lg.symbol_accuracy("abcd", "abxd") == 0.75
+  assert lg.symbol_accuracy("ab", "abcd") == lg.symbol_accuracy("abcd", "ab") == 0.5

@@ -129,6 +129,31 @@ def test_paired_bootstrap_marks_a_clear_difference_and_not_a_tie():
   assert stats.paired_bootstrap(errors, better, stats.ratio) == (delta, p)
 
 
+def test_hierarchical_bootstrap_counts_the_spread_over_seeds():
+  # Two groups of 3 seeds on 400 examples: other is 2 points better on average, but its seeds
+  # scatter by ±10 points. Over examples alone that difference is clear; resampling the seeds
+  # too, it is not. Statistics [seeds, N, 2]: (100 x error, 1).
+  rng = np.random.default_rng(0)
+  def group(rates):
+    errors = np.stack([100.0 * (rng.random(400) < r) for r in rates])
+    return np.stack([errors, np.ones_like(errors)], axis=-1)
+  base, other = group([0.30, 0.30, 0.30]), group([0.18, 0.28, 0.38])
+  delta, p_fixed = stats.paired_bootstrap(base, other, stats.ratio)
+  same_delta, p_seeds = stats.paired_bootstrap(base, other, stats.ratio, resample_seeds=True)
+  assert same_delta == delta                                # the observed Δ does not change
+  assert p_seeds > 0.2 and p_seeds > 2 * p_fixed
+  # A difference far beyond the seed spread stays significant.
+  _, p_clear = stats.paired_bootstrap(base, group([0.05, 0.06, 0.07]), stats.ratio,
+                                      resample_seeds=True)
+  assert p_clear < 0.05
+
+
+def test_holm_adjusts_in_rank_order_and_keeps_untested_comparisons():
+  adjusted = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
+  assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06, "d": None})
+  assert stats.holm({"only": 0.2}) == {"only": 0.2}
+
+
 @pytest.mark.parametrize("family, metric", [("g2p", "wer"), ("g2p", "per"),
                                             ("g2p", "exact_match"), ("text", "bleu"),
                                             ("text", "chrf"), ("exact", "exact_match")])

@@ -7,7 +7,7 @@ import dataclasses
 import pathlib
 import re
 import statistics
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -105,23 +105,51 @@ def statistic(family: str, metric: str, signature: str = "") -> Statistic | None
 
 def paired_bootstrap(baseline: np.ndarray, other: np.ndarray,
                      reduce: Callable[[np.ndarray], np.ndarray], resamples: int = 1000,
-                     seed: int = 0) -> tuple[float, float]:
+                     seed: int = 0, resample_seeds: bool = False) -> tuple[float, float]:
   """(observed Δ = other − baseline, two-sided p) of a paired bootstrap over examples.
 
   `baseline` / `other`: per-example statistics [seeds, N, K] of two groups on the same N
   examples. Each resample draws N examples with replacement (the same ones for both groups);
-  a group's metric is `reduce` of its summed statistics, averaged over its seeds.
+  a group's metric is `reduce` of its summed statistics, averaged over its seeds. With
+  `resample_seeds`, each resample also draws each group's seeds with replacement (a
+  hierarchical bootstrap: training runs, then test examples), so p carries the spread over
+  training seeds as well as the test set's; without, the trained models are held fixed.
   p = 2 · min(P(Δ* ≤ 0), P(Δ* ≥ 0)), capped at 1.
   """
   n = baseline.shape[1]
   rng = np.random.default_rng(seed)
   counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)  # [R, N]
-  value = lambda stats, c: reduce(np.einsum("rn,snk->rsk", c, stats)).mean(-1)   # [R]
+
+  def seed_picks(stats: np.ndarray) -> np.ndarray:                               # [R, S]
+    s = stats.shape[0]
+    if resample_seeds:
+      return rng.integers(0, s, size=(resamples, s))
+    return np.broadcast_to(np.arange(s), (resamples, s))
+
+  def value(stats: np.ndarray, c: np.ndarray, picks: np.ndarray) -> np.ndarray:  # [R]
+    per_seed = reduce(np.einsum("rn,snk->rsk", c, stats))                        # [R, S]
+    return np.take_along_axis(per_seed, picks, axis=1).mean(-1)
+
+  every_seed = lambda stats: np.arange(stats.shape[0])[None]                     # [1, S]
   ones = np.ones((1, n))
-  observed = float(value(other, ones)[0] - value(baseline, ones)[0])
-  delta = value(other, counts) - value(baseline, counts)                       # [R]
+  observed = float(value(other, ones, every_seed(other))[0]
+                   - value(baseline, ones, every_seed(baseline))[0])
+  delta = (value(other, counts, seed_picks(other))
+           - value(baseline, counts, seed_picks(baseline)))                     # [R]
   p = min(1.0, 2.0 * min(np.mean(delta <= 0), np.mean(delta >= 0)))
   return observed, float(p)
+
+
+def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:
+  """Holm-Bonferroni adjusted p-values: the family-wise error of all the comparisons together
+  stays below the level they are read at. None (not tested) stays None."""
+  tested = sorted((p, key) for key, p in pvalues.items() if p is not None)
+  out: dict[str, float | None] = {key: None for key in pvalues}
+  running = 0.0
+  for rank, (p, key) in enumerate(tested):
+    running = max(running, min(1.0, (len(tested) - rank) * p))
+    out[key] = running
+  return out
 
 
 def group_stats(group: discovery.Group, stat: Statistic) -> tuple[list[str], np.ndarray] | None:

@@ -1,0 +1,157 @@
+"""Write the length-generalisation results page from the sweeps of configs/length_generalisation.py.
+
+    for t in reverse add copy sort; do
+      encdec sweep --config configs/length_generalisation.py:task=$t --sweep schemes \
+          --workdir runs/length_generalisation/$t
+    done
+    python -m experiments.length_generalisation runs/length_generalisation \
+        --out experiments/results/length_generalisation --hardware "..."
+
+For each task directory found (a sweep of `schemes`): exact match on `test` (training lengths),
+`test_long` and `test_longer` per position scheme and cross-attention variant (mean ± std over
+the finished seeds); each scheme against sinusoidal positions with the same variant, on both
+long splits, by a hierarchical paired bootstrap (seeds, then test examples;
+encdec.report.stats.paired_bootstrap with resample_seeds) with Holm's correction over every
+comparison of the task; and exact match and symbol accuracy (symbols in the right place) by
+source length, one line per scheme (mha), as a plot.
+Unfinished runs are left out and counted.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+from encdec import plots
+from encdec.report import discovery, render, stats
+
+TASKS = ("reverse", "add", "copy", "sort")
+SPLITS = ("test", "test_long", "test_longer")
+LONG_SPLITS = ("test_long", "test_longer")
+REFERENCE = "sinusoidal"
+EXACT = stats.statistic("exact", "exact_match")
+
+
+def predictions(run: discovery.RunResult, split: str) -> stats.Predictions:
+  return stats.read_predictions(run.workdir / "eval" / f"{split}-{run.step}-predictions.tsv")
+
+
+def per_example(runs: Sequence[discovery.RunResult], split: str) -> np.ndarray:
+  """Exact-match statistics [seeds, N, 2] of `split` (every run decodes the same sources)."""
+  return np.stack([EXACT[0](p.predictions, p.refs)
+                   for p in (predictions(r, split) for r in runs)])
+
+
+def symbol_accuracy(prediction: str, reference: str) -> float:
+  """Share of positions where the prediction has the reference's symbol, over the longer of the
+  two: partial credit that shows where an output goes wrong (exact match is all or nothing)."""
+  longest = max(len(prediction), len(reference), 1)
+  return sum(a == b for a, b in zip(prediction, reference)) / longest
+
+
+def by_length(runs: Sequence[discovery.RunResult]
+              ) -> tuple[list[dict[int, float]], list[dict[int, float]]]:
+  """Per seed, source length (symbols) -> exact match %, and -> symbol accuracy % (best
+  reference), over every evaluated split."""
+  exact, symbols = [], []
+  for run in runs:
+    hits: dict[int, list[tuple[bool, float]]] = collections.defaultdict(list)
+    for split in SPLITS:
+      p = predictions(run, split)
+      for src, refs, pred in zip(p.sources, p.refs, p.predictions):
+        hits[len(src)].append((pred in refs, max(symbol_accuracy(pred, r) for r in refs)))
+    exact.append({n: 100.0 * float(np.mean([h[0] for h in v])) for n, v in sorted(hits.items())})
+    symbols.append({n: 100.0 * float(np.mean([h[1] for h in v]))
+                    for n, v in sorted(hits.items())})
+  return exact, symbols
+
+
+def key(group: discovery.Group) -> tuple[str, str]:
+  """(position scheme, cross-attention variant) of a group."""
+  model = group.runs[0].cfg.model
+  return model.position_encoding, model.cross_attention
+
+
+def comparisons(groups: Sequence[discovery.Group], resamples: int
+                ) -> dict[tuple[str, str, str], tuple[float, float | None]]:
+  """(scheme, variant, split) -> (Δ exact match vs sinusoidal with the same variant, Holm p)."""
+  by_key = {key(g): g for g in groups}
+  raw: dict[tuple[str, str, str], tuple[float, float]] = {}
+  for (scheme, variant), group in by_key.items():
+    reference = by_key.get((REFERENCE, variant))
+    if scheme == REFERENCE or reference is None:
+      continue
+    for split in LONG_SPLITS:
+      raw[scheme, variant, split] = stats.paired_bootstrap(
+          per_example(reference.runs, split), per_example(group.runs, split), EXACT[1],
+          resamples, resample_seeds=True)
+  adjusted = stats.holm({k: p for k, (_, p) in raw.items()})
+  return {k: (delta, adjusted[k]) for k, (delta, _) in raw.items()}
+
+
+def task_section(task: str, directory: pathlib.Path, out: pathlib.Path, resamples: int) -> str:
+  """The markdown of one task: table, significance, plot."""
+  _, runs = discovery.load_runs(directory)
+  finished = [r for r in runs if r.step is not None and all(
+      (r.workdir / "eval" / f"{split}-{r.step}-predictions.tsv").exists() for split in SPLITS)]
+  if not finished:
+    return f"## {task}\n\nNo finished run yet in `{directory}`.\n"
+  groups = discovery.group_runs(finished)
+  tests = comparisons(groups, resamples)
+  cfg = finished[0].cfg
+  lines = [f"## {task}", "",
+           f"{len(finished)} of {len(runs)} runs finished; training lengths "
+           f"{cfg.task.min_len}-{cfg.task.max_len}, `test_long` {cfg.task.long_min_len}-"
+           f"{cfg.task.long_max_len}, `test_longer` {cfg.task.longer_min_len}-"
+           f"{cfg.task.longer_max_len} ({'operand digits' if task == 'add' else 'symbols'}), "
+           f"{cfg.train.num_steps} steps. Exact match %, mean ± std over seeds (n); Δ and "
+           "Holm-adjusted p against sinusoidal positions with the same cross-attention.", "",
+           "| positions | cross-attention | n | test | test_long | Δ, p | test_longer | Δ, p |",
+           "|---|---|---|---|---|---|---|---|"]
+  for group in sorted(groups, key=lambda g: (key(g)[1] != "mha", key(g)[1], key(g)[0])):
+    scheme, variant = key(group)
+    cells = [render.fmt([r.scores[s]["exact_match"] for r in group.runs]) for s in SPLITS]
+    sig = [_delta_p(tests.get((scheme, variant, s))) for s in LONG_SPLITS]
+    lines.append(f"| {scheme} | {variant} | {len(group.runs)} | {cells[0]} | {cells[1]} | "
+                 f"{sig[0]} | {cells[2]} | {sig[1]} |")
+  mha = {key(g)[0]: by_length(g.runs) for g in groups if key(g)[1] == "mha"}
+  panels = {f"{task}, mha: exact match %": {s: curves[0] for s, curves in mha.items()},
+            f"{task}, mha: symbol accuracy %": {s: curves[1] for s, curves in mha.items()}}
+  figure = plots.learning_curves(panels, out / f"{task}_by_length.png",
+                                 xlabel="source length (symbols)",
+                                 xmarks={t: cfg.task.max_src_len for t in panels},
+                                 hide_off_scale=False)
+  lines += ["", f"![{task} by length]({figure.name})", ""]
+  return "\n".join(lines)
+
+
+def _delta_p(test: tuple[float, float | None] | None) -> str:
+  if test is None:
+    return ""
+  delta, p = test
+  return f"{delta:+.1f}, p {p:.3f}" if p is not None else f"{delta:+.1f}"
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("runs", type=pathlib.Path, help="directory holding one sweep per task")
+  parser.add_argument("--out", type=pathlib.Path,
+                      default=pathlib.Path("experiments/results/length_generalisation"))
+  parser.add_argument("--hardware", default="", help="machine the sweeps ran on, for the page")
+  parser.add_argument("--resamples", type=int, default=2000)
+  args = parser.parse_args(argv)
+  args.out.mkdir(parents=True, exist_ok=True)
+  sections = [task_section(t, args.runs / t, args.out, args.resamples)
+              for t in TASKS if (args.runs / t).is_dir()]
+  page = args.out / "tables.md"
+  page.write_text("# Length generalisation: tables (generated)\n\n"
+                  f"By `python -m experiments.length_generalisation {args.runs}`; hardware: "
+                  f"{args.hardware or render.hardware()}.\n\n" + "\n".join(sections))
+  print(f"wrote {page}")
+
+
+if __name__ == "__main__":
+  main()
