@@ -71,15 +71,20 @@ def test_report_table_significance_and_plots(sweep_dir):
   rows = table_rows(text)
   assert list(rows) == ["cross_attention=mha", "cross_attention=mqa", "cross_attention=gqa"]
   mha, mqa, gqa = rows.values()
-  # group, seeds, test/exact_match, Δ, p, params, cross params, cache, train tok/s, decode tok/s
-  assert mha[1:5] == ["2", "50.00 ± 14.14", "(baseline)", ""]
-  assert mqa[1:5] == ["2", "98.00 ± 2.83 *", "+48.00", "< 0.001"]
-  assert gqa[1:5] == ["2", "50.00 ± 14.14", "+0.00", "1.000"]      # the same predictions
-  assert mha[7] == "256" and mqa[7] == "64"   # K+V x (4 | 1) heads x head_dim 4 x f32 x 2 layers
-  assert int(mha[5].replace(",", "")) > int(mqa[5].replace(",", ""))
-  assert mha[8] == "1,075 ± 0" and mqa[9] == "305 ± 7"   # median after the first window
+  # group, seeds, test/exact_match, Δ [CI], p seeds (Holm), p examples, verdict, MDE, params,
+  # cross params, cache, train tok/s, decode tok/s
+  assert mha[1:7] == ["2", "50.00 ± 14.14", "(baseline)", "", "", ""]
+  assert mqa[1:3] == ["2", "98.00 ± 2.83 *"]
+  assert mqa[3].startswith("+48.00 [+") and mqa[4:7] == ["< 0.001", "< 0.001",
+                                                         "significant across seeds"]
+  # The same predictions as mha: Δ 0, but other seeds could differ by mha's own seed spread.
+  assert gqa[1:3] == ["2", "50.00 ± 14.14"] and gqa[4:7] == ["1.000", "1.000", "not significant"]
+  assert gqa[3] == "+0.00 [-22.00, +22.00]"
+  assert mha[10] == "256" and mqa[10] == "64"  # K+V x (4 | 1) heads x head_dim 4 x f32 x 2 layers
+  assert int(mha[8].replace(",", "")) > int(mqa[8].replace(",", ""))
+  assert mha[11] == "1,075 ± 0" and mqa[12] == "305 ± 7"   # median after the first window
   assert "encdec sweep --config configs/algorithmic.py --sweep xattn" in text
-  assert "two-sided paired bootstrap" in text and "baseline: **cross_attention=mha**" in text
+  assert "hierarchical) paired bootstrap" in text and "baseline: **cross_attention=mha**" in text
   for png in ("learning_curves.png", "main_metric.png", "quality_vs_speed.png"):
     assert (sweep_dir / png).stat().st_size > 1000 and f"]({png})" in text
 
@@ -106,8 +111,9 @@ def test_unfinished_runs_are_listed_and_left_out(sweep_dir):
   text = report.write_report(sweep_dir, measure_speed=False).read_text()
   assert "Not finished (left out): cross_attention=gqa.seed=1." in text
   # One seed left, 40% (mha: 40% and 60%, the same first 20 right): worse on every example
-  # that differs, so significant over test examples although within mha's seed spread.
-  assert table_rows(text)["cross_attention=gqa"][1:3] == ["1", "40.00 *"]
+  # that differs, so significant over test examples, but within mha's seed spread.
+  gqa = table_rows(text)["cross_attention=gqa"]
+  assert gqa[1:3] == ["1", "40.00"] and gqa[5:7] == ["< 0.001", "only across test examples"]
 
 
 def test_mean_std_is_the_sample_standard_deviation():
@@ -222,3 +228,41 @@ def test_the_report_does_not_import_the_training_loop_nor_pyplot(sweep_dir):
   modules = proc.stdout.split()
   assert "encdec.report.render" in modules and "encdec.train.loop" not in modules
   assert "matplotlib.pyplot" not in modules and (sweep_dir / "main_metric.png").exists()
+
+
+def simulated_rejections(seeds: int, seed_spread: float, effect: float, studies: int = 200
+                         ) -> tuple[float, float, float]:
+  """(rejection rate of the hierarchical test, of the example-only test, mean MDE) over
+  simulated studies: two groups of `seeds` runs on the same 300 test examples, each run's
+  error rate drawn around 30% (the second group's around 30% + effect) with sd `seed_spread`."""
+  rng = np.random.default_rng(1)
+
+  def group(rate):
+    rates = np.clip(rate + seed_spread * rng.standard_normal(seeds), 0.01, 0.99)
+    errors = np.stack([100.0 * (rng.random(300) < r) for r in rates])
+    return np.stack([errors, np.ones_like(errors)], axis=-1)
+
+  results = [stats.compare(group(0.3), group(0.3 + effect), stats.ratio, resamples=400, seed=i)
+             for i in range(studies)]
+  return (np.mean([c.p_seeds < stats.SIGNIFICANCE for c in results]),
+          np.mean([c.p_examples < stats.SIGNIFICANCE for c in results]),
+          np.mean([c.mde for c in results]))
+
+
+@pytest.mark.slow
+def test_hierarchical_test_is_calibrated_where_the_example_test_is_not():
+  # No true difference, training seeds that matter (sd 3 points): the hierarchical test rejects
+  # near the nominal 5%; the example-only test, blind to seed noise, far more often.
+  hierarchical, examples, _ = simulated_rejections(seeds=3, seed_spread=0.03, effect=0.0)
+  assert 0.01 <= hierarchical <= 0.10 and examples >= 0.15
+  # Seeds that barely differ: conservative (it counts example noise twice), never liberal.
+  hierarchical, _, _ = simulated_rejections(seeds=3, seed_spread=0.0, effect=0.0)
+  assert hierarchical <= 0.05
+
+
+@pytest.mark.slow
+def test_hierarchical_test_detects_an_effect_of_its_minimum_detectable_size():
+  _, _, mde = simulated_rejections(seeds=5, seed_spread=0.03, effect=0.0, studies=50)
+  power, _, _ = simulated_rejections(seeds=5, seed_spread=0.03, effect=mde / 100)
+  assert 7.0 < mde < 12.0      # error-rate points: 5 seeds, 300 examples, sd 3 points
+  assert power >= 0.7          # 80% nominal (0.875 measured)

@@ -33,30 +33,37 @@ def fmt(values: Sequence[float], digits: int = 2) -> str:
   return f"{mean:,.{digits}f}" + (f" ± {std:,.{digits}f}" if len(values) > 1 else "")
 
 
+def p_value(p: float) -> str:
+  return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def table(rows: Sequence[Row], columns: Sequence[str], main: str, baseline: discovery.Group,
-          tests: Mapping[str, tuple[float, float] | None]) -> str:
-  """The markdown results table; `*` marks a main metric that differs from the baseline's at
-  p < stats.SIGNIFICANCE."""
-  head = ["group", "seeds", *columns, f"Δ {main}", "p", "params", "cross-attn params",
-          "K/V cache B / src token", "train tok/s", "decode tok/s"]
+          tests: Mapping[str, stats.Comparison | None]) -> str:
+  """The markdown results table; `*` marks a main metric whose difference from the baseline's
+  is significant across seeds (Holm-adjusted hierarchical bootstrap, p < stats.SIGNIFICANCE)."""
+  head = ["group", "seeds", *columns, f"Δ {main} [95% CI]", "p seeds (Holm)", "p examples",
+          "verdict", "MDE", "params", "cross-attn params", "K/V cache B / src token",
+          "train tok/s", "decode tok/s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for row in rows:
     test = tests.get(row.group.label)
     cells = []
     for column in columns:
       cell = fmt(row.scores.get(column, []))
-      if column == main and test is not None and test[1] < stats.SIGNIFICANCE:
+      if column == main and test is not None and test.verdict == stats.VERDICTS[0]:
         cell += " *"
       cells.append(cell)
     if row.group is baseline:
-      delta, p = "(baseline)", ""
+      reading = ["(baseline)", "", "", "", ""]
     elif test is None:
-      delta, p = "n/a", "n/a"
+      reading = ["n/a"] * 5
     else:
-      delta, p = f"{test[0]:+.2f}", ("< 0.001" if test[1] < 0.001 else f"{test[1]:.3f}")
+      reading = [f"{test.delta:+.2f} [{test.ci[0]:+.2f}, {test.ci[1]:+.2f}]",
+                 p_value(test.p_seeds if test.p_seeds_holm is None else test.p_seeds_holm),
+                 p_value(test.p_examples), test.verdict, f"{test.mde:.2f}"]
     label = f"**{row.group.label}**" if row.group is baseline else row.group.label
     lines.append("| " + " | ".join([
-        label, str(len(row.group.runs)), *cells, delta, p, f"{row.params[0]:,}",
+        label, str(len(row.group.runs)), *cells, *reading, f"{row.params[0]:,}",
         f"{row.params[1]:,}", f"{row.cache_per_token:,.0f}", fmt(row.train_tps, 0),
         fmt(row.decode_tps, 0)]) + " |")
   return "\n".join(lines)
@@ -117,14 +124,24 @@ def markdown(title: str, command: str, rows: Sequence[Row], columns: Sequence[st
   if unfinished:
     lines += [f"Not finished (left out): {', '.join(unfinished)}.", ""]
   lines += ["## Results", "", table(rows, columns, main, baseline, tests), "",
-            f"Cells are mean ± sample standard deviation over seeds. `*`: the main metric differs "
-            f"from the baseline's at p < {stats.SIGNIFICANCE} in a two-sided paired bootstrap "
-            f"over the test examples ({resamples} resamples, seed 0): each resample draws the same "
-            "examples for both groups, recomputes each seed's metric from per-example "
-            "statistics of its predictions TSV and averages over seeds; p = 2·min(P(Δ ≤ 0), "
-            "P(Δ ≥ 0)). Δ is group − baseline on the full test set. The test resamples test "
-            "examples, not seeds: it measures test-set sampling noise with the trained models "
-            "fixed; the ± over seeds shows the training noise.", "",
+            "Cells are mean ± sample standard deviation over seeds. Δ is group − baseline on "
+            "the full test set (each group's metric averaged over its seeds). Significance: a "
+            f"two-level (hierarchical) paired bootstrap, {resamples} resamples (seed 0): each "
+            "resample draws each group's seeds with replacement, then the test examples with "
+            "replacement (the same examples for both groups), recomputes each drawn seed's "
+            "metric from the per-example statistics of its predictions TSV and averages over "
+            "the drawn seeds. It asks whether other seeds would show the difference. The "
+            "95% CI is the percentile interval of the resampled Δ; p = 2·min(P(Δ* ≤ 0), "
+            "P(Δ* ≥ 0)), Holm-adjusted over every group compared with the baseline. "
+            "`p examples`: the same bootstrap over test examples only, the trained models "
+            f"fixed (test-set noise alone; not Holm-adjusted). Verdict: *{stats.VERDICTS[0]}* "
+            f"(`*`; Holm p < {stats.SIGNIFICANCE}), *{stats.VERDICTS[1]}* (only the "
+            f"example-level p < {stats.SIGNIFICANCE}: these models differ on this test set, "
+            f"other seeds may not), or *{stats.VERDICTS[2]}*. MDE: the smallest |Δ| this "
+            f"seed count and test set detect with 80% power at {stats.SIGNIFICANCE}, "
+            f"{stats.MDE_STANDARD_ERRORS:.1f} × the bootstrap standard error of Δ. The "
+            "hierarchical test is conservative when seeds vary little "
+            "(tests/test_report.py simulates its calibration).", "",
             "Parameters: all, and those of modules named `cross_attention`. K/V cache: "
             "decode-time cache bytes per source token per sequence, all layers (the variant's "
             "own account, from the model config). train tok/s: target tokens per second, "

@@ -1,6 +1,9 @@
-"""Statistics over seeds and test examples: mean ± sample std over a group's seeds, and a
-paired bootstrap over test examples (per-example statistics from the predictions TSVs, so corpus
-metrics such as PER and BLEU are recomputed exactly) for Δ and p against the baseline."""
+"""Statistics over seeds and test examples: mean ± sample std over a group's seeds, and paired
+bootstraps (per-example statistics from the predictions TSVs, so corpus metrics such as PER and
+BLEU are recomputed exactly) for Δ against the baseline: a hierarchical one that resamples seeds
+and test examples (would other seeds show the difference?), with a 95% interval, Holm's
+correction over the comparisons and the minimum detectable effect; and one over test examples
+alone (the trained models fixed), as a secondary reading."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +18,10 @@ from encdec import metrics as metrics_lib
 from encdec.report import discovery
 
 SIGNIFICANCE = 0.05
+# |Δ| detectable with 80% power by a two-sided test at SIGNIFICANCE: (z_0.975 + z_0.8) standard
+# errors of Δ, the standard error read from the hierarchical bootstrap.
+MDE_STANDARD_ERRORS = 1.960 + 0.842
+VERDICTS = ("significant across seeds", "only across test examples", "not significant")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -103,18 +110,17 @@ def statistic(family: str, metric: str, signature: str = "") -> Statistic | None
   return table.get((family, metric))
 
 
-def paired_bootstrap(baseline: np.ndarray, other: np.ndarray,
+def bootstrap_deltas(baseline: np.ndarray, other: np.ndarray,
                      reduce: Callable[[np.ndarray], np.ndarray], resamples: int = 1000,
-                     seed: int = 0, resample_seeds: bool = False) -> tuple[float, float]:
-  """(observed Δ = other − baseline, two-sided p) of a paired bootstrap over examples.
+                     seed: int = 0, resample_seeds: bool = False) -> tuple[float, np.ndarray]:
+  """(observed Δ = other − baseline, Δ of each of `resamples` paired bootstrap resamples [R]).
 
   `baseline` / `other`: per-example statistics [seeds, N, K] of two groups on the same N
   examples. Each resample draws N examples with replacement (the same ones for both groups);
   a group's metric is `reduce` of its summed statistics, averaged over its seeds. With
   `resample_seeds`, each resample also draws each group's seeds with replacement (a
-  hierarchical bootstrap: training runs, then test examples), so p carries the spread over
+  hierarchical bootstrap: training runs, then test examples), so Δ* carries the spread over
   training seeds as well as the test set's; without, the trained models are held fixed.
-  p = 2 · min(P(Δ* ≤ 0), P(Δ* ≥ 0)), capped at 1.
   """
   n = baseline.shape[1]
   rng = np.random.default_rng(seed)
@@ -134,10 +140,50 @@ def paired_bootstrap(baseline: np.ndarray, other: np.ndarray,
   ones = np.ones((1, n))
   observed = float(value(other, ones, every_seed(other))[0]
                    - value(baseline, ones, every_seed(baseline))[0])
-  delta = (value(other, counts, seed_picks(other))
-           - value(baseline, counts, seed_picks(baseline)))                     # [R]
-  p = min(1.0, 2.0 * min(np.mean(delta <= 0), np.mean(delta >= 0)))
-  return observed, float(p)
+  deltas = (value(other, counts, seed_picks(other))
+            - value(baseline, counts, seed_picks(baseline)))                    # [R]
+  return observed, deltas
+
+
+def two_sided_p(deltas: np.ndarray) -> float:
+  """p = 2 · min(P(Δ* ≤ 0), P(Δ* ≥ 0)) of a bootstrap distribution, capped at 1."""
+  return float(min(1.0, 2.0 * min(np.mean(deltas <= 0), np.mean(deltas >= 0))))
+
+
+def paired_bootstrap(baseline: np.ndarray, other: np.ndarray,
+                     reduce: Callable[[np.ndarray], np.ndarray], resamples: int = 1000,
+                     seed: int = 0, resample_seeds: bool = False) -> tuple[float, float]:
+  """(observed Δ, two-sided p) of `bootstrap_deltas` (same arguments)."""
+  observed, deltas = bootstrap_deltas(baseline, other, reduce, resamples, seed, resample_seeds)
+  return observed, two_sided_p(deltas)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  """A group against the baseline on the main metric."""
+  delta: float                     # other − baseline on the full test set, mean over seeds
+  ci: tuple[float, float]          # 95% percentile interval of Δ, hierarchical bootstrap
+  p_seeds: float                   # hierarchical bootstrap (seeds, then examples)
+  p_examples: float                # examples only, the trained models fixed
+  mde: float                       # |Δ| detectable at 80% power (MDE_STANDARD_ERRORS × SE)
+  p_seeds_holm: float | None = None  # p_seeds after Holm's correction over all comparisons
+
+  @property
+  def verdict(self) -> str:
+    p_seeds = self.p_seeds if self.p_seeds_holm is None else self.p_seeds_holm
+    if p_seeds < SIGNIFICANCE:
+      return VERDICTS[0]
+    return VERDICTS[1] if self.p_examples < SIGNIFICANCE else VERDICTS[2]
+
+
+def compare(baseline: np.ndarray, other: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray],
+            resamples: int = 1000, seed: int = 0) -> Comparison:
+  """Both bootstraps of `other` against `baseline` (per-example statistics [seeds, N, K])."""
+  delta, deltas = bootstrap_deltas(baseline, other, reduce, resamples, seed, resample_seeds=True)
+  _, p_examples = paired_bootstrap(baseline, other, reduce, resamples, seed)
+  low, high = np.percentile(deltas, [2.5, 97.5])
+  return Comparison(delta, (float(low), float(high)), two_sided_p(deltas), p_examples,
+                    MDE_STANDARD_ERRORS * float(np.std(deltas, ddof=1)))
 
 
 def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:
@@ -169,18 +215,20 @@ def group_stats(group: discovery.Group, stat: Statistic) -> tuple[list[str], np.
 
 
 def significance(groups: Sequence[discovery.Group], baseline: discovery.Group, family: str,
-                 metric: str, signature: str, resamples: int
-                 ) -> dict[str, tuple[float, float] | None]:
-  """Group label -> (Δ, p) of `metric` against the baseline; None where it cannot be tested."""
+                 metric: str, signature: str, resamples: int) -> dict[str, Comparison | None]:
+  """Group label -> its Comparison on `metric` against the baseline, Holm-adjusted over every
+  tested group; None where it cannot be tested (the baseline's own entry too)."""
   stat = statistic(family, metric, signature)
   if stat is None:
     return {g.label: None for g in groups}
   base = group_stats(baseline, stat)
-  out = {}
+  out: dict[str, Comparison | None] = {}
   for g in groups:
     other = group_stats(g, stat) if g is not baseline else None
     if base is None or other is None or other[0] != base[0]:
       out[g.label] = None
       continue
-    out[g.label] = paired_bootstrap(base[1], other[1], stat[1], resamples)
-  return out
+    out[g.label] = compare(base[1], other[1], stat[1], resamples)
+  adjusted = holm({label: c.p_seeds if c else None for label, c in out.items()})
+  return {label: c and dataclasses.replace(c, p_seeds_holm=adjusted[label])
+          for label, c in out.items()}
