@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import pathlib
 from typing import Sequence
 
@@ -76,20 +77,21 @@ def key(group: discovery.Group) -> tuple[str, str]:
 
 
 def comparisons(groups: Sequence[discovery.Group], resamples: int
-                ) -> dict[tuple[str, str, str], tuple[float, float | None]]:
-  """(scheme, variant, split) -> (Δ exact match vs sinusoidal with the same variant, Holm p)."""
+                ) -> dict[tuple[str, str, str], stats.Comparison]:
+  """(scheme, variant, split) -> the scheme against sinusoidal positions with the same variant
+  (stats.compare: hierarchical bootstrap), Holm-adjusted over every comparison of the task."""
   by_key = {key(g): g for g in groups}
-  raw: dict[tuple[str, str, str], tuple[float, float]] = {}
+  raw: dict[tuple[str, str, str], stats.Comparison] = {}
   for (scheme, variant), group in by_key.items():
     reference = by_key.get((REFERENCE, variant))
     if scheme == REFERENCE or reference is None:
       continue
     for split in LONG_SPLITS:
-      raw[scheme, variant, split] = stats.paired_bootstrap(
+      raw[scheme, variant, split] = stats.compare(
           per_example(reference.runs, split), per_example(group.runs, split), EXACT[1],
-          resamples, resample_seeds=True)
-  adjusted = stats.holm({k: p for k, (_, p) in raw.items()})
-  return {k: (delta, adjusted[k]) for k, (delta, _) in raw.items()}
+          resamples)
+  adjusted = stats.holm({k: c.p_seeds for k, c in raw.items()})
+  return {k: dataclasses.replace(c, p_seeds_holm=adjusted[k]) for k, c in raw.items()}
 
 
 def task_section(task: str, directory: pathlib.Path, out: pathlib.Path, resamples: int) -> str:
@@ -107,8 +109,9 @@ def task_section(task: str, directory: pathlib.Path, out: pathlib.Path, resample
            f"{cfg.task.min_len}-{cfg.task.max_len}, `test_long` {cfg.task.long_min_len}-"
            f"{cfg.task.long_max_len}, `test_longer` {cfg.task.longer_min_len}-"
            f"{cfg.task.longer_max_len} ({'operand digits' if task == 'add' else 'symbols'}), "
-           f"{cfg.train.num_steps} steps. Exact match %, mean ± std over seeds (n); Δ and "
-           "Holm-adjusted p against sinusoidal positions with the same cross-attention.", "",
+           f"{cfg.train.num_steps} steps. Exact match %, mean ± std over seeds (n); Δ [95% CI] "
+           "and Holm-adjusted p against sinusoidal positions with the same cross-attention "
+           "(hierarchical bootstrap over seeds and test examples).", "",
            "| positions | cross-attention | n | test | test_long | Δ, p | test_longer | Δ, p |",
            "|---|---|---|---|---|---|---|---|"]
   for group in sorted(groups, key=lambda g: (key(g)[1] != "mha", key(g)[1], key(g)[0])):
@@ -128,11 +131,11 @@ def task_section(task: str, directory: pathlib.Path, out: pathlib.Path, resample
   return "\n".join(lines)
 
 
-def _delta_p(test: tuple[float, float | None] | None) -> str:
+def _delta_p(test: stats.Comparison | None) -> str:
   if test is None:
     return ""
-  delta, p = test
-  return f"{delta:+.1f}, p {p:.3f}" if p is not None else f"{delta:+.1f}"
+  return (f"{test.delta:+.1f} [{test.ci[0]:+.1f}, {test.ci[1]:+.1f}], "
+          f"p {render.p_value(test.p_seeds_holm)}")
 
 
 def main(argv=None) -> None:
