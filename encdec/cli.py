@@ -1,6 +1,7 @@
 """The `encdec` command line.
 
     encdec train  [--config PATH[:ARG]] [--workdir DIR] [--config.KEY=VALUE ...]
+    encdec train-batch [--config PATH[:ARG]] --workdir DIR ... --seeds S,... [--config.KEY=VALUE]
     encdec eval   --workdir DIR [--split test] [--beam N] [--step S] [--plot-attention K]
                   [--config.mesh.KEY=VALUE ...]
     encdec decode --workdir DIR [--beam N] [--config.mesh.KEY=VALUE ...]
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
   multi.add_argument("--process_id", type=int, default=None)
   multi.add_argument("--distributed", choices=("off", "auto"), default="off",
                      help="auto: jax.distributed.initialize() detects SLURM / Cloud TPU VMs")
+  _add_train_batch_parser(sub)
   evaluate = sub.add_parser("eval", help="decode a split with a trained model and score it",
                             epilog=MESH_EPILOG)
   _add_run_args(evaluate)
@@ -69,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
   _add_sweep_parser(sub)
   _add_report_parser(sub)
   return parser
+
+
+def _add_train_batch_parser(sub) -> None:
+  batch = sub.add_parser(
+      "train-batch", help="train (or resume) several seeds of one config in one compiled step",
+      epilog="Every member is a normal run in its own --workdir (as `encdec train` writes it); "
+             "--config.KEY=VALUE overrides apply to all. One device, one process.")
+  batch.add_argument("--config", default=None, help="PATH[:ARG] or NAME[:ARG], as for train")
+  batch.add_argument("--workdir", action="append", required=True,
+                     help="a member's run directory; give one per seed, in --seeds order")
+  batch.add_argument("--seeds", required=True, help="train.seed of each member, e.g. 0,1,2")
 
 
 def _add_sweep_parser(sub) -> None:
@@ -184,6 +197,23 @@ def cmd_train(args, overrides) -> int:
   return 0
 
 
+def cmd_train_batch(args, overrides) -> int:
+  """Exit 0 when every member finished; 2 (a line per failed member) when one diverged."""
+  from encdec.train import batched  # pylint: disable=import-outside-toplevel (slow: jax)
+  try:
+    seeds = [int(s) for s in args.seeds.split(",")]
+  except ValueError as e:
+    raise config_lib.ConfigError(f"--seeds={args.seeds!r}: expected integers like 0,1,2") from e
+  if len(seeds) != len(args.workdir):
+    raise config_lib.ConfigError(f"--seeds lists {len(seeds)} seeds for {len(args.workdir)} "
+                                 "--workdir; give one workdir per seed")
+  cfgs = [config_lib.load(args.config, {**overrides, "train.seed": s}) for s in seeds]
+  failed = [o for o in batched.train(cfgs, args.workdir) if o.error]
+  for outcome in failed:
+    print(f"encdec train-batch: {outcome.workdir}: {outcome.error}", file=sys.stderr)
+  return 2 if failed else 0
+
+
 def cmd_eval(args, overrides) -> int:
   from encdec import inference, run  # pylint: disable=import-outside-toplevel
   run.mesh_config(overrides)           # only --config.mesh.*: refused before anything loads
@@ -225,10 +255,10 @@ def cmd_report(args, overrides) -> int:
   return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "decode": cmd_decode, "sweep": cmd_sweep,
-            "report": cmd_report}
+COMMANDS = {"train": cmd_train, "train-batch": cmd_train_batch, "eval": cmd_eval,
+            "decode": cmd_decode, "sweep": cmd_sweep, "report": cmd_report}
 # Commands that take --config.KEY=VALUE overrides (eval and decode: only mesh.* keys).
-WITH_OVERRIDES = ("train", "sweep", "eval", "decode")
+WITH_OVERRIDES = ("train", "train-batch", "sweep", "eval", "decode")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -193,6 +193,10 @@ class Trainer:
                  start, cfg.train.num_steps, cfg.train.batch_size)
     with preemption.PreemptionGuard() as guard:
       state = self.train_until(state, start, guard)
+    return self.finish(state)
+
+  def finish(self, state: state_lib.TrainState) -> dict[str, Any]:
+    """After the last step: the final checkpoint, then the final evaluation; its scores."""
     self.save(int(state.step), state, force=True)
     self.checkpointer.close()
     self.batches.close()  # stop the prefetch threads
@@ -203,32 +207,44 @@ class Trainer:
 
   def train_until(self, state: state_lib.TrainState, start: int,
                   guard: preemption.PreemptionGuard) -> state_lib.TrainState:
-    """Steps start+1 .. num_steps: logs, evaluations and checkpoints on their intervals, each
-    after checking that no step so far was non-finite (TrainingDiverged if one was)."""
-    cfg = self.cfg
-    meter = progress.Progress(start, cfg.train.num_steps)
-    for step in range(start + 1, cfg.train.num_steps + 1):
+    """Steps start+1 .. num_steps, each followed by `after_step`'s bookkeeping."""
+    meter = progress.Progress(start, self.cfg.train.num_steps)
+    for step in range(start + 1, self.cfg.train.num_steps + 1):
       local = next(self.batches)
       state, metrics = self.train_step(state, self.global_batch(local), self.rng)
-      if not cfg.train.skip_nonfinite:
-        self.nonfinite.add(step, metrics["finite"])
-      meter.add_tokens(float((local["tgt_out"] != self.module.config.pad_id).sum())
-                       * jax.process_count())
-      if step % cfg.logging.every_steps == 0 or step == cfg.train.num_steps:
-        self.check_finite()
-        self.report(step, jax.device_get(metrics), meter.report(step))
-      if step % cfg.eval.every_steps == 0 and step != cfg.train.num_steps:
-        self.check_finite()
-        self.periodic_eval(step, state)
-        meter.restart(step)
-      self.save(step, state)
+      self.after_step(step, lambda: state, metrics, local, meter)
       if guard.should_stop():
-        self.save(step, state, force=True)
-        self.checkpointer.close()
-        raise preemption.Preempted(f"preempted at step {step}: checkpoint saved in "
-                                   f"{self.checkpointer.directory / str(step)}; run the same "
-                                   "command to resume")
+        self.preempted(step, state)
     return state
+
+  def after_step(self, step: int, state_of: Callable[[], state_lib.TrainState],
+                 metrics: dict[str, jax.Array], local: dict[str, Any],
+                 meter: progress.Progress) -> None:
+    """Logs, evaluations and checkpoints due after train step `step`, each after checking that
+    no step so far was non-finite (TrainingDiverged if one was). `state_of()` gives the state
+    after the step; it is only called when an evaluation or a checkpoint needs it."""
+    cfg = self.cfg
+    if not cfg.train.skip_nonfinite:
+      self.nonfinite.add(step, metrics["finite"])
+    meter.add_tokens(float((local["tgt_out"] != self.module.config.pad_id).sum())
+                     * jax.process_count())
+    if step % cfg.logging.every_steps == 0 or step == cfg.train.num_steps:
+      self.check_finite()
+      self.report(step, jax.device_get(metrics), meter.report(step))
+    if step % cfg.eval.every_steps == 0 and step != cfg.train.num_steps:
+      self.check_finite()
+      self.periodic_eval(step, state_of())
+      meter.restart(step)
+    if self.checkpointer.should_save(step):
+      self.save(step, state_of())
+
+  def preempted(self, step: int, state: state_lib.TrainState) -> None:
+    """Checkpoint `state` (after `step`) and raise Preempted."""
+    self.save(step, state, force=True)
+    self.checkpointer.close()
+    raise preemption.Preempted(f"preempted at step {step}: checkpoint saved in "
+                               f"{self.checkpointer.directory / str(step)}; run the same "
+                               "command to resume")
 
   def save(self, step: int, state: state_lib.TrainState, *, force: bool = False) -> None:
     """Checkpoint `state` (after `step`) if `step` is on the interval or `force`: only once

@@ -94,20 +94,17 @@ def accumulated_grads(module, params, batch, rng, *, accum_steps: int, label_smo
   return grads, sums
 
 
-def make_train_step(module: nn.Module, tx: optax.GradientTransformation,
-                    learning_rate: Callable[[jax.Array], jax.Array], *, label_smoothing: float,
-                    accum_steps: int = 1, skip_nonfinite: bool = False,
-                    state_shardings: TrainState | None = None,
-                    batch_sharding: jax.sharding.NamedSharding | None = None):
-  """train_step(state, batch, rng) -> (state, metrics): one optimizer update, pure.
+def train_step_fn(module: nn.Module, tx: optax.GradientTransformation,
+                  learning_rate: Callable[[jax.Array], jax.Array], *, label_smoothing: float,
+                  accum_steps: int = 1, skip_nonfinite: bool = False):
+  """train_step(state, batch, rng) -> (state, metrics): one optimizer update, pure, not jitted
+  (make_train_step jits it; encdec/train/batched.py vmaps it over runs first).
 
   `rng` is the run's dropout key; the step folds in its own step number, so a resumed run
   draws exactly the masks of an uninterrupted one. Gradients are per real target token.
   With `skip_nonfinite`, an update with a NaN/Inf gradient is skipped (and counted).
   `metrics["finite"]` says whether this step's loss and gradient were finite (the loop checks
-  it for every step). With shardings, the step is compiled for them (state donated, metrics
-  replicated). Building it changes nothing process-wide (the trainer chooses the CPU Threefry
-  lowering: encdec/threefry.py).
+  it for every step).
   """
   def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
     step_rng = jax.random.fold_in(rng, state.step)
@@ -126,6 +123,19 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation,
                "learning_rate": learning_rate(state.step), "skipped": new.skipped}
     return new, metrics
 
+  return train_step
+
+
+def make_train_step(module: nn.Module, tx: optax.GradientTransformation,
+                    learning_rate: Callable[[jax.Array], jax.Array], *, label_smoothing: float,
+                    accum_steps: int = 1, skip_nonfinite: bool = False,
+                    state_shardings: TrainState | None = None,
+                    batch_sharding: jax.sharding.NamedSharding | None = None):
+  """train_step_fn's step, jitted with the state donated. With shardings, it is compiled for
+  them (metrics replicated). Building it changes nothing process-wide (the trainer chooses the
+  CPU Threefry lowering: encdec/threefry.py)."""
+  train_step = train_step_fn(module, tx, learning_rate, label_smoothing=label_smoothing,
+                             accum_steps=accum_steps, skip_nonfinite=skip_nonfinite)
   if state_shardings is None:
     return jax.jit(train_step, donate_argnums=0)
   replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())

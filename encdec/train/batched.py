@@ -1,0 +1,171 @@
+"""Several runs that differ only in their seed, trained together by one compiled step.
+
+    encdec train-batch --config configs/algorithmic.py --workdir runs/s0 --workdir runs/s1 \
+        --seeds 0,1
+
+Small models leave a CPU (and far more an accelerator) mostly idle; `jax.vmap` over a leading
+run axis turns N small train steps into one larger one. Each member stays a normal run: its own
+`Trainer` (workdir, config.json, data stream in its seed's order, dropout key, metrics,
+TensorBoard, Orbax checkpoints, evaluations, final decoding), so `encdec report`, `eval`,
+`decode` and resuming alone or batched work as for any run. Only the train step is shared:
+the members' states are stacked on a leading axis and `train_step_fn` runs under
+`jax.jit(jax.vmap(...))`. A member's step is the step it would take alone, computed as one slice
+of batched matrix products, so its metrics equal the lone run's up to float reassociation
+(tests/test_batched.py states the tolerance).
+
+Faults: a member whose step is non-finite stops with TrainingDiverged (reported, its last good
+checkpoint kept) and leaves the batch; the others go on. SIGTERM checkpoints every member. A
+restart resumes every member from its own newest checkpoint; members at different steps are
+trained one after another instead. One device, one process: the run axis is not yet placed on
+a mesh axis.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from encdec import parallel
+from encdec.config import ConfigError
+from encdec.errors import TrainingDiverged
+from encdec.train import loop, preemption, progress, state as state_lib
+from encdec.train import step as step_lib
+
+SEED_KEY = ("train", "seed")
+
+
+def differences(cfgs: Sequence[ml_collections.ConfigDict]) -> list[str]:
+  """Dotted config keys (other than train.seed) whose values differ between the configs."""
+  flat = [_flatten(c.to_dict()) for c in cfgs]
+  keys = sorted(set().union(*flat))
+  return [".".join(k) for k in keys
+          if k != SEED_KEY and any(f.get(k) != flat[0].get(k) for f in flat[1:])]
+
+
+def _flatten(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, prefix + (key,)))
+    else:
+      out[prefix + (key,)] = value
+  return out
+
+
+def stack(trees: Sequence[Any]) -> Any:
+  """Pytrees with equal structure --> one pytree with a leading [N] run axis."""
+  return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def member(tree: Any, index: int) -> Any:
+  """Slice `index` of a stacked pytree (a new array per leaf: safe to donate the stack after)."""
+  return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
+
+
+@dataclasses.dataclass
+class Outcome:
+  """What became of one member: its final scores, or the error that stopped it."""
+  workdir: str
+  scores: dict[str, Any] | None = None
+  error: str | None = None
+
+
+class BatchedTrainer:
+  """N `loop.Trainer`s whose configs differ only in train.seed, stepped by one vmapped step."""
+
+  def __init__(self, cfgs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]):
+    if len(cfgs) != len(workdirs) or not cfgs:
+      raise ConfigError("train-batch needs one workdir per seed (and at least one)")
+    if len(set(map(str, workdirs))) != len(workdirs):
+      raise ConfigError("train-batch: every member needs its own --workdir")
+    differ = differences(cfgs)
+    if differ:
+      raise ConfigError(f"batched runs may differ only in train.seed; these differ: "
+                        f"{', '.join(differ)}")
+    devices = parallel.make_mesh(cfgs[0].mesh).size
+    if devices > 1 or jax.process_count() > 1:
+      raise ConfigError(f"train-batch runs on one device (the config's mesh has {devices}); set "
+                        "--config.mesh.data=1 (the run axis is not sharded over devices yet)")
+    self.members = [loop.Trainer(c, w) for c, w in zip(cfgs, workdirs)]
+    lead = self.members[0]
+    cfg = lead.cfg.train
+    pure = step_lib.train_step_fn(lead.module, lead.tx, lead.learning_rate,
+                                  label_smoothing=cfg.label_smoothing,
+                                  accum_steps=cfg.accum_steps,
+                                  skip_nonfinite=cfg.skip_nonfinite)
+    self.train_step = jax.jit(jax.vmap(pure), donate_argnums=0)
+
+  def run(self) -> list[Outcome]:
+    """Train every member to num_steps (resuming each), then finish each; one Outcome each."""
+    states = [m.initial_state() for m in self.members]
+    if len({int(s.step) for s in states}) > 1:
+      logging.warning("members resume from different steps (%s): training them one by one",
+                      [int(s.step) for s in states])
+      return [self._alone(m) for m in self.members]
+    outcomes = [Outcome(str(m.workdir)) for m in self.members]
+    active = list(range(len(self.members)))
+    with preemption.PreemptionGuard() as guard:
+      states = self.train_together(states, active, outcomes, guard)
+    for i, state in zip(active, states):
+      outcomes[i].scores = self.members[i].finish(state)
+    return outcomes
+
+  def _alone(self, trainer: loop.Trainer) -> Outcome:
+    try:
+      return Outcome(str(trainer.workdir), scores=trainer.run())
+    except TrainingDiverged as e:
+      return Outcome(str(trainer.workdir), error=str(e))
+
+  def train_together(self, states: list[state_lib.TrainState], active: list[int],
+                     outcomes: list[Outcome], guard: preemption.PreemptionGuard
+                     ) -> list[state_lib.TrainState]:
+    """The shared step loop; `active` (member indices still training) shrinks when a member
+    diverges. Returns the active members' final states, in `active` order."""
+    lead = self.members[0]
+    start, end = int(states[0].step), lead.cfg.train.num_steps
+    stacked = stack(states)
+    rngs = stack([self.members[i].rng for i in active])
+    meters = {i: progress.Progress(start, end) for i in active}
+    del states
+    for step in range(start + 1, end + 1):
+      local = [next(self.members[i].batches) for i in active]
+      batch = jax.device_put(stack([{k: np.asarray(v) for k, v in b.items()} for b in local]))
+      stacked, metrics = self.train_step(stacked, batch, rngs)
+      failed = []
+      for slot, i in enumerate(active):
+        state_of = lambda slot=slot: member(stacked, slot)
+        try:
+          self.members[i].after_step(step, state_of, member(metrics, slot), local[slot], meters[i])
+        except TrainingDiverged as e:
+          logging.error("member %s: %s", self.members[i].workdir, e)
+          outcomes[i].error = str(e)
+          failed.append(slot)
+      if failed:
+        keep = [slot for slot in range(len(active)) if slot not in failed]
+        stacked = jax.tree_util.tree_map(lambda leaf: leaf[np.array(keep)], stacked)
+        rngs = rngs[np.array(keep)]
+        active[:] = [active[slot] for slot in keep]
+        if not active:
+          return []
+      if guard.should_stop():
+        self.preempted(step, stacked, active)
+    return [member(stacked, slot) for slot in range(len(active))]
+
+  def preempted(self, step: int, stacked: state_lib.TrainState, active: list[int]) -> None:
+    """Checkpoint every active member, then raise Preempted."""
+    for slot, i in enumerate(active):
+      trainer = self.members[i]
+      trainer.save(step, member(stacked, slot), force=True)
+      trainer.checkpointer.close()
+    raise preemption.Preempted(f"preempted at step {step}: every member checkpointed; run the "
+                               "same command to resume")
+
+
+def train(cfgs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]) -> list[Outcome]:
+  """Train (or resume) the batch; one Outcome per member, in order."""
+  return BatchedTrainer(cfgs, workdirs).run()
