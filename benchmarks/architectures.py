@@ -88,12 +88,22 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def main(argv=None) -> dict[str, Any]:
-  args = run.parse_args(argv)
+  parser = run.build_parser(__doc__.split("\n\n")[0])
+  parser.add_argument("--only", default="", help="comma-separated architecture names, e.g. "
+                      "position_encoding=rope,preset=t5_v1_1 (the reference always runs)")
+  args = run.parse_args(argv, parser)
   threefry.unroll_on_cpu()   # as `encdec train` does on CPU
   env = run.environment()
   peak = run.matmul_peak(args.peak_size, args.peak_repeats)
+  chosen = architectures()
+  wanted = [name for name in args.only.split(",") if name]
+  unknown = [name for name in wanted if name not in chosen]
+  if unknown:
+    sys.exit(f"unknown --only {', '.join(unknown)}; valid: {', '.join(chosen)}")
+  if wanted:
+    chosen = {k: v for k, v in chosen.items() if k == REFERENCE or k in wanted}
   results = {}
-  for name, overrides in architectures().items():
+  for name, overrides in chosen.items():
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
     results[name] = measure(args, overrides, peak["matmul_peak_flops"])
   results = with_ratios(results)

@@ -62,8 +62,9 @@ QUICK_MODEL = {"model.d_model": 64, "model.num_heads": 4, "model.d_ff": 128,
                "model.src_vocab_size": 512, "model.tgt_vocab_size": 512}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def build_parser(description: str = __doc__.split("\n\n")[0]) -> argparse.ArgumentParser:
+  """The benchmarks' shared flags (other benchmark modules add their own to it)."""
+  p = argparse.ArgumentParser(description=description,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--json", type=pathlib.Path, help="write the results here")
   p.add_argument("--config", default="bench", help="PATH[:ARG] or a packaged config's NAME[:ARG]")
@@ -90,6 +91,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--peer_steps", type=int, help="timed peer steps (default: --steps)")
   p.add_argument("--peer_timeout", type=int, default=1800, help="seconds per peer run")
   p.add_argument("--seed", type=int, default=0)
+  return p
+
+
+def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+  """`parser` (default: build_parser()) applied to argv, with the --quick-dependent defaults."""
+  p = parser or build_parser()
   args = p.parse_args(argv)
   quick = args.quick
   defaults = dict(steps=3 if quick else 10, warmup=1 if quick else 2,

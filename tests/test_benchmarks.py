@@ -233,11 +233,22 @@ def test_architecture_benchmark_measures_the_architecture_it_names(tmp_path):
   from benchmarks import architectures  # pylint: disable=import-outside-toplevel
   out = tmp_path / "arch.json"
   r = architectures.main(["--quick", "--steps", "1", "--warmup", "1", "--decode_len", "4",
-                          "--json", str(out)])
-  assert json.loads(out.read_text())["architectures"].keys() == r["architectures"].keys()
+                          "--json", str(out), "--only", "preset=modern,position_encoding=alibi"])
+  assert list(json.loads(out.read_text())["architectures"]) == [
+      architectures.REFERENCE, "position_encoding=alibi", "preset=modern"]
   modern = r["architectures"]["preset=modern"]
   assert modern["resolved"]["position_encoding"] == "rope" and modern["resolved"]["mlp"] == "swiglu"
   assert r["architectures"]["position_encoding=alibi"]["resolved"]["position_encoding"] == "alibi"
   for speeds in r["architectures"].values():
     assert speeds["train_tgt_tokens_per_s"] > 0 and speeds["decode_beam4_tokens_per_s"] > 0
     assert 0 < speeds["mfu"] < 1
+
+
+@pytest.mark.slow
+def test_batched_benchmark_times_every_size_against_the_lone_step():
+  from benchmarks import batched  # pylint: disable=import-outside-toplevel
+  r = batched.main(["--quick", "--sizes", "1,3", "--steps", "1", "--warmup", "1"])
+  assert [x["runs"] for x in r["results"]] == [1, 3]
+  for x in r["results"]:
+    assert x["step_s"] > 0 and x["runs_per_hour_ratio"] == pytest.approx(
+        x["runs"] * x["lone_step_s"] / x["step_s"])
