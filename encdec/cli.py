@@ -6,7 +6,7 @@
                   [--config.mesh.KEY=VALUE ...]
     encdec decode --workdir DIR [--beam N] [--config.mesh.KEY=VALUE ...]
                   [WORD_OR_SENTENCE ...]   (else lines from stdin, streamed)
-    encdec sweep  --config PATH[:ARG] --sweep NAME --workdir DIR [--jobs N] [--dry-run]
+    encdec sweep  --config PATH[:ARG] --sweep NAME --workdir DIR [--jobs N] [--batch N] [--dry-run]
                   [--launcher local|slurm|tpu_vm [--launcher-args ARGS]] [--config.KEY=VALUE ...]
     encdec report DIR [--baseline GROUP] [--metric KEY]
 
@@ -93,6 +93,9 @@ def _add_sweep_parser(sub) -> None:
   sweep.add_argument("--workdir", required=True,
                      help="sweep directory: sweep.json and one run directory per run")
   sweep.add_argument("--jobs", type=int, default=1, help="runs at a time (--launcher local)")
+  sweep.add_argument("--batch", type=int, default=1,
+                     help="train up to N runs that differ only in their seed together, in one "
+                          "`encdec train-batch` process (--launcher local)")
   sweep.add_argument("--launcher", choices=("local", "slurm", "tpu_vm"), default="local",
                      help="local: subprocesses here; slurm / tpu_vm: encdec.launch")
   sweep.add_argument("--launcher-args", default="",
@@ -244,7 +247,7 @@ def cmd_sweep(args, overrides) -> int:
   return sweep.run_sweep(args.config, args.sweep, args.workdir, base_overrides=overrides,
                          jobs=args.jobs, launcher=args.launcher,
                          launcher_args=shlex.split(args.launcher_args), dry_run=args.dry_run,
-                         command=sweep.cli_command(args.argv))
+                         command=sweep.cli_command(args.argv), batch=args.batch)
 
 
 def cmd_report(args, overrides) -> int:

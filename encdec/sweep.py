@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from encdec import config as config_lib
 from encdec.config import ConfigError
-from encdec.launch import jobs as jobs_lib
+from encdec.launch import common as launch_common, jobs as jobs_lib
 
 SEED_KEY = "train.seed"
 MANIFEST = "sweep.json"
@@ -147,10 +147,58 @@ class Run:
   workdir: pathlib.Path
   train_args: list[str]       # the `encdec train` arguments
   final_eval: pathlib.Path    # exists once the run is finished
+  command: str = "train"      # the encdec command that trains it
 
   @property
   def finished(self) -> bool:
     return self.final_eval.exists()
+
+
+@dataclasses.dataclass
+class BatchRun:
+  """Runs of a sweep that differ only in train.seed, trained together by `encdec train-batch`
+  (one process, one compiled step; each member writes its own run directory). Its output goes
+  to the first member's train.log."""
+  members: list[Run]
+  train_args: list[str]       # the `encdec train-batch` arguments
+  command: str = "train-batch"
+
+  @property
+  def name(self) -> str:
+    return f"{self.members[0].name}+{len(self.members) - 1}"
+
+  @property
+  def workdir(self) -> pathlib.Path:
+    return self.members[0].workdir
+
+  @property
+  def finished(self) -> bool:
+    return all(m.finished for m in self.members)
+
+
+def batch_runs(runs: Sequence[Run], size: int, spec: str,
+               base_overrides: Mapping[str, Any]) -> list[Run | BatchRun]:
+  """`runs` with those that differ only in train.seed joined into BatchRuns of up to `size`
+  members (first-seen order); a run without a seed override, or left alone, stays a Run."""
+  groups: dict[str, list[Run]] = {}
+  for run in runs:
+    rest = {k: v for k, v in run.overrides.items() if k != SEED_KEY}
+    key = _canonical(rest) if SEED_KEY in run.overrides else f"alone:{run.name}"
+    groups.setdefault(key, []).append(run)
+  out: list[Run | BatchRun] = []
+  for members in groups.values():
+    for start in range(0, len(members), size):
+      chunk = members[start:start + size]
+      if len(chunk) == 1:
+        out.extend(chunk)
+        continue
+      shared = {**base_overrides,
+                **{k: v for k, v in chunk[0].overrides.items() if k != SEED_KEY}}
+      workdirs = [arg for m in chunk for arg in ("--workdir", str(m.workdir))]
+      seeds = ",".join(str(m.overrides[SEED_KEY]) for m in chunk)
+      out.append(BatchRun(chunk, ["--config", spec, *workdirs, "--seeds", seeds,
+                                  *override_args(shared)]))
+  return out
 
 
 def plan(spec: str, sweep: str, workdir: str | pathlib.Path,
@@ -168,16 +216,18 @@ def plan(spec: str, sweep: str, workdir: str | pathlib.Path,
     run_dir = workdir / name
     out.append(Run(name, overrides, run_dir,
                    ["--config", spec, "--workdir", str(run_dir), *override_args(merged)],
-                   run_dir / "eval" / f"{cfg.eval.final_split}-{cfg.train.num_steps}.json"))
+                   launch_common.final_eval_path(run_dir, cfg)))
   return out
 
 
 def manifest(spec: str, sweep: str, base_overrides: Mapping[str, Any], command: str,
-             launcher: str, runs: Sequence[Run]) -> dict[str, Any]:
-  """The content of WORKDIR/sweep.json."""
+             launcher: str, runs: Sequence[Run],
+             batches: Sequence[BatchRun] = ()) -> dict[str, Any]:
+  """The content of WORKDIR/sweep.json (`batches`: the runs trained together this time)."""
   return {"config": spec, "sweep": sweep, "overrides": dict(base_overrides), "command": command,
           "launcher": launcher, "seed_key": SEED_KEY,
-          "runs": {r.name: r.overrides for r in runs}}
+          "runs": {r.name: r.overrides for r in runs},
+          "batches": [[m.name for m in b.members] for b in batches]}
 
 
 def write_manifest(workdir: pathlib.Path, content: Mapping[str, Any]) -> None:
@@ -206,11 +256,16 @@ def read_manifest(workdir: str | pathlib.Path) -> dict[str, Any] | None:
 def run_sweep(spec: str, sweep: str, workdir: str | pathlib.Path, *,
               base_overrides: Mapping[str, Any] | None = None, jobs: int = 1,
               launcher: str = "local", launcher_args: Sequence[str] = (), dry_run: bool = False,
-              command: str = "") -> int:
-  """Plan, skip finished runs, run (or print) the rest (encdec.launch.jobs runs them).
+              command: str = "", batch: int = 1) -> int:
+  """Plan, skip finished runs, run (or print) the rest (encdec.launch.jobs runs them), runs
+  that differ only in their seed `batch` at a time in one `encdec train-batch` process.
   Returns the process exit status."""
   if jobs < 1:
     raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+  if batch < 1:
+    raise ConfigError(f"--batch must be at least 1, got {batch}")
+  if batch > 1 and launcher != "local":
+    raise ConfigError("--batch is for --launcher local (encdec train-batch runs on one device)")
   if launcher not in jobs_lib.LAUNCHERS:
     raise ConfigError(f"unknown --launcher {launcher!r}; valid: {', '.join(jobs_lib.LAUNCHERS)}")
   if launcher != "local" and jobs != 1:
@@ -220,6 +275,8 @@ def run_sweep(spec: str, sweep: str, workdir: str | pathlib.Path, *,
   sweep_dir = pathlib.Path(workdir)
   runs = plan(spec, sweep, sweep_dir, base_overrides)
   todo = [r for r in runs if not r.finished]
+  if batch > 1:
+    todo = batch_runs(todo, batch, spec, base_overrides or {})
   for r in runs:
     if r.finished:
       print(f"[sweep] skip {r.name} (finished: {r.final_eval})",
@@ -232,16 +289,20 @@ def run_sweep(spec: str, sweep: str, workdir: str | pathlib.Path, *,
     outcomes = jobs_lib.run_launcher(launcher, launcher_args, sweep, todo, sweep_dir,
                                      dry_run=True)
     return 1 if any(o.returncode for o in outcomes) else 0
-  write_manifest(sweep_dir, manifest(spec, sweep, base_overrides or {}, command, launcher, runs))
-  print(f"[sweep] {sweep}: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
-        f"{len(todo)} to run" + (f" ({jobs} at a time)" if launcher == "local" else ""),
-        flush=True)
+  batches = [r for r in todo if isinstance(r, BatchRun)]
+  write_manifest(sweep_dir, manifest(spec, sweep, base_overrides or {}, command, launcher, runs,
+                                     batches))
+  remaining = sum(len(r.members) if isinstance(r, BatchRun) else 1 for r in todo)
+  print(f"[sweep] {sweep}: {len(runs)} runs, {len(runs) - remaining} already finished, "
+        f"{remaining} to run" + (f" ({jobs} at a time)" if launcher == "local" else "") +
+        (f", {sum(len(b.members) for b in batches)} of them in {len(batches)} batches"
+         if batches else ""), flush=True)
   if launcher == "local":
     outcomes = jobs_lib.run_local(todo, jobs)
   else:
     outcomes = jobs_lib.run_launcher(launcher, launcher_args, sweep, todo, sweep_dir,
                                      dry_run=False)
-  line, ok = jobs_lib.summary(outcomes, len(runs) - len(todo))
+  line, ok = jobs_lib.summary(outcomes, len(runs) - remaining)
   print(f"[sweep] {sweep}: {line}", file=sys.stdout if ok else sys.stderr, flush=True)
   return 0 if ok else 1
 

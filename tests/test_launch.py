@@ -7,10 +7,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 
-from encdec.launch import local, slurm, tpu_vm
+from encdec.launch import jobs, local, slurm, tpu_vm
 
 TRAIN_ARGS = ["--config", "configs/wmt.py:size=base,variant=mqa", "--workdir", "runs/a b",
               "--config.mesh.data=-1", "--config.mesh.fsdp=8"]
@@ -43,46 +44,97 @@ def test_local_dry_run_without_devices_sets_no_env_and_picks_a_port(capsys):
 
 # --- slurm ------------------------------------------------------------------------------------
 
-def test_slurm_dry_run_one_process_per_gpu(capsys):
-  lines = _dry_run(slurm, ["--nodes", "2", "--gpus-per-node", "8", "--partition", "gpu",
-                           "--time", "12:00:00", "--job-name", "wmt", "--venv", "/opt/v"], capsys)
+# The SLURM launcher loads the config (to validate it, and to know the run's last file).
+SLURM_TRAIN_ARGS = ["--config", "algorithmic.py:task=copy", "--workdir", "runs/a b",
+                    "--config.train.num_steps=50", "--config.mesh.data=-1",
+                    "--config.mesh.fsdp=8"]
+
+
+def _slurm_dry_run(argv, capsys) -> tuple[list[str], list[str]]:
+  """The script's lines, and its srun line as argv."""
+  assert slurm.main([*argv, "--dry-run", "--", *SLURM_TRAIN_ARGS]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  (srun,) = [line for line in lines if line.startswith("srun ")]
+  return lines, shlex.split(srun.removesuffix(" || status=$?"))
+
+
+def test_slurm_dry_run_one_process_per_gpu(capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  lines, srun = _slurm_dry_run(["--nodes", "2", "--gpus-per-node", "8", "--partition", "gpu",
+                                "--time", "12:00:00", "--job-name", "wmt", "--venv", "/opt/v"],
+                               capsys)
   assert lines[0] == "#!/bin/bash"
   for expected in ["#SBATCH --job-name=wmt", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8",
                    "#SBATCH --gpus-per-task=1", "#SBATCH --partition=gpu",
                    "#SBATCH --time=12:00:00", "#SBATCH --signal=TERM@120", "#SBATCH --requeue",
+                   "#SBATCH --open-mode=append", f"#SBATCH --output={tmp_path}/%x-%j.out",
                    "source /opt/v/bin/activate", "export JAX_LOCAL_DEVICE_IDS=0"]:
     assert expected in lines
-  srun = shlex.split(lines[-1])
   assert srun[:4] == ["srun", "--kill-on-bad-exit=1", "--ntasks-per-node=8", "--gpus-per-task=1"]
-  assert srun[4:] == ["encdec", "train", *TRAIN_ARGS, "--distributed", "auto"]
+  assert srun[4:] == ["encdec", "train", *SLURM_TRAIN_ARGS, "--distributed", "auto"]
+  # After srun: requeue unless the run reached its final evaluation (an early stop).
+  final = tmp_path / "runs" / "a b" / "eval" / "test_long-50.json"
+  assert lines[lines.index(shlex.join(srun) + " || status=$?") - 1] == "status=0"
+  assert (f"if [ ! -e {shlex.quote(str(final))} ] && [[ $status == 0 || $status == 143 ]] && "
+          f"[ \"${{SLURM_RESTART_COUNT:-0}}\" -lt {slurm.MAX_REQUEUES} ]; then") in lines
+  assert lines[-4:] == ['  echo "[slurm] stopped before the final evaluation: requeueing job '
+                        '$SLURM_JOB_ID"', '  scontrol requeue "$SLURM_JOB_ID"', "fi",
+                        "exit $status"]
 
 
 def test_slurm_dry_run_one_process_per_node(capsys):
-  lines = _dry_run(slurm, ["--nodes", "4", "--gpus-per-node", "4", "--process-per", "node"],
-                   capsys)
+  lines, srun = _slurm_dry_run(["--nodes", "4", "--gpus-per-node", "4", "--process-per", "node"],
+                               capsys)
   for expected in ["#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1",
                    "#SBATCH --gpus-per-node=4", "export JAX_LOCAL_DEVICE_IDS=0,1,2,3"]:
     assert expected in lines
   assert not any("--gpus-per-task" in line or "--partition" in line for line in lines)
-  assert lines[-1].endswith("--distributed auto") and lines[-1].startswith("srun ")
+  assert srun[-2:] == ["--distributed", "auto"]
+
+
+def test_slurm_dry_run_cpu_nodes(capsys):
+  lines, srun = _slurm_dry_run(["--ntasks-per-node", "2", "--cpus-per-task", "4",
+                                "--sbatch-option=--account=proj", "--sbatch-option=--exclusive"],
+                               capsys)
+  for expected in ["#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=2",
+                   "#SBATCH --cpus-per-task=4", "#SBATCH --account=proj",
+                   "#SBATCH --exclusive"]:
+    assert expected in lines
+  assert not any("gpu" in line or "JAX_LOCAL_DEVICE_IDS" in line for line in lines)
+  # srun repeats --cpus-per-task: since SLURM 22.05 it does not inherit it from sbatch.
+  assert srun[:4] == ["srun", "--kill-on-bad-exit=1", "--ntasks-per-node=2",
+                      "--cpus-per-task=4"]
+
+
+def _fake_slurm(tmp_path, monkeypatch, squeue_state=""):
+  """sbatch --parsable that answers job 4242 (and records its arguments); squeue that shows
+  `squeue_state` for any job."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$@" > {bin_dir}/sbatch.args\n'
+                                  'echo "4242;cluster"\n')
+  (bin_dir / "squeue").write_text(f'#!/bin/sh\necho "$@" > {bin_dir}/squeue.args\n'
+                                  f'echo "{squeue_state}"\n')
+  for name in ("sbatch", "squeue"):
+    (bin_dir / name).chmod(0o755)
+  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  return bin_dir
 
 
 def test_slurm_writes_and_submits_the_script(tmp_path, monkeypatch, capfd):
-  bin_dir = tmp_path / "bin"
-  bin_dir.mkdir()
-  (bin_dir / "sbatch").write_text('#!/bin/sh\necho "fake sbatch $1"\n')
-  (bin_dir / "sbatch").chmod(0o755)
-  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  bin_dir = _fake_slurm(tmp_path, monkeypatch)
   script = tmp_path / "job.sbatch"
   own = ["--nodes", "1", "--gpus-per-node", "2", "--script", str(script)]
   assert slurm.main([*own, "--submit", "--dry-run", "--", "--workdir", "w"]) == 0
   printed, note = capfd.readouterr()
-  assert not script.exists() and f"run: sbatch {script}" in note
+  assert not script.exists() and f"run: sbatch --parsable {script}" in note
   assert slurm.main([*own, "--", "--workdir", "w"]) == 0
   assert script.read_text() == printed
   assert f"submit it with: sbatch {script}" in capfd.readouterr().out
   assert slurm.main([*own, "--submit", "--", "--workdir", "w"]) == 0
-  assert capfd.readouterr().out == f"fake sbatch {script}\n"
+  assert capfd.readouterr().out == f"submitted job 4242: {script}\n"
+  assert (bin_dir / "sbatch.args").read_text() == f"--parsable {script}\n"
+  assert (tmp_path / "job.jobid").read_text() == "4242\n"
 
 
 def test_slurm_writes_its_script_into_a_new_directory(tmp_path, capsys):
@@ -90,6 +142,42 @@ def test_slurm_writes_its_script_into_a_new_directory(tmp_path, capsys):
   assert slurm.main(["--nodes", "1", "--gpus-per-node", "1", "--script", str(script), "--",
                      "--workdir", "w"]) == 0
   assert script.read_text().startswith("#!/bin/bash\n") and "wrote" in capsys.readouterr().out
+  assert f"#SBATCH --output={script.parent}/%x-%j.out\n" in script.read_text()
+
+
+def test_slurm_a_bad_config_fails_before_anything_is_written(tmp_path, capsys):
+  script = tmp_path / "job.sbatch"
+  assert slurm.main(["--ntasks-per-node", "1", "--script", str(script), "--submit", "--",
+                     "--config", "algorithmic.py", "--config.model.d_modle=8"]) == 2
+  err = capsys.readouterr().err
+  assert "unknown config key 'model.d_modle'" in err and len(err.strip().splitlines()) == 1
+  assert not script.exists()
+
+
+@pytest.mark.parametrize("state, queued", [("RUNNING", True), ("PENDING", True), ("", False)])
+def test_slurm_knows_whether_a_submitted_job_is_still_queued(tmp_path, monkeypatch, state,
+                                                             queued):
+  bin_dir = _fake_slurm(tmp_path, monkeypatch, squeue_state=state)
+  assert slurm.queued(tmp_path, "run") is None                   # never submitted
+  slurm.script_path(tmp_path, "run").parent.mkdir()
+  slurm.script_path(tmp_path, "run").with_suffix(slurm.JOB_ID_SUFFIX).write_text("77\n")
+  assert slurm.queued(tmp_path, "run") == ("77" if queued else None)
+  assert "--jobs=77" in (bin_dir / "squeue.args").read_text()
+
+
+def test_a_sweep_does_not_submit_a_run_whose_job_is_still_queued(tmp_path, monkeypatch, capsys):
+  bin_dir = _fake_slurm(tmp_path, monkeypatch, squeue_state="PENDING")
+  runs = [types.SimpleNamespace(name=n, workdir=tmp_path / n, finished=False,
+                                train_args=["--config", "algorithmic.py", "--workdir",
+                                            str(tmp_path / n)]) for n in ("a", "b")]
+  slurm.script_path(tmp_path, "a").parent.mkdir()
+  slurm.script_path(tmp_path, "a").with_suffix(slurm.JOB_ID_SUFFIX).write_text("77\n")
+  outcomes = jobs.run_launcher("slurm", ["--ntasks-per-node", "1"], "s", runs, tmp_path,
+                               dry_run=False)
+  assert [(o.name, o.status) for o in outcomes] == [("a", "queued"), ("b", "submitted")]
+  assert "a: queued (job 77, submitted earlier)" in capsys.readouterr().out
+  assert (bin_dir / "sbatch.args").read_text() == f"--parsable {tmp_path / 'slurm' / 'b.sbatch'}\n"
+  assert jobs.summary(outcomes, 1) == ("1 submitted, 1 queued, 1 already finished", True)
 
 
 # --- TPU VM -----------------------------------------------------------------------------------
@@ -130,7 +218,14 @@ def test_tpu_vm_setup_installs_first_on_all_workers(capsys):
      "unrecognized arguments: --workdir w (arguments for `encdec train` go after `--`)"),
     (local, ["--num-processes", "2", "--", "--process_id=1"],
      "--process_id is set by the launcher; remove it from the arguments after `--`"),
-    (slurm, ["--nodes", "2"], "required: --gpus-per-node"),
+    (slurm, ["--nodes", "2"], "one of the arguments --gpus-per-node --ntasks-per-node is "
+                              "required"),
+    (slurm, ["--gpus-per-node", "8", "--ntasks-per-node", "2"],
+     "--ntasks-per-node: not allowed with argument --gpus-per-node"),
+    (slurm, ["--ntasks-per-node", "2", "--process-per", "node"],
+     "--process-per is for GPU nodes (--gpus-per-node)"),
+    (slurm, ["--ntasks-per-node", "2", "--sbatch-option", "account=x"],
+     "expected an sbatch option like --account=NAME"),
     (slurm, ["--nodes", "2", "--gpus-per-node", "8", "--time", "2h"],
      "--time: expected HH:MM:SS"),
     (slurm, ["--nodes", "2", "--gpus-per-node", "8", "--process-per", "core"],

@@ -232,7 +232,39 @@ def test_another_sweep_in_the_same_workdir_is_refused(config_file, tmp_path, cap
   assert "was written for sweep 'three', not 'pair'" in capsys.readouterr().err
 
 
+def test_batch_dry_run_joins_runs_that_differ_only_in_their_seed(config_file, tmp_path, capsys):
+  workdir = tmp_path / "s"
+  assert cli.main(["sweep", "--config", config_file, "--sweep", "three", "--workdir",
+                   str(workdir), "--dry-run", "--batch", "2", "--config.mesh.data=1"]) == 0
+  out = capsys.readouterr().out.splitlines()
+  member = lambda seed: str(workdir / f"seed={seed}")
+  assert out == [
+      shlex.join([sys.executable, "-m", "encdec", "train-batch", "--config", config_file,
+                  "--workdir", member(0), "--workdir", member(1), "--seeds", "0,1",
+                  "--config.mesh.data=1"]),
+      shlex.join([sys.executable, "-m", "encdec", "train", "--config", config_file,
+                  "--workdir", member(2), "--config.mesh.data=1", "--config.train.seed=2"])]
+  # Other overrides than the seed keep runs apart.
+  runs = sweep.plan(config_file, "pair", tmp_path / "p")
+  assert sweep.batch_runs(runs, 4, config_file, {}) == runs
+  with pytest.raises(config.ConfigError, match="--batch is for --launcher local"):
+    sweep.run_sweep(config_file, "three", workdir, batch=2, launcher="slurm")
+
+
 # --- a real sweep -------------------------------------------------------------------------------
+
+@pytest.mark.slow   # three tiny runs in one process
+def test_a_batched_sweep_trains_every_member_and_records_the_batch(config_file, tmp_path, capsys):
+  workdir = tmp_path / "sweep"
+  argv = ["sweep", "--config", config_file, "--sweep", "three", "--workdir", str(workdir),
+          "--batch", "3", "--config.mesh.data=1"]
+  assert cli.main(argv) == 0, capsys.readouterr()
+  assert all((workdir / f"seed={s}" / "eval" / "test_long-20.json").exists() for s in range(3))
+  assert json.loads((workdir / "sweep.json").read_text())["batches"] == [
+      ["seed=0", "seed=1", "seed=2"]]
+  assert "3 to run (1 at a time), 3 of them in 1 batches" in capsys.readouterr().out
+  assert cli.main(argv) == 0
+  assert capsys.readouterr().out.count("[sweep] skip") == 3
 
 @pytest.mark.slow   # an integration run (> 20 s); the quick suite covers its parts
 def test_tiny_sweep_trains_evaluates_and_is_skipped_when_run_again(config_file, tmp_path, capsys):

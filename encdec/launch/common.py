@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import pathlib
 import shlex
 import subprocess
 import sys
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 # The command the SLURM launcher starts (the installed console script).
 ENCDEC_TRAIN = ("encdec", "train")
@@ -48,6 +49,22 @@ def train_argv(train_args: Sequence[str], distributed_args: Sequence[str],
                program: Sequence[str] = ENCDEC_TRAIN) -> list[str]:
   """`program` (`encdec train`) + the passthrough arguments + how to join the run."""
   return [*program, *train_args, *distributed_args]
+
+
+def train_run(train_args: Sequence[str]) -> tuple[pathlib.Path, Any]:
+  """(workdir, loaded and validated config) of `encdec train TRAIN_ARGS`, read with encdec's
+  own command line parser (its defaults included); a bad config raises ConfigError."""
+  from encdec import cli, config  # pylint: disable=import-outside-toplevel (absl: only here)
+  parser = cli._parser()  # pylint: disable=protected-access
+  args, rest = parser.parse_known_args(["train", *train_args])
+  cfg = config.load(args.config, config.parse_overrides(rest))
+  return pathlib.Path(args.workdir), cfg
+
+
+def final_eval_path(workdir: pathlib.Path, cfg: Any) -> pathlib.Path:
+  """WORKDIR/eval/<eval.final_split>-<train.num_steps>.json: written at the very end of a run,
+  so a run is finished once it exists (the same test as encdec.sweep.Run.finished)."""
+  return workdir / "eval" / f"{cfg.eval.final_split}-{cfg.train.num_steps}.json"
 
 
 def python_train(python: str, *python_flags: str) -> list[str]:

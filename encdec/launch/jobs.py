@@ -5,10 +5,12 @@ writing WORKDIR/<name>/train.log, sharing JAX's persistent compilation cache in 
 directory; SIGTERM / SIGINT are passed on to the running ones (they save a checkpoint and exit).
 `--launcher slurm | tpu_vm`: each run handed to that launcher's `main` (encdec.launch.slurm,
 encdec.launch.tpu_vm), one after another, with the user's `--launcher-args` plus the flags the
-launcher asks for per run (`sweep_args`).
+launcher asks for per run (`sweep_args`); a run whose job is still queued or running from an
+earlier `encdec sweep` (the launcher's `queued`) is not submitted again.
 
-A run is any object with `name`, `workdir`, `train_args` (the `encdec train` arguments) and
-`finished` (encdec.sweep.Run).
+A run is any object with `name`, `workdir`, `command` (the encdec command that trains it:
+`train`, or `train-batch` for several seeds in one process), `train_args` (that command's
+arguments) and `finished` (encdec.sweep.Run, encdec.sweep.BatchRun).
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ Run = Any   # encdec.sweep.Run
 @dataclasses.dataclass
 class Outcome:
   name: str
-  status: str   # finished, failed, incomplete (e.g. preempted), not started, submitted
+  # finished, failed, incomplete (e.g. preempted), not started; cluster jobs: submitted, or
+  # queued (submitted by an earlier `encdec sweep` and not over yet)
+  status: str
   returncode: int
   seconds: float
 
@@ -47,8 +51,8 @@ def _print(line: str) -> None:
 
 # ------------------------------------------------------------------------------ local runs
 def local_argv(run: Run) -> list[str]:
-  """`python -m encdec train ARGS` with this interpreter (independent of PATH)."""
-  return [sys.executable, "-m", "encdec", "train", *run.train_args]
+  """`python -m encdec COMMAND ARGS` with this interpreter (independent of PATH)."""
+  return [sys.executable, "-m", "encdec", run.command, *run.train_args]
 
 
 def local_env(run: Run) -> dict[str, str]:
@@ -140,6 +144,12 @@ def run_launcher(launcher: str, launcher_args: Sequence[str], sweep: str, runs: 
   module = CLUSTER[launcher]
   outcomes = []
   for i, run in enumerate(runs):
+    job = module.queued(sweep_dir, run.name)
+    if job is not None:   # submitted before and not over yet (pending, running, requeued)
+      outcomes.append(Outcome(run.name, "queued", 0, 0.0))
+      line = f"{i + 1}/{len(runs)} {run.name}: queued (job {job}, submitted earlier)"
+      print(f"[sweep] {line}", file=sys.stderr if dry_run else sys.stdout, flush=True)
+      continue
     start = time.monotonic()
     code = module.main(launcher_argv(launcher, launcher_args, sweep, run, sweep_dir, dry_run))
     status = "failed" if code else ("submitted" if module.SUBMITS or dry_run else
@@ -152,8 +162,9 @@ def run_launcher(launcher: str, launcher_args: Sequence[str], sweep: str, runs: 
 
 def summary(outcomes: Sequence[Outcome], skipped: int) -> tuple[str, bool]:
   """(one line for the end of a sweep, whether every run ended well)."""
-  bad = [o for o in outcomes if o.status not in ("finished", "submitted")]
-  counts = {s: sum(o.status == s for o in outcomes) for s in ("finished", "submitted")}
+  good = ("finished", "submitted", "queued")
+  bad = [o for o in outcomes if o.status not in good]
+  counts = {s: sum(o.status == s for o in outcomes) for s in good}
   parts = [f"{n} {s}" for s, n in counts.items() if n] + [f"{skipped} already finished"]
   line = ", ".join(parts)
   if bad:

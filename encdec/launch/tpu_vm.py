@@ -48,6 +48,12 @@ def sweep_args(sweep: str, run: str, sweep_dir: pathlib.Path) -> list[str]:
   return []
 
 
+def queued(sweep_dir: pathlib.Path, run: str) -> str | None:
+  """Runs are not submitted to a queue here: never one still queued from an earlier sweep."""
+  del sweep_dir, run
+  return None
+
+
 def quote_remote_dir(path: str) -> str:
   """Shell-quote a directory for the remote shell, keeping a leading `~/` expandable."""
   if path == "~":
