@@ -26,6 +26,9 @@ ANCHORS = """| system | CMUdict version / split | WER % |
 | Phonetisaurus | PRONALSYL-2007 split | 24.4 |
 | cmusphinx g2p-seq2seq | PRONALSYL-2007 split | 20.2 |"""
 
+# The peers' page (experiments/peers/), written by its own command; linked from this one.
+PEERS = "Peers measured on this same split: [g2p_peers.md](g2p_peers.md) (Phonetisaurus 27.60% test WER)."
+
 
 def latest(eval_dir: pathlib.Path, prefix: str) -> tuple[dict, pathlib.Path] | None:
   """The scores json (and its predictions TSV) of `prefix`-<step> with the highest step."""
@@ -128,7 +131,7 @@ def main() -> None:
       "| search | WER % | PER % | exact match % | words |", "|---|---|---|---|---|",
       score_row("greedy", greedy[0]), score_row(f"beam {args.beam} (alpha 0.6)", beam[0]), "",
       "Published anchors (different splits; for orientation, not a like-for-like comparison):",
-      "", ANCHORS, "",
+      "", ANCHORS, "", PEERS, "",
       "## Learning curve", "", f"![learning curve]({args.name}/learning_curve.png)", "",
   ]
   if attention:
