@@ -27,7 +27,8 @@ if __name__ == "__main__":   # as benchmarks.run does: huge pages for XLA's buff
 import jax  # noqa: E402
 
 from benchmarks import run  # noqa: E402
-from encdec import threefry  # noqa: E402
+from encdec import assembly, threefry  # noqa: E402
+from encdec.data import tasks  # noqa: E402
 from encdec.train import batched, state as state_lib, step as step_lib  # noqa: E402
 
 ABLATION = "cross_attention_ablation:task=g2p_cmudict"
@@ -51,6 +52,18 @@ def step_seconds(args, cfg, size: int) -> float:
   return statistics.median(times)
 
 
+def load_config(args, d_model: int):
+  """The config at `d_model` (d_ff = 4 d_model), with the task's vocabulary sizes where the
+  config leaves them to the task (random tokens need them)."""
+  overrides = {"model.d_model": d_model, "model.d_ff": 4 * d_model}
+  cfg = run.load_config(args, **overrides)
+  if cfg.model.src_vocab_size and cfg.model.tgt_vocab_size:
+    return cfg
+  model = assembly.build_model(cfg, tasks.build(cfg.task)).config
+  return run.load_config(args, **overrides, **{"model.src_vocab_size": model.src_vocab_size,
+                                               "model.tgt_vocab_size": model.tgt_vocab_size})
+
+
 def lone_step_seconds(args, cfg) -> float:
   """Median seconds of the lone jitted train step (benchmarks.run's train stage)."""
   return run.bench_train(args, cfg)[0]["train_step_s"]
@@ -65,7 +78,7 @@ def main(argv=None) -> dict[str, Any]:
   threefry.unroll_on_cpu()   # as `encdec train` does on CPU
   results = []
   for d_model in [int(d) for d in args.d_models.split(",")]:
-    cfg = run.load_config(args, **{"model.d_model": d_model, "model.d_ff": 4 * d_model})
+    cfg = load_config(args, d_model)
     lone = lone_step_seconds(args, cfg)
     for size in [int(n) for n in args.sizes.split(",")]:
       print(f"[bench] d_model {d_model}, N={size} ...", file=sys.stderr, flush=True)
