@@ -17,7 +17,6 @@ architecture's cost.
 """
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -112,9 +111,7 @@ def main(argv=None) -> dict[str, Any]:
          **env, **peak, "architectures": results}
   print(table(results))
   if args.json:
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {args.json}", file=sys.stderr)
+    run.write_json(args.json, out)
   return out
 
 

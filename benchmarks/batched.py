@@ -13,7 +13,6 @@ train-batch does per member, left out).
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from typing import Any
@@ -93,9 +92,7 @@ def main(argv=None) -> dict[str, Any]:
     print(f"| {r['d_model']} | {r['runs']} | {r['step_s']:.4f} | {r['lone_step_s']:.4f} | "
           f"{r['runs_per_hour_ratio']:.2f}× |")
   if args.json:
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {args.json}", file=sys.stderr)
+    run.write_json(args.json, out)
   return out
 
 

@@ -46,7 +46,7 @@ from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
 from benchmarks import baseline_decoder, flops  # noqa: E402
 from encdec import assembly, config as config_lib  # noqa: E402
-from encdec import decoding, threefry  # noqa: E402
+from encdec import decoding, machine, threefry  # noqa: E402
 from encdec.data import pipeline, tasks  # noqa: E402
 from encdec import model as model_lib  # noqa: E402
 from encdec.train import optim  # noqa: E402
@@ -175,7 +175,7 @@ def environment() -> dict[str, Any]:
       "flax_version": flax.__version__, "python_version": platform.python_version(),
       "cpu_count": os.cpu_count(),
       "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-      "cpu_model": _cpu_model(), "load_avg_1m": os.getloadavg()[0],
+      "cpu_model": machine.cpu_model(), "load_avg_1m": os.getloadavg()[0],
       "matmul_precision": str(jax.config.jax_default_matmul_precision),
       "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
   }
@@ -187,16 +187,6 @@ def _version(package: str) -> str | None:
     return metadata.version(package)
   except Exception:  # pylint: disable=broad-except
     return None
-
-
-def _cpu_model() -> str:
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
 
 
 # ------------------------------------------------------------------------------------ stages
@@ -595,12 +585,17 @@ def main(argv=None) -> dict[str, Any]:
 
   print(summary_table(r))
   if args.json:
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
-    tmp.replace(args.json)
-    print(f"wrote {args.json}", file=sys.stderr)
+    write_json(args.json, r)
   return r
+
+
+def write_json(path: pathlib.Path, results: dict[str, Any]) -> None:
+  """The results as indented JSON at `path`, whole or not at all (a temporary file, renamed)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+  tmp.replace(path)
+  print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from encdec import plots
+from encdec import machine, plots
 from encdec.report import discovery, render, stats
 
 TASKS = ("reverse", "add", "copy", "sort")
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
   page = args.out / "tables.md"
   page.write_text("# Length generalisation: tables (generated)\n\n"
                   f"By `python -m experiments.length_generalisation {args.runs}`; hardware: "
-                  f"{args.hardware or render.hardware()}.\n\n" + "\n".join(sections))
+                  f"{args.hardware or machine.describe()}.\n\n" + "\n".join(sections))
   print(f"wrote {page}")
 
 

@@ -15,7 +15,7 @@ seed 1, ...), then local's, then the none control's, so an interrupted sweep alr
 complete first comparison; running the same command again resumes it.
 """
 from encdec import config, sweep
-from encdec.data import tasks
+from encdec.configs import algorithmic
 from encdec.model import schema
 
 SEEDS = (0, 1, 2)
@@ -26,17 +26,13 @@ STEPS = {"copy": 1000, "reverse": 1500, "sort": 1500, "add": 2500}
 
 
 def get_config(arg=None):
+  """configs/algorithmic.py's model and optimiser, without packing, at each task's budget, with
+  the final evaluation on the long splits."""
   arg = config.parse_arg(arg, task="reverse")
-  c = config.base()
-  c.task = tasks.default_config(arg.task)
-  c.model.update(d_model=64, num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2,
-                 dropout_rate=0.0)
-  c.train.update(num_steps=config.choose(STEPS, arg.task, "task"), batch_size=64, pack=False,
-                 label_smoothing=0.0)
-  c.optim.update(learning_rate=3e-3, warmup_steps=150, schedule="cosine")
-  c.checkpoint.every_steps = 500
-  c.eval.update(every_steps=500, split="dev", max_examples=256, final_split="test_long",
-                extra_final_splits="test,test_longer")
+  c = algorithmic.get_config(f"task={arg.task}")
+  c.train.update(num_steps=config.choose(STEPS, arg.task, "task"), pack=False)
+  c.optim.warmup_steps = 150
+  c.eval.update(final_split="test_long", extra_final_splits="test,test_longer")
   c.logging.every_steps = 50
   return c
 

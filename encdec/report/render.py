@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 import pathlib
-import platform
 from typing import Mapping, Sequence
 
-from encdec import plots, writers
+from encdec import machine, plots, writers
 from encdec.report import discovery, speed, stats
 
 LOWER_IS_BETTER = ("wer", "per", "loss", "nll", "perplexity")
@@ -69,13 +67,6 @@ def table(rows: Sequence[Row], columns: Sequence[str], main: str, baseline: disc
   return "\n".join(lines)
 
 
-def hardware() -> str:
-  import jax  # pylint: disable=import-outside-toplevel
-  devices = jax.devices()
-  return (f"{platform.platform()}, {os.cpu_count()} CPUs, JAX {jax.__version__} on "
-          f"{len(devices)} × {devices[0].platform} ({devices[0].device_kind})")
-
-
 def curves(group: discovery.Group, key: str) -> list[dict[int, float]]:
   """Per seed: step -> `key` from metrics.jsonl (the last value of a step logged twice)."""
   out = []
@@ -114,7 +105,7 @@ def markdown(title: str, command: str, rows: Sequence[Row], columns: Sequence[st
              jobs_note: str) -> str:
   direction = "lower" if main.split("/")[-1] in LOWER_IS_BETTER else "higher"
   lines = [f"# {title}", "",
-           f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} on {hardware()}.",
+           f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} on {machine.describe()}.",
            ""]
   if command:
     lines += ["Sweep command:", "", "```bash", command, "```", ""]

@@ -43,6 +43,8 @@ import time
 from importlib import metadata
 from typing import Any, Callable, Sequence
 
+from encdec import machine as machine_lib
+
 PACKAGE = "phonetisaurus"
 VERSION = "0.3.0"
 INSTALL_HINT = f"pip install {PACKAGE}=={VERSION}"
@@ -142,20 +144,9 @@ def write_atomic(path: pathlib.Path, text: str) -> None:
   os.replace(partial, path)
 
 
-def cpu_model() -> str:
-  """/proc/cpuinfo's model name (as benchmarks/run.py reads it), else platform.processor()."""
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
-
-
 def machine() -> dict[str, Any]:
   affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-  return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpu_affinity": affinity,
+  return {"cpu_model": machine_lib.cpu_model(), "cpu_count": os.cpu_count(), "cpu_affinity": affinity,
           "load_avg_1m": os.getloadavg()[0], "python_version": platform.python_version()}
 
 
