@@ -114,9 +114,13 @@ def test_length_generalisation_page_compares_schemes_over_seeds(tmp_path):
                   "--resamples", "500"], check=True, cwd=ROOT)
   rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
           for line in (out / "tables.md").read_text().splitlines() if line.startswith("| ")}
-  assert rows["sinusoidal"][3:7] == ["100.00 ± 0.00", "1.25 ± 1.77", "", "1.25 ± 1.77"]
-  assert rows["alibi"][4] == "76.25 ± 1.77"
+  # positions, xattn, n, test, then exact match and symbol accuracy on test_long, test_longer,
+  # each with its Δ, p. A wrong output here has its first half right: symbol accuracy 50%.
+  assert rows["sinusoidal"][3:8] == ["100.00 ± 0.00", "1.2 ± 1.8", "", "1.2 ± 1.8", ""]
+  assert rows["sinusoidal"][8] == "50.6 ± 0.9"                 # (50 + 51.25) / 2
+  assert rows["alibi"][4] == "76.2 ± 1.8" and rows["alibi"][8] == "88.1 ± 0.9"
   assert rows["alibi"][5].startswith("+75.0 [+") and rows["alibi"][5].endswith("p < 0.001")
+  assert rows["alibi"][9].startswith("+37.5 [+")
   assert (out / "reverse_by_length.png").stat().st_size > 10_000
 
 
