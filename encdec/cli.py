@@ -9,6 +9,8 @@
     encdec sweep  --config PATH[:ARG] --sweep NAME --workdir DIR [--jobs N] [--batch N] [--dry-run]
                   [--launcher local|slurm|tpu_vm [--launcher-args ARGS]] [--config.KEY=VALUE ...]
     encdec report DIR [--baseline GROUP] [--metric KEY]
+    encdec import-hf SRC_DIR --workdir DIR      (a Hugging Face T5 / BART / Marian checkpoint)
+    encdec export-hf WORKDIR OUT_DIR [--step S]
 
 A user error (encdec.errors.UserError: a bad config key or value, an unknown task or variant,
 missing data, an unreadable checkpoint, a workdir that belongs to another config) prints one
@@ -70,7 +72,22 @@ def _parser() -> argparse.ArgumentParser:
   decode.add_argument("inputs", nargs="*", help="sources (default: read lines from stdin)")
   _add_sweep_parser(sub)
   _add_report_parser(sub)
+  _add_hf_parsers(sub)
   return parser
+
+
+def _add_hf_parsers(sub) -> None:
+  imp = sub.add_parser("import-hf", help="a Hugging Face checkpoint directory -> a run directory",
+                       epilog="SRC_DIR: config.json + model.safetensors (+ tokenizer files) of "
+                              "T5 (v1.0, v1.1, mT5), BART or Marian, e.g. from `huggingface-cli "
+                              "download MODEL --local-dir SRC_DIR`. Nothing is downloaded.")
+  imp.add_argument("src_dir", help="the checkpoint directory")
+  imp.add_argument("--workdir", required=True, help="new run directory to write")
+  exp = sub.add_parser("export-hf", help="a run imported (or fine-tuned from an import) -> a "
+                                         "Hugging Face checkpoint directory")
+  exp.add_argument("workdir", help="run directory")
+  exp.add_argument("out_dir", help="new directory for config.json, model.safetensors, tokenizer")
+  exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
 
 
 def _add_train_batch_parser(sub) -> None:
@@ -258,8 +275,21 @@ def cmd_report(args, overrides) -> int:
   return 0
 
 
+def cmd_import_hf(args, overrides) -> int:
+  from encdec.hf import importer  # pylint: disable=import-outside-toplevel (jax)
+  print(importer.import_checkpoint(args.src_dir, args.workdir))
+  return 0
+
+
+def cmd_export_hf(args, overrides) -> int:
+  from encdec.hf import exporter  # pylint: disable=import-outside-toplevel (jax)
+  print(exporter.export_run(args.workdir, args.out_dir, args.step))
+  return 0
+
+
 COMMANDS = {"train": cmd_train, "train-batch": cmd_train_batch, "eval": cmd_eval,
-            "decode": cmd_decode, "sweep": cmd_sweep, "report": cmd_report}
+            "decode": cmd_decode, "sweep": cmd_sweep, "report": cmd_report,
+            "import-hf": cmd_import_hf, "export-hf": cmd_export_hf}
 # Commands that take --config.KEY=VALUE overrides (eval and decode: only mesh.* keys).
 WITH_OVERRIDES = ("train", "train-batch", "sweep", "eval", "decode")
 

@@ -15,6 +15,10 @@ pairs, evenly spaced), shared by source and target (`shared_vocab=True`) or one 
 cached in `spm_dir` under a name that hashes the train files' contents and the vocabulary
 settings, so it is trained once and retrained only when the corpus or a setting changes.
 The corpus is read into memory.
+
+`task.tokenizer="hf:DIR"` uses an imported checkpoint's own tokenizer instead (encdec/hf/
+tokenizer.py; its special ids then reach the model): nothing is trained, and no split is
+required, so a run directory made by `encdec import-hf` can decode without a corpus.
 """
 from __future__ import annotations
 
@@ -100,12 +104,13 @@ class ParallelTextTask:
         vocab_size=8000, shared_vocab=True, spm_model_type="unigram",
         spm_character_coverage=1.0, spm_max_sentences=1_000_000,
         max_src_len=128, max_tgt_len=128,
+        tokenizer="",   # "": sentencepiece trained on train; "hf:DIR": a checkpoint's own
     )
 
   def __init__(self, cfg):
     self.cfg = cfg
     self.files = {s: self._files(s) for s in SPLITS}
-    if not self.files["train"]:
+    if not self.files["train"] and not self._hf_tokenizer_dir():
       raise ConfigError("task parallel_text needs a train split: set task.train_path (TSV) or "
                         "task.train_src and task.train_tgt (aligned files)")
     self.splits = tuple(s for s in SPLITS if self.files[s])
@@ -129,8 +134,19 @@ class ParallelTextTask:
       self._pairs[split] = read_tsv(*files) if len(files) == 1 else read_aligned(*files)
     return self._pairs[split]
 
+  def _hf_tokenizer_dir(self) -> str:
+    """DIR of task.tokenizer="hf:DIR" ("" otherwise); another value is a ConfigError."""
+    spec = self.cfg.tokenizer
+    if spec and not spec.startswith("hf:"):
+      raise ConfigError(f"task.tokenizer={spec!r}: use '' (train a sentencepiece vocabulary) or "
+                        "'hf:DIR' (a Hugging Face checkpoint's own tokenizer)")
+    return base.expand(spec[3:]) if spec else ""
+
   def _tokenizers(self):
     cfg = self.cfg
+    if self._hf_tokenizer_dir():
+      from encdec.hf import tokenizer  # pylint: disable=import-outside-toplevel
+      return tokenizer.load(self._hf_tokenizer_dir())
     pairs = evenly_spaced(self.pairs("train"), cfg.spm_max_sentences)
     key = (file_digest(list(self.files["train"])), len(pairs))
     kwargs = dict(model_type=cfg.spm_model_type, character_coverage=cfg.spm_character_coverage)

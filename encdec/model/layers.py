@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -73,14 +74,26 @@ class StackedProjection(nn.Module):
     return tuple(outputs)
 
 
-def norm(dtype, kind: str = "layernorm", name: str | None = None) -> nn.Module:
+def norm(dtype, kind: str = "layernorm", name: str | None = None,
+         epsilon: float = 1e-6) -> nn.Module:
   """`kind` (schema.NORM_TYPES): "layernorm" (Ba et al. 2016: 'scale' and 'bias') or "rmsnorm"
-  (Zhang & Sennrich 2019, as T5: x / rms(x), a 'scale' only, no mean subtracted)."""
+  (Zhang & Sennrich 2019, as T5: x / rms(x), a 'scale' only, no mean subtracted); `epsilon` is
+  added to the variance (model.norm_epsilon)."""
   scale_init = nn.with_logical_partitioning(nn.initializers.ones, ("embed",))
   if kind == "rmsnorm":
-    return nn.RMSNorm(dtype=dtype, param_dtype=jnp.float32, scale_init=scale_init, name=name)
-  return nn.LayerNorm(dtype=dtype, param_dtype=jnp.float32, name=name, scale_init=scale_init,
+    return nn.RMSNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
+                      scale_init=scale_init, name=name)
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32, name=name,
+                      scale_init=scale_init,
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+def activation(name: str):
+  """The function of an activation name (schema.ACTIVATIONS): jax.nn.<name>, except
+  "gelu_exact", the erf GELU (jax.nn.gelu's default is the tanh approximation)."""
+  if name == "gelu_exact":
+    return functools.partial(jax.nn.gelu, approximate=False)
+  return getattr(jax.nn, name)
 
 
 def embed(vocab_size: int, d_model: int, dtype, name: str) -> nn.Embed:
@@ -109,9 +122,9 @@ class MLP(nn.Module):
     project_in = lambda name: dense_general(self.d_ff, ("embed", "mlp"), self.dtype,
                                             use_bias=self.use_bias, name=name)(x)  # [..., d_ff]
     if self.kind == "dense":
-      h = getattr(jax.nn, self.activation)(project_in("wi"))
+      h = activation(self.activation)(project_in("wi"))
     else:
-      gate = getattr(jax.nn, schema.GATED_MLP_ACTIVATIONS[self.kind])
+      gate = activation(schema.GATED_MLP_ACTIVATIONS[self.kind])
       h = gate(project_in("wi_0")) * project_in("wi_1")
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return dense_general(x.shape[-1], ("mlp", "embed"), self.dtype, use_bias=self.use_bias,

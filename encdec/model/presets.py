@@ -35,19 +35,25 @@ PRESETS: dict[str, dict[str, Any]] = {
     # normalize_before false, scale_embedding false, max_position_embeddings 1024, and
     # BartLearnedPositionalEmbedding, layernorm_embedding): post-LN, learned positions, GELU,
     # biases on every projection, a LayerNorm after the embeddings, tied output. Its
-    # final_logits_bias is an all-zero buffer, so logits_bias stays off.
-    "bart": dict(norm="post", norm_type="layernorm", mlp="dense", activation="gelu",
-                 position_encoding="learned", max_len=1024, attention_bias=True, mlp_bias=True,
-                 scale_embeddings=False, embedding_norm=True, tie_output=True,
+    # final_logits_bias is an all-zero buffer, so logits_bias stays off. HF's "gelu" is the
+    # exact (erf) GELU, torch.nn.LayerNorm's eps 1e-5, and the tied head is unscaled
+    # (BartForConditionalGeneration: lm_head(x) + final_logits_bias).
+    "bart": dict(norm="post", norm_type="layernorm", norm_epsilon=1e-5, mlp="dense",
+                 activation="gelu_exact", position_encoding="learned", max_len=1024,
+                 attention_bias=True, mlp_bias=True, scale_embeddings=False,
+                 embedding_norm=True, tie_output=True, tied_logits_scale=False,
                  logits_bias=False),
     # Marian / OPUS-MT (Junczys-Dowmunt et al. 2018; HF Helsinki-NLP/opus-mt-en-de config.json:
     # activation_function "swish", normalize_before false, scale_embedding true,
     # static sinusoidal positions, final_logits_bias from the Marian model): post-LN,
-    # SiLU (swish) MLP, biases, embeddings × sqrt(d_model), a final logits bias, tied output.
-    "marian": dict(norm="post", norm_type="layernorm", mlp="dense", activation="silu",
-                   position_encoding="sinusoidal", attention_bias=True, mlp_bias=True,
-                   scale_embeddings=True, embedding_norm=False, tie_output=True,
-                   logits_bias=True),
+    # SiLU (swish) MLP, biases, embeddings × sqrt(d_model), a final logits bias, tied output
+    # without scaling (MarianMTModel: lm_head(x) + final_logits_bias), LayerNorm eps 1e-5.
+    # (HF's sinusoids put sin | cos halves over other frequencies than ours: encdec.hf imports
+    # them as a learned table.)
+    "marian": dict(norm="post", norm_type="layernorm", norm_epsilon=1e-5, mlp="dense",
+                   activation="silu", position_encoding="sinusoidal", attention_bias=True,
+                   mlp_bias=True, scale_embeddings=True, embedding_norm=False, tie_output=True,
+                   tied_logits_scale=False, logits_bias=True),
     # A 2023-era decoder's choices (LLaMA, Touvron et al. 2023; PaLM, Chowdhery et al. 2022):
     # pre-RMSNorm, SwiGLU (Shazeer 2020), RoPE in self-attention (Su et al. 2021), no biases.
     "modern": dict(norm="pre", norm_type="rmsnorm", mlp="swiglu", activation="silu",

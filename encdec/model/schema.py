@@ -44,7 +44,9 @@ NORM_TYPES = ("layernorm", "rmsnorm")
 # the activation the name says (geglu: gelu, swiglu: silu, reglu: relu).
 MLPS = ("dense", "geglu", "swiglu", "reglu")
 GATED_MLP_ACTIVATIONS = {"geglu": "gelu", "swiglu": "silu", "reglu": "relu"}
-ACTIVATIONS = ("relu", "gelu", "silu")
+# gelu: the tanh approximation (jax.nn.gelu's default; HF's "gelu_new", T5 v1.1's gated GELU);
+# gelu_exact: the erf form (HF's "gelu", BART's).
+ACTIVATIONS = ("relu", "gelu", "gelu_exact", "silu")
 PRESETS = ("",) + tuple(presets.PRESETS)   # "": none; the tables are in presets.py
 DTYPES = ("float32", "bfloat16")
 # What a layer keeps for the backward pass; the rest is recomputed. none: everything (no
@@ -73,6 +75,7 @@ class TransformerConfig:
   cross_attention_layers: str = "all"   # which decoder layers have it: see cross_layers()
   share_embeddings: bool = False   # one table for source and target tokens
   tie_output: bool = True          # output projection = target embedding transposed
+  tied_logits_scale: bool = True   # tied: logits / sqrt(d_model) (T5 v1.0; not BART, Marian)
   preset: str = ""                 # a name in presets.PRESETS: its field defaults, applied at load
   position_encoding: str = "sinusoidal"   # a name in POSITION_ENCODINGS
   max_len: int = 512               # longest position for learned encodings
@@ -81,6 +84,7 @@ class TransformerConfig:
   rope_base: float = 10000.0       # "rope": wavelengths base ** (2i / head_dim)
   norm: str = "pre"                # placement: "pre" (x + f(N(x))) | "post" (N(x + f(x)))
   norm_type: str = "layernorm"     # N: "layernorm" | "rmsnorm" (no mean, no bias; T5)
+  norm_epsilon: float = 1e-6       # added to the variance in N (Flax's default; BART/Marian 1e-5)
   mlp: str = "dense"               # a name in MLPS
   activation: str = "relu"         # a name in ACTIVATIONS (the "dense" MLP's)
   attention_bias: bool = False     # biases on the Q/K/V/output projections (BART, Marian)
@@ -161,6 +165,7 @@ _RANGES = [("src_vocab_size", 0, True), ("tgt_vocab_size", 0, True), ("d_model",
            ("cross_kv_heads", 0, True), ("cross_latents", 0, False), ("cross_window", 0, False),
            ("max_len", 0, False), ("relative_buckets", 0, False),
            ("relative_max_distance", 0, False), ("rope_base", 1.0, False),
+           ("norm_epsilon", 0.0, False),
            ("pad_id", 0, True), ("bos_id", 0, True), ("eos_id", 0, True)]
 _CHOICES = {"preset": PRESETS, "position_encoding": POSITION_ENCODINGS, "norm": NORMS,
             "norm_type": NORM_TYPES, "mlp": MLPS, "activation": ACTIVATIONS, "dtype": DTYPES,

@@ -14,16 +14,17 @@ from encdec.model.schema import TransformerConfig  # re-exported: pylint: disabl
 
 class Residual(nn.Module):
   """x + dropout(f(N(x))) (pre-norm) or N(x + dropout(f(x))) (post-norm) around a sublayer;
-  N is a `norm_type` (layers.norm)."""
+  N is a `norm_type` (layers.norm) with `norm_epsilon`."""
   norm: str
   dropout_rate: float
   dtype: Any
   norm_type: str = "layernorm"
+  norm_epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jax.Array, sublayer: Callable[[jax.Array], jax.Array], *,
                deterministic: bool) -> jax.Array:
-    ln = layers.norm(self.dtype, self.norm_type, name="norm")
+    ln = layers.norm(self.dtype, self.norm_type, name="norm", epsilon=self.norm_epsilon)
     y = sublayer(ln(x) if self.norm == "pre" else x)
     y = x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     return y if self.norm == "pre" else ln(y)
@@ -40,7 +41,8 @@ def mlp_block(cfg: TransformerConfig) -> layers.MLP:
 
 
 def residual(cfg: TransformerConfig, name: str) -> Residual:
-  return Residual(cfg.norm, cfg.dropout_rate, cfg.compute_dtype, cfg.norm_type, name=name)
+  return Residual(cfg.norm, cfg.dropout_rate, cfg.compute_dtype, cfg.norm_type,
+                  cfg.norm_epsilon, name=name)
 
 
 class EncoderBlock(nn.Module):
@@ -145,13 +147,16 @@ def embed_inputs(cfg: TransformerConfig, embed: nn.Embed, tokens: jax.Array,
   x = positions_lib.PositionEncoding(cfg.position_encoding, cfg.max_len, cfg.compute_dtype,
                                      name="positions")(x, positions)
   if cfg.embedding_norm:
-    x = layers.norm(cfg.compute_dtype, cfg.norm_type, name="embedding_norm")(x)
+    x = layers.norm(cfg.compute_dtype, cfg.norm_type, name="embedding_norm",
+                    epsilon=cfg.norm_epsilon)(x)
   return nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
 
 
 def final_norm(cfg: TransformerConfig, x: jax.Array) -> jax.Array:
   """A stack's last norm: pre-norm stacks end with one (post-norm blocks already do)."""
-  return layers.norm(cfg.compute_dtype, cfg.norm_type, name="norm")(x) if cfg.norm == "pre" else x
+  if cfg.norm != "pre":
+    return x
+  return layers.norm(cfg.compute_dtype, cfg.norm_type, name="norm", epsilon=cfg.norm_epsilon)(x)
 
 
 class Encoder(nn.Module):
@@ -207,7 +212,9 @@ class Decoder(nn.Module):
     y, _ = stack(y, memory, self_mask, cross_mask, self_positions)
     y = final_norm(cfg, y)
     if cfg.tie_output:
-      logits = self.embed.attend(y) / jnp.sqrt(cfg.d_model).astype(y.dtype)
+      logits = self.embed.attend(y)
+      if cfg.tied_logits_scale:
+        logits = logits / jnp.sqrt(cfg.d_model).astype(y.dtype)
     else:
       logits = layers.dense_general(cfg.tgt_vocab_size, ("embed", "vocab"), cfg.compute_dtype,
                                     name="logits")(y)

@@ -31,7 +31,16 @@ def _create_boxed(module: nn.Module, tx: optax.GradientTransformation, rng: jax.
 def shardings(module, tx, src, tgt_in, mesh: jax.sharding.Mesh) -> TrainState:
   """A TrainState of NamedShardings: each leaf placed by its logical axes (parallel.RULES)."""
   boxed = jax.eval_shape(lambda: _create_boxed(module, tx, jax.random.key(0), src, tgt_in))
-  return parallel.logical_shardings(boxed, mesh)
+  return parallel.logical_shardings(_without_masked_boxes(boxed), mesh)
+
+
+def _without_masked_boxes(tree: Any) -> Any:
+  """Frozen parameters (optim.trainable) have no optimizer state: optax leaves a MaskedNode
+  (no arrays) inside their logical-axis box, which has nothing to shard; the box is dropped."""
+  is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)
+  return jax.tree_util.tree_map(
+      lambda x: x.value if is_box(x) and isinstance(x.value, optax.MaskedNode) else x, tree,
+      is_leaf=is_box)
 
 
 def create(module: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,

@@ -6,7 +6,12 @@
 Each parameter of the new model takes the value of the old parameter at the same path — or, if
 a mapping rule NEW_REGEX=OLD_TEMPLATE matches its path, at the path the rule gives (re.sub). A
 parameter the old run lacks (e.g. a gate an ablation adds) keeps its fresh initialisation; a
-shape mismatch is an error. Both lists are logged.
+shape mismatch is an error, except for cross-attention K/V heads: a `gqa`/`mqa` model started
+from a multi-head one gets each K/V head as the mean of the heads of its group (Ainslie et al.
+2023's uptraining recipe; with as many K/V heads as before it is a plain copy). Scanned layers
+(a stacked 'layers' subtree) are read per layer when the new model unrolls them, e.g. with
+`model.cross_attention_layers` placing cross-attention in some layers only: the others' are
+then dropped. Both lists are logged.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ def merge(fresh: Any, old: Any, rules: Sequence[str] = ()) -> tuple[Any, list[st
   """(params, copied paths, newly initialised paths): `fresh` with values taken from `old`."""
   compiled = parse_mapping(rules)
   fresh_flat = flax.traverse_util.flatten_dict(fresh, sep=SEP)
-  old_flat = flax.traverse_util.flatten_dict(old, sep=SEP)
+  old_flat = flax.traverse_util.flatten_dict(unrolled_like(fresh, old), sep=SEP)
   merged, copied, new = {}, [], []
   for path, value in fresh_flat.items():
     source = old_path(path, compiled)
@@ -51,12 +56,49 @@ def merge(fresh: Any, old: Any, rules: Sequence[str] = ()) -> tuple[Any, list[st
       merged[path] = value
       new.append(path)
       continue
-    if old_flat[source].shape != value.shape:
+    if old_flat[source].shape != value.shape and not _poolable_kv(path, old_flat[source], value):
       raise ConfigError(f"cannot initialise {path} {tuple(value.shape)} from {source} "
                         f"{tuple(old_flat[source].shape)}: shapes differ; map it elsewhere with "
                         "train.init_mapping or leave it out of the old run")
-    merged[path] = old_flat[source].astype(value.dtype)
+    merged[path] = pool_kv_heads(old_flat[source], value.shape).astype(value.dtype)
     copied.append(path)
   logging.info("warm start: %d parameters copied, %d newly initialised%s", len(copied), len(new),
                f": {', '.join(new)}" if new else "")
   return flax.traverse_util.unflatten_dict(merged, sep=SEP), copied, new
+
+
+def _poolable_kv(path: str, old: Any, new: Any) -> bool:
+  """A cross-attention K/V kernel or bias ([..., Hk, D]) whose head axis shrank by a whole
+  factor, every other axis equal."""
+  if "cross_attention" not in path or not re.search(r"(^|/)kv/(kernel|bias)$", path):
+    return False
+  o, n = old.shape, new.shape
+  return (len(o) == len(n) >= 2 and o[:-2] == n[:-2] and o[-1] == n[-1] and n[-2] > 0
+          and o[-2] % n[-2] == 0)
+
+
+def pool_kv_heads(old: Any, shape: tuple[int, ...]) -> Any:
+  """K/V [..., H, D] --> [..., Hk, D]: head g is the mean of heads g*H/Hk .. (g+1)*H/Hk - 1,
+  the query heads that share K/V head g (attention.weighted_values). Unchanged if the shapes
+  already agree."""
+  if tuple(old.shape) == tuple(shape):
+    return old
+  heads, depth = old.shape[-2], old.shape[-1]
+  kv_heads = shape[-2]
+  grouped = old.reshape(old.shape[:-2] + (kv_heads, heads // kv_heads, depth))
+  return grouped.mean(axis=-2)                                    # [..., Hk, D]
+
+
+def unrolled_like(fresh: Any, old: Any) -> Any:
+  """`old` with each scanned stack ('layers', stacked on axis 0) unrolled into layer_0,
+  layer_1, ... where `fresh` unrolls that stack."""
+  if not isinstance(old, dict) or not isinstance(fresh, dict):
+    return old
+  out = {k: unrolled_like(fresh.get(k), v) for k, v in old.items() if k != "layers"}
+  if "layers" in old:
+    if "layers" in fresh or not any(k.startswith("layer_") for k in fresh):
+      out["layers"] = old["layers"]
+    else:
+      from encdec.model import transformer  # pylint: disable=import-outside-toplevel (flax)
+      out.update(transformer.unstack_layers({"layers": old["layers"]}))
+  return out
