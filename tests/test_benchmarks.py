@@ -111,7 +111,8 @@ def test_baseline_reads_the_same_parameters(tiny_model):
                              unrolled.apply(uv, src % 12, src % 10), atol=1e-5)
 
 
-@pytest.mark.parametrize("hoistable", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow   # compiles four searches twice (~9 s); the quick suite keeps its budget
+@pytest.mark.parametrize("hoistable", [False, True])
 def test_baseline_decodes_the_same_tokens(tiny_model, hoistable):
   m, v, src = tiny_model
   b = baseline_decoder.baseline_for(m, hoistable=hoistable)

@@ -19,7 +19,7 @@ import numpy as np
 from encdec import run as run_lib
 from encdec.errors import ConfigError
 from encdec.hf import families, files, importer, weights
-from encdec.model import schema
+from encdec.model import cross_attention, schema
 
 
 def origin_dir(task_cfg) -> pathlib.Path:
@@ -33,7 +33,8 @@ def origin_dir(task_cfg) -> pathlib.Path:
 
 def check_expressible(cfg: schema.TransformerConfig, hf_config, tensors, family: str) -> None:
   """A ConfigError naming the first model field that re-importing the export would not give."""
-  if cfg.cross_attention != "mha" or cfg.cross_layers() != (True,) * cfg.num_decoder_layers:
+  standard = cfg.variant is cross_attention.MultiHeadCrossAttention
+  if not standard or cfg.cross_layers() != (True,) * cfg.num_decoder_layers:
     raise ConfigError(f"model.cross_attention={cfg.cross_attention!r} in layers "
                       f"{cfg.cross_attention_layers!r}: {family}'s HF class has standard "
                       "cross-attention in every decoder layer; export needs mha in all")
