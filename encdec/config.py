@@ -255,3 +255,22 @@ def _check_registered(cfg: ml_collections.ConfigDict) -> None:
   if cfg.optim.schedule not in optim.SCHEDULES:
     raise ConfigError(f"unknown optim.schedule {cfg.optim.schedule!r}; valid: "
                       f"{', '.join(sorted(optim.SCHEDULES))}")
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def differing_keys(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+  """Name -> the flattened (dotted) config keys whose values differ between the configs."""
+  flat = {name: _flatten(c) for name, c in configs.items()}
+  keys = list(dict.fromkeys(k for f in flat.values() for k in f))
+  varying = [k for k in keys
+             if len({json.dumps(f.get(k), sort_keys=True) for f in flat.values()}) > 1]
+  return {name: {k: f.get(k) for k in varying} for name, f in flat.items()}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import pathlib
 from typing import Sequence
 
@@ -38,7 +39,12 @@ VARIANT_ORDER = ("mha", "local", "none")
 
 
 def predictions(run: discovery.RunResult, split: str) -> stats.Predictions:
-  return stats.read_predictions(run.workdir / "eval" / f"{split}-{run.step}-predictions.tsv")
+  """The run's predictions of `split` (each TSV read once: the table, the tests and the plot
+  all use them)."""
+  return _read(run.workdir / "eval" / f"{split}-{run.step}-predictions.tsv")
+
+
+_read = functools.lru_cache(maxsize=None)(stats.read_predictions)
 
 
 def symbol_accuracy(prediction: str, reference: str) -> float:

@@ -8,7 +8,7 @@ import json
 import pathlib
 from typing import Any, Mapping, Sequence
 
-from encdec import sweep
+from encdec import config as config_lib, sweep
 from encdec.errors import ConfigError
 
 SEED_KEY = sweep.SEED_KEY
@@ -33,25 +33,6 @@ class Group:
   runs: list[RunResult]
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      out.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
-def differing_keys(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-  """Run name -> the flattened config keys whose values differ between the runs."""
-  flat = {name: _flatten(c) for name, c in configs.items()}
-  keys = list(dict.fromkeys(k for f in flat.values() for k in f))
-  varying = [k for k in keys
-             if len({json.dumps(f.get(k), sort_keys=True) for f in flat.values()}) > 1]
-  return {name: {k: f.get(k) for k in varying} for name, f in flat.items()}
-
-
 def find_runs(directory: pathlib.Path) -> tuple[dict[str, Any] | None, dict[str, dict]]:
   """(sweep.json or None, run name -> overrides), in the sweep's (or name) order."""
   manifest = sweep.read_manifest(directory)
@@ -62,7 +43,7 @@ def find_runs(directory: pathlib.Path) -> tuple[dict[str, Any] | None, dict[str,
   if not configs:
     raise ConfigError(f"{directory} holds no sweep.json and no run directories "
                       "(*/config.json); pass the --workdir of `encdec sweep`")
-  return None, differing_keys(configs)
+  return None, config_lib.differing_keys(configs)
 
 
 def final_scores(workdir: pathlib.Path, cfg) -> tuple[int | None, dict[str, dict[str, float]]]:

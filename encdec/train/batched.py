@@ -30,31 +30,19 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from encdec import parallel
+from encdec import config as config_lib, parallel
 from encdec.config import ConfigError
 from encdec.errors import TrainingDiverged
 from encdec.train import loop, preemption, progress, state as state_lib
 from encdec.train import step as step_lib
 
-SEED_KEY = ("train", "seed")
+SEED_KEY = "train.seed"
 
 
 def differences(cfgs: Sequence[ml_collections.ConfigDict]) -> list[str]:
   """Dotted config keys (other than train.seed) whose values differ between the configs."""
-  flat = [_flatten(c.to_dict()) for c in cfgs]
-  keys = sorted(set().union(*flat))
-  return [".".join(k) for k in keys
-          if k != SEED_KEY and any(f.get(k) != flat[0].get(k) for f in flat[1:])]
-
-
-def _flatten(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, prefix + (key,)))
-    else:
-      out[prefix + (key,)] = value
-  return out
+  varying = config_lib.differing_keys({str(i): c.to_dict() for i, c in enumerate(cfgs)})["0"]
+  return [key for key in varying if key != SEED_KEY]
 
 
 def stack(trees: Sequence[Any]) -> Any:
