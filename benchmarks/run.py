@@ -175,9 +175,11 @@ def environment() -> dict[str, Any]:
       "flax_version": flax.__version__, "python_version": platform.python_version(),
       "cpu_count": os.cpu_count(),
       "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-      "cpu_model": machine.cpu_model(), "load_avg_1m": os.getloadavg()[0],
+      "cpu_model": machine.cpu_model(), **machine.cpu_isa(),
+      "load_avg_1m": os.getloadavg()[0],
       "matmul_precision": str(jax.config.jax_default_matmul_precision),
       "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
 
 

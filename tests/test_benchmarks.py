@@ -253,3 +253,107 @@ def test_batched_benchmark_times_every_size_against_the_lone_step():
   for x in r["results"]:
     assert x["step_s"] > 0 and x["runs_per_hour_ratio"] == pytest.approx(
         x["runs"] * x["lone_step_s"] / x["step_s"])
+
+
+# --------------------------------------------------------------- interleaved runs (issue 21)
+HLO = """\
+HloModule jit_step
+
+%fused_dot (p0: f32[4,4], p1: f32[4,4]) -> f32[4,4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %p1 = f32[4,4]{1,0} parameter(1)
+  ROOT %dot.1 = f32[4,4]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_slice (p0: f32[8,4]) -> f32[4,4] {
+  %p0 = f32[8,4]{1,0} parameter(0)
+  ROOT %slice.2 = f32[4,4]{1,0} slice(%p0), slice={[0:4], [0:4]}
+}
+
+%fused_softmax (p0: f32[4,4]) -> f32[4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %exp.3 = f32[4,4]{1,0} exponential(%p0)
+  ROOT %reduce.4 = f32[4]{0} reduce(%exp.3, %c), dimensions={1}, to_apply=%add
+}
+
+ENTRY %main (a: f32[8,4]) -> (f32[4,4], f32[4]) {
+  %a = f32[8,4]{1,0} parameter(0)
+  %slice_fusion = f32[4,4]{1,0} fusion(%a), kind=kLoop, calls=%fused_slice
+  %output_fusion = f32[4,4]{1,0} fusion(%slice_fusion, %slice_fusion), kind=kOutput, calls=%fused_dot
+  %loop_fusion.7 = f32[4]{0} fusion(%output_fusion), kind=kLoop, calls=%fused_softmax
+  %tanh.9 = f32[4]{0} tanh(%loop_fusion.7)
+  ROOT %tuple.5 = (f32[4,4]{1,0}, f32[4]{0}) tuple(%output_fusion, %tanh.9)
+}
+"""
+
+
+def test_xla_ops_are_classed_by_what_their_fusion_computes():
+  """A fusion holding a dot is a GEMM whatever its name; a slice-only fusion moves data."""
+  from benchmarks import interleaved  # pylint: disable=import-outside-toplevel
+  classes = interleaved.hlo_op_classes(HLO)
+  assert classes["output_fusion"] == "matmul"
+  assert classes["slice_fusion"] == "data movement"
+  assert classes["loop_fusion.7"] == "reduce/softmax"
+  assert classes["tanh.9"] == "elementwise"
+  assert interleaved.classify_xla_ops("dot.3", set()) == "matmul"   # a name alone: by the name
+  assert interleaved.classify_torch_op("aten::addmm") == "matmul"
+  assert interleaved.classify_torch_op("aten::native_layer_norm") == "reduce/softmax"
+  assert interleaved.classify_torch_op("aten::bernoulli_") == "rng/dropout"
+  assert interleaved.classify_torch_op("aten::gelu") == "elementwise"
+
+
+def test_mfu_is_against_each_peak():
+  from benchmarks import interleaved  # pylint: disable=import-outside-toplevel
+  r = {"gemm_gflops": {"a": {"xla": [100.0, 120.0], "torch": [150.0, 90.0]}},
+       "nominal_peak_flops": 300e9, "train_flops_per_step": 60e9,
+       "encdec_step_s_median": 1.0, "torch_step_s_median": 2.0}
+  out = interleaved.mfu_table(r)
+  assert out["peak_flops"]["best_gemm"] == 150e9 and out["peak_flops"]["xla_gemm"] == 120e9
+  assert out["encdec_mfu_vs_best_gemm"] == pytest.approx(0.4)
+  assert out["encdec_mfu_vs_nominal"] == pytest.approx(0.2)
+  assert out["torch_mfu_vs_xla_gemm"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("info, lanes", [
+    ({"vendor_id": "AuthenticAMD", "cpu family": "25", "model": "17", "flags": "avx512f fma"}, 16),
+    ({"vendor_id": "AuthenticAMD", "cpu family": "23", "model": "1", "flags": "avx2 fma"}, 8),
+    ({"vendor_id": "AuthenticAMD", "cpu family": "23", "model": "49", "flags": "avx2 fma"}, 16),
+    ({"vendor_id": "AuthenticAMD", "cpu family": "26", "model": "2", "flags": "avx512f"}, 32),
+    ({"vendor_id": "GenuineIntel", "cpu family": "6", "flags": "avx2 fma avx512f"}, 32),
+    ({"vendor_id": "GenuineIntel", "cpu family": "6", "flags": "avx avx2 fma"}, 16),
+])
+def test_nominal_fma_lanes_follow_the_microarchitecture(info, lanes):
+  from encdec import machine  # pylint: disable=import-outside-toplevel
+  assert machine.fma_lanes_per_cycle(info)[0] == lanes
+
+
+def test_nominal_peak_counts_physical_cores(monkeypatch):
+  """2 logical CPUs that are one core's two hyperthreads have one core's peak."""
+  from encdec import machine  # pylint: disable=import-outside-toplevel
+  info = {"vendor_id": "GenuineIntel", "flags": "avx2 fma avx512f", "cpu MHz": "2000.0",
+          "siblings": "2", "cpu cores": "1"}
+  monkeypatch.setattr(machine, "cpu_info", lambda: info)
+  monkeypatch.setattr(machine.os, "sched_getaffinity", lambda _: {0, 1})
+  peak = machine.nominal_peak()
+  assert peak["nominal_peak_flops"] == pytest.approx(1 * 32 * 2 * 2.0e9)
+  assert "1 physical cores (2 logical" in peak["nominal_peak_derivation"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="the torch peer needs torch (pip install -e '.[peers]')")
+def test_interleaved_quick_writes_every_section(tmp_path):
+  out = tmp_path / "il.json"
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.interleaved", "--quick", "--rounds",
+                         "2", "--steps", "1", "--warmup", "1", "--gemm_repeats", "1",
+                         "--profile_steps", "1", "--json", str(out)],
+                        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  r = json.loads(out.read_text())
+  assert len(r["speed_ratio_rounds"]) == 2 and r["speed_ratio_median"] > 0
+  assert set(r["gemm_gflops"]) >= {"qkv", "mlp_in", "mlp_out", "logits", "square_1024"}
+  for system in ("encdec", "torch"):
+    by_class = r[f"profile_{system}"]["seconds_per_step_by_class"]
+    assert by_class["matmul"] > 0, by_class
+    assert 0 < r[f"{system}_mfu_vs_best_gemm"] < 1.5
+  assert "| encdec |" in proc.stdout

@@ -12,6 +12,11 @@ the gradients, forward, loss, backward, clip, update. Prints one JSON line: seco
 (mean of `--steps` timed steps after `--warmup` untimed ones), target tokens/s, the last loss,
 the torch version and its threads.
 
+With `--serve` it builds the model once and answers commands on stdin, one JSON line each, so
+benchmarks/interleaved.py can time it turn about with encdec in another process:
+`train N` (N steps, each timed), `gemm M K N REPEATS` (best fp32 [M, K] @ [K, N]),
+`profile N` (torch.profiler over N steps, self CPU time per op), `quit`.
+
 torch is an optional dependency of encdec: pip install -e '.[peers]'.
 """
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 import warnings
 from typing import Any, Sequence
@@ -46,6 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--lr", type=float, default=1e-4)
   p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--serve", action="store_true", help="answer commands on stdin (see above)")
   return p.parse_args(argv)
 
 
@@ -109,6 +116,55 @@ def train_step(model: Seq2Seq, optimizer: torch.optim.Optimizer, batch: dict[str
   return loss.item()
 
 
+def timed_steps(model, optimizer, batch, args, count: int) -> tuple[list[float], float]:
+  """(seconds of each of `count` train steps, the last loss)."""
+  times, loss = [], float("nan")
+  for _ in range(count):
+    start = time.perf_counter()
+    loss = train_step(model, optimizer, batch, args)
+    times.append(time.perf_counter() - start)
+  return times, loss
+
+
+def gemm_seconds(m: int, k: int, n: int, repeats: int) -> float:
+  """Best wall time of a float32 [m, k] @ [k, n] over `repeats` (after one warm-up)."""
+  a, b = torch.randn(m, k), torch.randn(k, n)
+  torch.mm(a, b)
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    torch.mm(a, b)
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def op_profile(model, optimizer, batch, args, count: int) -> dict[str, float]:
+  """Self CPU seconds per aten op over `count` train steps (torch.profiler)."""
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    timed_steps(model, optimizer, batch, args, count)
+  return {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()
+          if e.self_cpu_time_total > 0}
+
+
+def serve(model, optimizer, batch, args) -> None:
+  """Answer `train N`, `gemm M K N R`, `profile N`, `quit` on stdin, a JSON line each."""
+  for line in sys.stdin:
+    command, *numbers = line.split()
+    values = [int(x) for x in numbers]
+    if command == "quit":
+      return
+    if command == "train":
+      times, loss = timed_steps(model, optimizer, batch, args, values[0])
+      reply = {"step_s": times, "loss": loss}
+    elif command == "gemm":
+      reply = {"gemm_s": gemm_seconds(*values)}
+    elif command == "profile":
+      reply = {"op_self_s": op_profile(model, optimizer, batch, args, values[0])}
+    else:
+      reply = {"error": f"unknown command {command!r}"}
+    print(json.dumps(reply), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   torch.manual_seed(args.seed)
@@ -117,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   batch = random_batch(args, torch.Generator().manual_seed(args.seed))
   for _ in range(args.warmup):
     train_step(model, optimizer, batch, args)
+  if args.serve:
+    print(json.dumps({"ready": True, "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}), flush=True)
+    serve(model, optimizer, batch, args)
+    return {}
   start = time.perf_counter()
   for _ in range(args.steps):
     loss = train_step(model, optimizer, batch, args)
