@@ -88,6 +88,9 @@ def build_parser(description: str = __doc__.split("\n\n")[0]) -> argparse.Argume
   p.add_argument("--packing_config", default=PACKING_CONFIG,
                  help="real data for the packing stage: PATH[:ARG] (its model and batch size)")
   p.add_argument("--no_packing", action="store_true", help="skip the packing stage")
+  p.add_argument("--flax_wmt", type=pathlib.Path,
+                 help="the examples/wmt directory of a google/flax checkout: time its beam "
+                      "search against encdec's, turn about (benchmarks/peers/flax_wmt.py)")
   p.add_argument("--peer_steps", type=int, help="timed peer steps (default: --steps)")
   p.add_argument("--peer_timeout", type=int, default=1800, help="seconds per peer run")
   p.add_argument("--seed", type=int, default=0)
@@ -338,6 +341,38 @@ def bench_decode(args, module, params) -> dict[str, Any]:
   return out
 
 
+def bench_flax_wmt(args, module, params) -> dict[str, Any]:
+  """Beam-4 decoding tokens/s of encdec and of the Flax WMT example's beam search at the same
+  shapes, timed turn about (one call each per round, the order alternating), and their ratio."""
+  from benchmarks.peers import flax_wmt  # pylint: disable=import-outside-toplevel
+  try:
+    models, decode = flax_wmt.load(args.flax_wmt)
+  except FileNotFoundError as e:
+    return {"peer_flax_wmt_status": f"skipped: {e}"}
+  m = module.config
+  src = decode_source(args, m.src_vocab_size)
+  n, beam = args.decode_len, 4
+  theirs = flax_wmt.beam_search(models, decode, vocab=m.tgt_vocab_size, d_model=m.d_model,
+                                num_heads=m.num_heads, num_layers=m.num_decoder_layers,
+                                d_ff=m.d_ff, src=src, steps=n, beam_size=beam, seed=args.seed)
+  ours = lambda: decoding.beam_search(module, {"params": params}, src, beam, n, eos_id=-1)
+  searches = {"encdec": ours, "flax_wmt": lambda: theirs(src)}
+  for fn in searches.values():
+    jax.block_until_ready(fn())                                       # compile + warm up
+  rounds: dict[str, list[float]] = {name: [] for name in searches}
+  for r in range(max(args.decode_repeats, 3)):
+    for name in (list(searches) if r % 2 == 0 else list(searches)[::-1]):
+      rounds[name].append(timed(searches[name], 1)[0])
+  ratios = [t / e for e, t in zip(rounds["encdec"], rounds["flax_wmt"])]
+  generated = args.decode_batch * n
+  return {"peer_flax_wmt_status": "ok", "peer_flax_wmt_dir": str(args.flax_wmt),
+          "peer_flax_wmt_beam4_s_rounds": rounds["flax_wmt"],
+          "peer_flax_wmt_encdec_beam4_s_rounds": rounds["encdec"],
+          "peer_flax_wmt_beam4_tokens_per_s": generated / statistics.median(rounds["flax_wmt"]),
+          "decode_beam4_speedup_vs_flax_wmt": statistics.median(ratios),
+          "decode_beam4_speedup_vs_flax_wmt_rounds": ratios}
+
+
 def compile_times(args, layers: int) -> dict[str, float]:
   """Trace + XLA compile times of a fresh train step at `layers` per side (abstract state),
   with the layers scanned (`model.scan_layers`), whatever the config trains with."""
@@ -525,6 +560,13 @@ def summary_table(r: dict[str, Any]) -> str:
       ("peak RSS (MB)", num("peak_rss_mb", "{:,.0f}"),
        f"after train {num('peak_rss_mb_after_train', '{:,.0f}')}"),
   ]
+  if "decode_beam4_speedup_vs_flax_wmt" in r:
+    rows.append(("beam4 speedup vs Flax WMT example", num("decode_beam4_speedup_vs_flax_wmt",
+                                                         "{:.2f}x"),
+                 f"its beam search {num('peer_flax_wmt_beam4_tokens_per_s')} tokens/s; median "
+                 "of rounds timed turn about"))
+  elif "peer_flax_wmt_status" in r:
+    rows.append(("Flax WMT peer", "n/a", r["peer_flax_wmt_status"]))
   if "device_peak_mb_in_use" in r:
     rows.append(("device peak memory (MB)", num("device_peak_mb_in_use", "{:,.0f}"), ""))
   if "peer_torch_tgt_tokens_per_s" in r:
@@ -568,6 +610,9 @@ def main(argv=None) -> dict[str, Any]:
   r.update({f"{k}_after_train": v for k, v in device_memory().items()})
   stage(f"decoding ({args.decode_batch} x {args.decode_len}, greedy and beam 4, + baseline)")
   r.update(bench_decode(args, module, params))
+  if args.flax_wmt:
+    stage("the Flax WMT example's beam search, turn about with encdec's")
+    r.update(bench_flax_wmt(args, module, params))
   del params
   stage(f"compile time at {args.compile_layers} layers")
   r.update(bench_compile(args))

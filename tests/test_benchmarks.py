@@ -357,3 +357,28 @@ def test_interleaved_quick_writes_every_section(tmp_path):
     assert by_class["matmul"] > 0, by_class
     assert 0 < r[f"{system}_mfu_vs_best_gemm"] < 1.5
   assert "| encdec |" in proc.stdout
+
+
+# ----------------------------------------------------------------- the Flax WMT peer (issue 21)
+def test_flax_wmt_peer_names_what_is_missing(tmp_path):
+  from benchmarks.peers import flax_wmt  # pylint: disable=import-outside-toplevel
+  (tmp_path / "models.py").write_text("")
+  with pytest.raises(FileNotFoundError, match="no decode.py"):
+    flax_wmt.load(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("FLAX_WMT_DIR"),
+                    reason="set FLAX_WMT_DIR to a google/flax checkout's examples/wmt")
+def test_flax_wmt_beam_search_runs_every_step():
+  """The example's search, driven as its predict_step drives it: [batch, beam, steps + 1]
+  tokens, BOS (0) first, distinct hypotheses per source."""
+  from benchmarks.peers import flax_wmt  # pylint: disable=import-outside-toplevel
+  models, decode = flax_wmt.load(os.environ["FLAX_WMT_DIR"])
+  src = jnp.asarray(np.random.default_rng(0).integers(4, 64, (2, 8)), jnp.int32)
+  search = flax_wmt.beam_search(models, decode, vocab=64, d_model=32, num_heads=2,
+                                num_layers=1, d_ff=64, src=src, steps=6)
+  tokens = np.asarray(search(src))
+  assert tokens.shape == (2, 4, 7)
+  assert (tokens[..., 0] == 0).all() and tokens[..., 1:].any()
+  assert all(len({tuple(hyp) for hyp in beams}) == 4 for beams in tokens)
