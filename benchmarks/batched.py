@@ -36,9 +36,10 @@ ABLATION = "cross_attention_ablation:task=g2p_cmudict"
 def step_seconds(args, cfg, size: int) -> float:
   """Median seconds of one batched step of `size` members (size 1: still vmapped)."""
   module, tx, _ = run.build_train(cfg)
-  pure = step_lib.train_step_fn(module, tx, lambda step: cfg.optim.learning_rate,
+  pure = step_lib.train_step_fn(module, tx, lambda step, hparams: cfg.optim.learning_rate,
                                 label_smoothing=cfg.train.label_smoothing)
-  train_step = jax.jit(jax.vmap(pure), donate_argnums=0)
+  train_step = jax.jit(jax.vmap(lambda state, batch, rng: pure(state, batch, rng, {})),
+                       donate_argnums=0)
   batches = [run.train_batch(cfg, args.seed + i) for i in range(size)]
   states = [state_lib.create(module, tx, jax.random.key(args.seed + i), b["src"], b["tgt_in"])
             for i, b in enumerate(batches)]

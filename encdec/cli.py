@@ -1,7 +1,8 @@
 """The `encdec` command line.
 
     encdec train  [--config PATH[:ARG]] [--workdir DIR] [--config.KEY=VALUE ...]
-    encdec train-batch [--config PATH[:ARG]] --workdir DIR ... --seeds S,... [--config.KEY=VALUE]
+    encdec train-batch [--config PATH[:ARG]] --workdir DIR ... --seeds S,... [--vary KEY=V,...]
+                       [--config.KEY=VALUE ...]
     encdec eval   --workdir DIR [--split test] [--beam N] [--step S] [--plot-attention K]
                   [--config.mesh.KEY=VALUE ...]
     encdec decode --workdir DIR [--beam N] [--config.mesh.KEY=VALUE ...]
@@ -99,6 +100,10 @@ def _add_train_batch_parser(sub) -> None:
   batch.add_argument("--workdir", action="append", required=True,
                      help="a member's run directory; give one per seed, in --seeds order")
   batch.add_argument("--seeds", required=True, help="train.seed of each member, e.g. 0,1,2")
+  batch.add_argument("--vary", action="append", default=[], metavar="KEY=V0,V1,...",
+                     help="a per-run hyperparameter's value for each member, in --seeds order, "
+                          "e.g. optim.learning_rate=1e-3,3e-3 (keys: "
+                          f"{', '.join(config_lib.HPARAM_KEYS)})")
 
 
 def _add_sweep_parser(sub) -> None:
@@ -111,7 +116,8 @@ def _add_sweep_parser(sub) -> None:
                      help="sweep directory: sweep.json and one run directory per run")
   sweep.add_argument("--jobs", type=int, default=1, help="runs at a time (--launcher local)")
   sweep.add_argument("--batch", type=int, default=1,
-                     help="train up to N runs that differ only in their seed together, in one "
+                     help="train up to N runs that differ only in their seed and per-run "
+                          "hyperparameters (see train-batch --vary) together, in one "
                           "`encdec train-batch` process (--launcher local)")
   sweep.add_argument("--launcher", choices=("local", "slurm", "tpu_vm"), default="local",
                      help="local: subprocesses here; slurm / tpu_vm: encdec.launch")
@@ -220,6 +226,16 @@ def cmd_train(args, overrides) -> int:
 def cmd_train_batch(args, overrides) -> int:
   """Exit 0 when every member finished; 2 (a line per failed member) when one diverged."""
   from encdec.train import batched  # pylint: disable=import-outside-toplevel (slow: jax)
+  cfgs = [config_lib.load(args.config, {**overrides, **member})
+          for member in _member_overrides(args)]
+  failed = [o for o in batched.train(cfgs, args.workdir) if o.error]
+  for outcome in failed:
+    print(f"encdec train-batch: {outcome.workdir}: {outcome.error}", file=sys.stderr)
+  return 2 if failed else 0
+
+
+def _member_overrides(args) -> list[dict[str, object]]:
+  """train-batch's --seeds and --vary --> each member's own overrides, in --workdir order."""
   try:
     seeds = [int(s) for s in args.seeds.split(",")]
   except ValueError as e:
@@ -227,11 +243,16 @@ def cmd_train_batch(args, overrides) -> int:
   if len(seeds) != len(args.workdir):
     raise config_lib.ConfigError(f"--seeds lists {len(seeds)} seeds for {len(args.workdir)} "
                                  "--workdir; give one workdir per seed")
-  cfgs = [config_lib.load(args.config, {**overrides, "train.seed": s}) for s in seeds]
-  failed = [o for o in batched.train(cfgs, args.workdir) if o.error]
-  for outcome in failed:
-    print(f"encdec train-batch: {outcome.workdir}: {outcome.error}", file=sys.stderr)
-  return 2 if failed else 0
+  members = [{"train.seed": s} for s in seeds]
+  for arg in args.vary:
+    key, _, values = arg.partition("=")
+    if key not in config_lib.HPARAM_KEYS or len(values.split(",")) != len(seeds):
+      raise config_lib.ConfigError(
+          f"--vary {arg!r}: expected KEY=V0,V1,... with one value per seed, KEY one of "
+          f"{', '.join(config_lib.HPARAM_KEYS)}")
+    for member, value in zip(members, values.split(",")):
+      member.update(config_lib.parse_overrides([f"--config.{key}={value}"]))
+  return members
 
 
 def cmd_eval(args, overrides) -> int:

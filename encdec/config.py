@@ -21,6 +21,10 @@ from encdec.errors import ConfigError
 from encdec.model import presets, schema
 
 SECTIONS = ("model", "task", "train", "optim", "checkpoint", "mesh", "eval", "decode", "logging")
+# Per-run hyperparameters: they change no array shape, so `encdec train-batch` takes them per
+# member (encdec/train/step.py: HPARAMS; encdec/train/batched.py).
+HPARAM_KEYS = ("optim.learning_rate", "optim.warmup_steps", "optim.weight_decay",
+               "optim.grad_clip_norm", "train.label_smoothing")
 PACKAGED_CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"   # shipped with encdec
 DEFAULT_CONFIG = PACKAGED_CONFIGS / "g2p_cmudict.py"
 

@@ -33,6 +33,8 @@ from encdec.config import ConfigError
 from encdec.launch import common as launch_common, jobs as jobs_lib
 
 SEED_KEY = "train.seed"
+# What the members of a batched run (encdec train-batch) may differ in.
+PER_MEMBER_KEYS = (SEED_KEY, *config_lib.HPARAM_KEYS)
 MANIFEST = "sweep.json"
 MAX_NAME_LEN = 100
 
@@ -156,7 +158,7 @@ class Run:
 
 @dataclasses.dataclass
 class BatchRun:
-  """Runs of a sweep that differ only in train.seed, trained together by `encdec train-batch`
+  """Runs of a sweep that differ only in PER_MEMBER_KEYS, trained together by `encdec train-batch`
   (one process, one compiled step; each member writes its own run directory). Its output goes
   to the first member's train.log."""
   members: list[Run]
@@ -178,12 +180,15 @@ class BatchRun:
 
 def batch_runs(runs: Sequence[Run], size: int, spec: str,
                base_overrides: Mapping[str, Any]) -> list[Run | BatchRun]:
-  """`runs` with those that differ only in train.seed joined into BatchRuns of up to `size`
-  members (first-seen order); a run without a seed override, or left alone, stays a Run."""
+  """`runs` with those that differ only in PER_MEMBER_KEYS (train.seed and the per-run
+  hyperparameters) joined into BatchRuns of up to `size` members (first-seen order); a run
+  without a seed override, or left alone, stays a Run. A batch's members override the same
+  per-member keys (`--seeds`, then `--vary KEY=V0,V1,...` of encdec train-batch)."""
   groups: dict[str, list[Run]] = {}
   for run in runs:
-    rest = {k: v for k, v in run.overrides.items() if k != SEED_KEY}
-    key = _canonical(rest) if SEED_KEY in run.overrides else f"alone:{run.name}"
+    own = sorted(k for k in run.overrides if k in PER_MEMBER_KEYS)
+    rest = {k: v for k, v in run.overrides.items() if k not in PER_MEMBER_KEYS}
+    key = f"{_canonical(rest)}|{own}" if SEED_KEY in run.overrides else f"alone:{run.name}"
     groups.setdefault(key, []).append(run)
   out: list[Run | BatchRun] = []
   for members in groups.values():
@@ -192,13 +197,23 @@ def batch_runs(runs: Sequence[Run], size: int, spec: str,
       if len(chunk) == 1:
         out.extend(chunk)
         continue
-      shared = {**base_overrides,
-                **{k: v for k, v in chunk[0].overrides.items() if k != SEED_KEY}}
+      shared = {**base_overrides, **{k: v for k, v in chunk[0].overrides.items()
+                                     if k not in PER_MEMBER_KEYS}}
       workdirs = [arg for m in chunk for arg in ("--workdir", str(m.workdir))]
-      seeds = ",".join(str(m.overrides[SEED_KEY]) for m in chunk)
-      out.append(BatchRun(chunk, ["--config", spec, *workdirs, "--seeds", seeds,
+      out.append(BatchRun(chunk, ["--config", spec, *workdirs, *_member_args(chunk),
                                   *override_args(shared)]))
   return out
+
+
+def _member_args(members: Sequence[Run]) -> list[str]:
+  """`--seeds S0,S1,...`, then `--vary KEY=V0,V1,...` for each other per-member key."""
+  keys = sorted((k for k in members[0].overrides if k in PER_MEMBER_KEYS),
+                key=lambda k: k != SEED_KEY)
+  args = []
+  for key in keys:
+    values = ",".join(format_value(m.overrides[key]) for m in members)
+    args += ["--seeds", values] if key == SEED_KEY else ["--vary", f"{key}={values}"]
+  return args
 
 
 def plan(spec: str, sweep: str, workdir: str | pathlib.Path,
@@ -258,7 +273,7 @@ def run_sweep(spec: str, sweep: str, workdir: str | pathlib.Path, *,
               launcher: str = "local", launcher_args: Sequence[str] = (), dry_run: bool = False,
               command: str = "", batch: int = 1) -> int:
   """Plan, skip finished runs, run (or print) the rest (encdec.launch.jobs runs them), runs
-  that differ only in their seed `batch` at a time in one `encdec train-batch` process.
+  that differ only in PER_MEMBER_KEYS `batch` at a time in one `encdec train-batch` process.
   Returns the process exit status."""
   if jobs < 1:
     raise ConfigError(f"--jobs must be at least 1, got {jobs}")

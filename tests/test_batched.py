@@ -1,6 +1,8 @@
 """Batched runs (encdec/train/batched.py): a member trained in a batch equals the same run
-trained alone; configs that differ in more than the seed are refused; a diverging member
-leaves the batch without stopping the others; preemption checkpoints every member."""
+trained alone, also when the members differ in per-run hyperparameters; configs that differ in
+more are refused; a diverging member leaves the batch without stopping the others; preemption
+checkpoints every member; sweeps and the command line batch such runs. (Traced
+hyperparameters, unit by unit: tests/test_hparams.py.)"""
 import json
 import os
 import signal
@@ -8,9 +10,9 @@ import signal
 import numpy as np
 import pytest
 
-from encdec import config
+from encdec import config, sweep
 from encdec.config import ConfigError
-from encdec.train import batched, loop
+from encdec.train import batched, loop, optim, step as step_lib
 
 # Float tolerance between a member's batched step and its lone step: the vmapped step computes
 # the same products as batched matmuls, whose summation order XLA may choose differently, so
@@ -30,9 +32,9 @@ def tiny(seed: int, **overrides):
   return config.load(SPEC, {**TINY, "train.seed": seed, **overrides})
 
 
-def losses(workdir) -> dict[int, float]:
+def losses(workdir, key: str = "train/loss") -> dict[int, float]:
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+  return {r["step"]: r[key] for r in rows if key in r}
 
 
 def predictions(workdir, step: int = 20) -> str:
@@ -48,7 +50,7 @@ def fixture_alone(tmp_path_factory):
   return root
 
 
-@pytest.mark.slow   # four tiny runs (~30 s); the refusal test below is quick
+@pytest.mark.slow   # four tiny runs (~30 s); the refusal tests below are quick
 def test_a_batched_member_equals_its_lone_run(alone, tmp_path):
   outcomes = batched.train([tiny(0), tiny(1)], [tmp_path / "s0", tmp_path / "s1"])
   assert [o.error for o in outcomes] == [None, None]
@@ -62,13 +64,83 @@ def test_a_batched_member_equals_its_lone_run(alone, tmp_path):
   assert losses(tmp_path / "s0")[5] != losses(tmp_path / "s1")[5]
 
 
-def test_members_must_differ_only_in_their_seed(tmp_path):
-  with pytest.raises(ConfigError, match="differ only in train.seed; these differ: "
-                                        "optim.learning_rate"):
-    batched.BatchedTrainer([tiny(0), tiny(1, **{"optim.learning_rate": 1e-2})],
+# Seed 1 with every per-run hyperparameter changed from the config's (tiny(0) has: lr 3e-3,
+# warm-up 200, weight decay 0, clipping at 1, no label smoothing).
+VARIED = {"optim.learning_rate": 1e-3, "optim.warmup_steps": 4, "optim.weight_decay": 0.1,
+          "optim.grad_clip_norm": 0.0, "train.label_smoothing": 0.2}
+
+
+@pytest.mark.slow   # three tiny runs (~35 s)
+def test_members_differing_in_hyperparameters_equal_their_lone_runs(alone, tmp_path):
+  cfgs = [tiny(0), tiny(1, **VARIED)]
+  loop.train(cfgs[1], tmp_path / "alone1")
+  assert sorted(batched.varying_hparams(cfgs)) == sorted(step_lib.HPARAMS)   # all five traced
+  outcomes = batched.train(cfgs, [tmp_path / "s0", tmp_path / "s1"])
+  assert [o.error for o in outcomes] == [None, None]
+  for seed, want in enumerate([alone / "s0", tmp_path / "alone1"]):
+    got = tmp_path / f"s{seed}"
+    for key in ("train/loss", "train/grad_norm", "train/learning_rate"):
+      assert list(losses(got, key)) == [5, 10, 15, 20]
+      np.testing.assert_allclose(list(losses(got, key).values()),
+                                 list(losses(want, key).values()), rtol=RTOL)
+    assert predictions(got) == predictions(want)
+    # Its own learning rate (metrics at step 5: the schedule at step 4).
+    assert losses(got, "train/learning_rate")[5] == pytest.approx(
+        float(optim.schedule(cfgs[seed].optim, 20)(4)))
+
+
+def test_members_may_differ_in_seed_and_hyperparameters_only(tmp_path):
+  cfgs = [tiny(0), tiny(1, **VARIED), tiny(2, **{"optim.learning_rate": 1e-3})]
+  assert batched.differences(cfgs) == []
+  hparams = batched.varying_hparams(cfgs)
+  assert sorted(hparams) == sorted(step_lib.HPARAMS)
+  np.testing.assert_allclose(hparams["learning_rate"], [3e-3, 1e-3, 1e-3])   # [N] float32
+  assert hparams["warmup_steps"].dtype == np.float32
+  assert sorted(batched.varying_hparams([cfgs[0], cfgs[2]])) == ["learning_rate"]
+  assert batched.varying_hparams([tiny(0), tiny(1)]) == {}     # seeds only: all constants
+  with pytest.raises(ConfigError, match="differ only in train.seed, optim.learning_rate, .*; "
+                                        "these differ: model.d_ff, model.dropout_rate"):
+    batched.BatchedTrainer([tiny(0), tiny(1, **{"model.d_ff": 32, "model.dropout_rate": 0.2})],
                            [tmp_path / "a", tmp_path / "b"])
   with pytest.raises(ConfigError, match="its own --workdir"):
     batched.BatchedTrainer([tiny(0), tiny(1)], [tmp_path / "a", tmp_path / "a"])
+  assert not (tmp_path / "a").exists()
+
+
+def test_a_sweep_batches_runs_that_differ_in_seed_and_hyperparameters(tmp_path, monkeypatch):
+  def run(**overrides):
+    name = ".".join(f"{k}={v}" for k, v in overrides.items())
+    return sweep.Run(name, overrides, tmp_path / name, [], tmp_path / name / "done")
+  lr = "optim.learning_rate"
+  runs = [run(**{lr: 1e-3, "train.seed": 0}), run(**{lr: 3e-3, "train.seed": 0}),
+          run(**{lr: 1e-3, "train.seed": 1, "model.d_ff": 32}), run(**{"train.seed": 2}),
+          run(**{lr: 1e-2})]
+  first, *rest = sweep.batch_runs(runs, 4, SPEC, {"mesh.data": 1})
+  assert first.members == runs[:2]
+  assert first.train_args == ["--config", SPEC, "--workdir", str(runs[0].workdir),
+                              "--workdir", str(runs[1].workdir), "--seeds", "0,0",
+                              "--vary", "optim.learning_rate=0.001,0.003",
+                              "--config.mesh.data=1"]
+  assert rest == runs[2:]   # another d_ff; no learning-rate override; no seed override
+  # `encdec train-batch` reads those arguments back as the members' configs.
+  from encdec import cli  # pylint: disable=import-outside-toplevel
+  trained = []
+  monkeypatch.setattr(batched, "train", lambda cfgs, workdirs: trained.extend(cfgs) or [])
+  assert cli.main(["train-batch", *first.train_args]) == 0
+  assert [c.optim.learning_rate for c in trained] == [1e-3, 3e-3]
+  assert [c.train.seed for c in trained] == [0, 0] and trained[0].mesh.data == 1
+
+
+def test_train_batch_command_line_refuses_mismatched_seeds_and_workdirs(tmp_path, capsys):
+  from encdec import cli  # pylint: disable=import-outside-toplevel
+  argv = ["train-batch", "--config", "configs/algorithmic.py", "--workdir", str(tmp_path / "a")]
+  assert cli.main([*argv, "--seeds", "0,1"]) == 2
+  assert "--seeds lists 2 seeds for 1 --workdir" in capsys.readouterr().err
+  assert cli.main([*argv, "--seeds", "zero"]) == 2
+  assert "expected integers" in capsys.readouterr().err
+  for vary in ("optim.learning_rate=1e-3,3e-3", "model.d_ff=32"):
+    assert cli.main([*argv, "--seeds", "0", "--vary", vary]) == 2
+    assert "expected KEY=V0,V1,... with one value per seed" in capsys.readouterr().err
   assert not (tmp_path / "a").exists()
 
 
@@ -113,16 +185,6 @@ def test_sigterm_checkpoints_every_member_and_the_rerun_finishes_like_the_lone_r
   for seed, workdir in enumerate(workdirs):
     assert predictions(workdir) == predictions(alone / f"s{seed}")
     np.testing.assert_allclose(losses(workdir)[20], losses(alone / f"s{seed}")[20], rtol=RTOL)
-
-
-def test_train_batch_command_line_refuses_mismatched_seeds_and_workdirs(tmp_path, capsys):
-  from encdec import cli  # pylint: disable=import-outside-toplevel
-  argv = ["train-batch", "--config", "configs/algorithmic.py", "--workdir", str(tmp_path / "a")]
-  assert cli.main([*argv, "--seeds", "0,1"]) == 2
-  assert "--seeds lists 2 seeds for 1 --workdir" in capsys.readouterr().err
-  assert cli.main([*argv, "--seeds", "zero"]) == 2
-  assert "expected integers" in capsys.readouterr().err
-  assert not (tmp_path / "a").exists()
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
-"""Several runs that differ only in their seed, trained together by one compiled step.
+"""Several runs that share their shapes, trained together by one compiled step.
 
     encdec train-batch --config configs/algorithmic.py --workdir runs/s0 --workdir runs/s1 \
-        --seeds 0,1
+        --seeds 0,1 [--vary optim.learning_rate=1e-3,3e-3]
 
 Small models leave a CPU (and far more an accelerator) mostly idle; `jax.vmap` over a leading
 run axis turns N small train steps into one larger one. Each member stays a normal run: its own
@@ -12,6 +12,14 @@ the members' states are stacked on a leading axis and `train_step_fn` runs under
 `jax.jit(jax.vmap(...))`. A member's step is the step it would take alone, computed as one slice
 of batched matrix products, so its metrics equal the lone run's up to float reassociation
 (tests/test_batched.py states the tolerance).
+
+What members may differ in: train.seed, and the per-run hyperparameters of step.HPARAMS
+(optim.learning_rate, warmup_steps, weight_decay, grad_clip_norm; train.label_smoothing),
+which change no shape: those the members differ in go to the step as [N] float32 arrays
+(`hparams`), those they share stay constants of the step, as in a lone run. Everything else
+must match (a ConfigError names what differs), the dropout rates included: they are fields of
+the model's static config, which a checkpoint's must match to resume, and a rate of 0 draws no
+random bits at all, so a traced rate would change every dropout layer and slow the default.
 
 Faults: a member whose step is non-finite stops with TrainingDiverged (reported, its last good
 checkpoint kept) and leaves the batch; the others go on. SIGTERM checkpoints every member. A
@@ -37,17 +45,32 @@ from encdec.train import loop, preemption, progress, state as state_lib
 from encdec.train import step as step_lib
 
 SEED_KEY = "train.seed"
+# Config keys the members of a batch may differ in.
+PER_MEMBER_KEYS = (SEED_KEY, *config_lib.HPARAM_KEYS)
 
 
 def differences(cfgs: Sequence[ml_collections.ConfigDict]) -> list[str]:
-  """Dotted config keys (other than train.seed) whose values differ between the configs."""
+  """Dotted config keys whose values differ between the configs (other than PER_MEMBER_KEYS)."""
   varying = config_lib.differing_keys({str(i): c.to_dict() for i, c in enumerate(cfgs)})["0"]
-  return [key for key in varying if key != SEED_KEY]
+  return [key for key in varying if key not in PER_MEMBER_KEYS]
+
+
+def varying_hparams(cfgs: Sequence[ml_collections.ConfigDict]) -> dict[str, jax.Array]:
+  """The step.HPARAMS the configs differ in, each as an [N] float32 array (the step's
+  `hparams`); those they share are left out, to stay constants of the step."""
+  values = [step_lib.hyperparameters(c) for c in cfgs]
+  return {name: jnp.asarray([v[name] for v in values], jnp.float32)
+          for name in step_lib.HPARAMS if len({v[name] for v in values}) > 1}
 
 
 def stack(trees: Sequence[Any]) -> Any:
   """Pytrees with equal structure --> one pytree with a leading [N] run axis."""
   return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def select(tree: Any, indices: Sequence[int]) -> Any:
+  """The members `indices` of a stacked pytree, stacked ([N] -> [len(indices)] per leaf)."""
+  return jax.tree_util.tree_map(lambda leaf: leaf[np.array(indices, np.int32)], tree)
 
 
 def member(tree: Any, index: int) -> Any:
@@ -64,7 +87,8 @@ class Outcome:
 
 
 class BatchedTrainer:
-  """N `loop.Trainer`s whose configs differ only in train.seed, stepped by one vmapped step."""
+  """N `loop.Trainer`s whose configs differ only in PER_MEMBER_KEYS, stepped by one vmapped
+  step."""
 
   def __init__(self, cfgs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]):
     if len(cfgs) != len(workdirs) or not cfgs:
@@ -73,8 +97,8 @@ class BatchedTrainer:
       raise ConfigError("train-batch: every member needs its own --workdir")
     differ = differences(cfgs)
     if differ:
-      raise ConfigError(f"batched runs may differ only in train.seed; these differ: "
-                        f"{', '.join(differ)}")
+      raise ConfigError(f"batched runs may differ only in {', '.join(PER_MEMBER_KEYS)}; "
+                        f"these differ: {', '.join(differ)}")
     devices = parallel.make_mesh(cfgs[0].mesh).size
     if devices > 1 or jax.process_count() > 1:
       raise ConfigError(f"train-batch runs on one device (the config's mesh has {devices}); set "
@@ -87,6 +111,7 @@ class BatchedTrainer:
                                   accum_steps=cfg.accum_steps,
                                   skip_nonfinite=cfg.skip_nonfinite)
     self.train_step = jax.jit(jax.vmap(pure), donate_argnums=0)
+    self.hparams = varying_hparams(cfgs)    # name -> [N]
 
   def run(self) -> list[Outcome]:
     """Train every member to num_steps (resuming each), then finish each; one Outcome each."""
@@ -118,12 +143,13 @@ class BatchedTrainer:
     start, end = int(states[0].step), lead.cfg.train.num_steps
     stacked = stack(states)
     rngs = stack([self.members[i].rng for i in active])
+    hparams = select(self.hparams, active)
     meters = {i: progress.Progress(start, end) for i in active}
     del states
     for step in range(start + 1, end + 1):
       local = [next(self.members[i].batches) for i in active]
       batch = jax.device_put(stack([{k: np.asarray(v) for k, v in b.items()} for b in local]))
-      stacked, metrics = self.train_step(stacked, batch, rngs)
+      stacked, metrics = self.train_step(stacked, batch, rngs, hparams)
       failed = []
       for slot, i in enumerate(active):
         state_of = lambda slot=slot: member(stacked, slot)
@@ -135,8 +161,7 @@ class BatchedTrainer:
           failed.append(slot)
       if failed:
         keep = [slot for slot in range(len(active)) if slot not in failed]
-        stacked = jax.tree_util.tree_map(lambda leaf: leaf[np.array(keep)], stacked)
-        rngs = rngs[np.array(keep)]
+        stacked, rngs, hparams = select((stacked, rngs, hparams), keep)
         active[:] = [active[slot] for slot in keep]
         if not active:
           return []

@@ -1,33 +1,53 @@
-"""Pure train and eval steps: (state, batch, rng) -> (state, metrics). No side effects."""
+"""Pure train and eval steps: (state, batch, rng[, hparams]) -> (state, metrics). No side effects.
+
+`hparams` are a run's per-run hyperparameters (HPARAMS): the numbers the members of a batch
+(encdec/train/batched.py) may differ in, since they change no shape. The step is built with a
+value for each (the config's); `hparams` replaces any of them by traced float32 scalars, so
+one compiled step serves runs that differ in them. A lone run passes none: its values stay
+Python constants, compiled in exactly as before (zero smoothing or clipping costs nothing).
+"""
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
+from encdec import config as config_lib
 from encdec.train.state import TrainState
 
 MODEL_INPUTS = ("src_segment_ids", "src_positions", "tgt_segment_ids", "tgt_positions")
 
+# Per-run hyperparameters: hparams name -> config key.
+HPARAMS = {key.split(".")[1]: key for key in config_lib.HPARAM_KEYS}
 
-def token_losses(logits: jax.Array, targets: jax.Array, label_smoothing: float):
+Hparams = Mapping[str, Any]   # name -> Python number, or float32 scalar (traced in the step)
+
+
+def hyperparameters(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """A run's HPARAMS, by name, from its config (Python numbers)."""
+  return {name: cfg[key.split(".")[0]][name] for name, key in HPARAMS.items()}
+
+
+def token_losses(logits: jax.Array, targets: jax.Array, label_smoothing):
   """Per-token (loss, nll), both [B, T], without materialising one-hot targets.
 
   With smoothing eps the target is q = (1 - eps) one_hot + eps / V, so the cross-entropy is
   (1 - eps) nll + eps mean_v(-log p_v); its minimum, the entropy of q, is subtracted so a
-  perfect prediction scores 0.
+  perfect prediction scores 0. `label_smoothing` may be traced (xlogy: 0 log 0 = 0); a Python
+  0 skips the smoothing term.
   """
   log_z = jax.nn.logsumexp(logits, axis=-1)                                # [B, T]
   nll = log_z - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  if label_smoothing == 0.0:
+  if isinstance(label_smoothing, (int, float)) and label_smoothing == 0:
     return nll, nll
   vocab, eps = logits.shape[-1], label_smoothing
   on, off = 1.0 - eps + eps / vocab, eps / vocab
-  entropy = -(on * math.log(on) + (vocab - 1) * off * math.log(off))
+  xlogx = lambda x: jax.scipy.special.xlogy(x, x)
+  entropy = -(xlogx(on) + (vocab - 1) * xlogx(off))
   loss = (1.0 - eps) * nll + eps * (log_z - jnp.mean(logits, axis=-1))
   return loss - entropy, nll
 
@@ -46,7 +66,7 @@ def first_argmax(x: jax.Array) -> jax.Array:
 
 
 def batch_sums(module: nn.Module, params: Any, batch: dict[str, jax.Array], *, train: bool,
-               rng: jax.Array | None, label_smoothing: float) -> tuple[jax.Array, dict]:
+               rng: jax.Array | None, label_smoothing) -> tuple[jax.Array, dict]:
   """Summed loss over real target tokens (those that are not the model's PAD id), and summed
   statistics for logging."""
   extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
@@ -74,7 +94,7 @@ def _split_microbatches(batch: dict[str, jax.Array], num: int) -> dict[str, jax.
   return jax.tree_util.tree_map(lambda x: x.reshape(num, x.shape[0] // num, *x.shape[1:]), batch)
 
 
-def accumulated_grads(module, params, batch, rng, *, accum_steps: int, label_smoothing: float):
+def accumulated_grads(module, params, batch, rng, *, accum_steps: int, label_smoothing):
   """Gradients of the summed loss over `accum_steps` micro-batches (lax.scan) and sums."""
   grad_fn = jax.grad(lambda p, b, r: batch_sums(module, p, b, train=True, rng=r,
                                                 label_smoothing=label_smoothing), has_aux=True)
@@ -94,25 +114,30 @@ def accumulated_grads(module, params, batch, rng, *, accum_steps: int, label_smo
   return grads, sums
 
 
-def train_step_fn(module: nn.Module, tx: optax.GradientTransformation,
-                  learning_rate: Callable[[jax.Array], jax.Array], *, label_smoothing: float,
-                  accum_steps: int = 1, skip_nonfinite: bool = False):
-  """train_step(state, batch, rng) -> (state, metrics): one optimizer update, pure, not jitted
-  (make_train_step jits it; encdec/train/batched.py vmaps it over runs first).
+def train_step_fn(module: nn.Module, tx: optax.GradientTransformationExtraArgs,
+                  learning_rate: Callable[[jax.Array, Hparams], jax.Array], *,
+                  label_smoothing: float, accum_steps: int = 1, skip_nonfinite: bool = False):
+  """train_step(state, batch, rng, hparams) -> (state, metrics): one optimizer update, pure,
+  not jitted (make_train_step jits it; encdec/train/batched.py vmaps it over runs first).
 
+  `tx` and `learning_rate` are optim.optimizer's and optim.schedule's: they hold the config's
+  optimizer HPARAMS, `label_smoothing` is the run's. `hparams` replaces any of those values
+  ({} for none; a batch passes those its members differ in, each [N] before vmap).
   `rng` is the run's dropout key; the step folds in its own step number, so a resumed run
   draws exactly the masks of an uninterrupted one. Gradients are per real target token.
   With `skip_nonfinite`, an update with a NaN/Inf gradient is skipped (and counted).
   `metrics["finite"]` says whether this step's loss and gradient were finite (the loop checks
-  it for every step).
+  it for every step); `metrics["learning_rate"]` is this run's.
   """
-  def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+  def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
+                 hparams: Hparams):
+    smoothing = hparams.get("label_smoothing", label_smoothing)
     step_rng = jax.random.fold_in(rng, state.step)
     grads, sums = accumulated_grads(module, state.params, batch, step_rng,
-                                    accum_steps=accum_steps, label_smoothing=label_smoothing)
+                                    accum_steps=accum_steps, label_smoothing=smoothing)
     grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(sums["tokens"], 1.0), grads)
     grad_norm = optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, hparams=hparams)
     new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         opt_state=opt_state)
     finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["loss"])
@@ -120,22 +145,25 @@ def train_step_fn(module: nn.Module, tx: optax.GradientTransformation,
       new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new,
                                    state.replace(step=state.step + 1, skipped=state.skipped + 1))
     metrics = {**summarize(sums), "grad_norm": grad_norm, "finite": finite,
-               "learning_rate": learning_rate(state.step), "skipped": new.skipped}
+               "learning_rate": learning_rate(state.step, hparams), "skipped": new.skipped}
     return new, metrics
 
   return train_step
 
 
-def make_train_step(module: nn.Module, tx: optax.GradientTransformation,
-                    learning_rate: Callable[[jax.Array], jax.Array], *, label_smoothing: float,
+def make_train_step(module: nn.Module, tx: optax.GradientTransformationExtraArgs,
+                    learning_rate: Callable[[jax.Array, Hparams], jax.Array], *,
+                    label_smoothing: float,
                     accum_steps: int = 1, skip_nonfinite: bool = False,
                     state_shardings: TrainState | None = None,
                     batch_sharding: jax.sharding.NamedSharding | None = None):
-  """train_step_fn's step, jitted with the state donated. With shardings, it is compiled for
-  them (metrics replicated). Building it changes nothing process-wide (the trainer chooses the
-  CPU Threefry lowering: encdec/threefry.py)."""
-  train_step = train_step_fn(module, tx, learning_rate, label_smoothing=label_smoothing,
-                             accum_steps=accum_steps, skip_nonfinite=skip_nonfinite)
+  """train_step_fn's step for a lone run, train_step(state, batch, rng): its hyperparameters
+  are the ones given here, compiled in (hparams={}). Jitted with the state donated; with
+  shardings, compiled for them (metrics replicated). Building it changes nothing
+  process-wide (the trainer chooses the CPU Threefry lowering: encdec/threefry.py)."""
+  pure = train_step_fn(module, tx, learning_rate, label_smoothing=label_smoothing,
+                       accum_steps=accum_steps, skip_nonfinite=skip_nonfinite)
+  train_step = lambda state, batch, rng: pure(state, batch, rng, {})
   if state_shardings is None:
     return jax.jit(train_step, donate_argnums=0)
   replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
