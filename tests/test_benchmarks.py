@@ -382,3 +382,24 @@ def test_flax_wmt_beam_search_runs_every_step():
   assert tokens.shape == (2, 4, 7)
   assert (tokens[..., 0] == 0).all() and tokens[..., 1:].any()
   assert all(len({tuple(hyp) for hyp in beams}) == 4 for beams in tokens)
+
+
+def test_variant_benchmark_lists_every_registered_variant_after_mha():
+  from benchmarks import variants  # pylint: disable=import-outside-toplevel
+  from encdec import model  # pylint: disable=import-outside-toplevel
+  names = variants.variants()
+  assert names[0] == "mha" and sorted(names) == sorted(model.CROSS_ATTENTION)
+
+
+@pytest.mark.slow
+def test_variant_benchmark_quick_writes_ratios(tmp_path):
+  out = tmp_path / "variants.json"
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.variants", "--quick", "--src_len", "16",
+                         "--only", "gqa", "--json", str(out)], cwd=REPO, capture_output=True,
+                        text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  results = json.loads(out.read_text())["variants"]
+  assert sorted(results) == ["gqa", "mha"]
+  assert results["mha"]["decode_beam4_tokens_per_s_ratio"] == 1.0
+  # GQA with half the K/V heads caches half the bytes per source token.
+  assert results["gqa"]["cache_bytes_per_source_token_ratio"] == pytest.approx(0.5)

@@ -281,3 +281,12 @@ def test_longer_eval_sources_are_decoded_with_room_for_longer_outputs(tmp_path, 
   trainer.evaluate(state, "test", 0)
   trainer.evaluate(state, "test_long", 0)
   assert limits == {7: 7, 13: 13}                        # [B, S] --> up to S outputs, EOS included
+
+
+def test_a_run_records_the_dtype_auto_resolved_to(tmp_path):
+  """model.dtype="auto" is written resolved (float32 on CPU), so resuming the run on a GPU keeps
+  float32 instead of switching to bfloat16; the caller's config is left as it was."""
+  cfg = small_run_config(**{"model.dtype": "auto"})
+  trainer = loop.Trainer(cfg, tmp_path / "run")
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["dtype"] == "float32"
+  assert trainer.cfg.model.dtype == "float32" and cfg.model.dtype == "auto"

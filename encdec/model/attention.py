@@ -96,19 +96,103 @@ def attention_dropout(weights: jax.Array, rate: float, deterministic: bool,
 
 
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
-                          *, bias: jax.Array | None = None, dropout_rate: float = 0.0,
+                          *, bias: jax.Array | None = None, causal: bool = False,
+                          implementation: str = "xla", dropout_rate: float = 0.0,
                           deterministic: bool = True, dropout_rng: jax.Array | None = None,
                           return_weights: bool = False):
   """softmax(QK^T/sqrt(d) + bias + M) V, with K/V heads shared by groups of query heads.
 
   query [B, T, H, D]; key, value [B, S, Hk, D]; mask [B|1, 1|H, T|1, S] bool.
   Returns [B, T, H, D] (and the weights [B, H, T, S] if asked).
+
+  `implementation` is `model.attention_impl` (see `jax_implementation`): "xla" computes it here
+  with einsums; "jax" / "cudnn" / "auto" hand it to jax.nn.dot_product_attention, which takes
+  our layouts as they are (Q/K/V [B, T|S, N, H]; mask and bias [B, N, T, S]) and K/V heads that
+  divide the query heads natively. Calls it cannot serve are computed here whatever is asked:
+  attention dropout while training (it has no dropout) and `return_weights` (it returns none).
+  `causal` promises that `mask` already hides every key after its query (query i, key j > i,
+  both counted from 0): it is passed on as `is_causal`, which lets cuDNN skip those blocks and,
+  ANDed with a mask that has it, changes no number. Never set it for a decoding step (T = 1
+  over a cache).
   """
+  dropout = not deterministic and dropout_rate > 0.0
+  chosen = jax_implementation(implementation, query, key,
+                              serveable=not (dropout or return_weights))
+  if chosen is not None:
+    return jax_attention(query, key, value, mask, bias, causal, chosen)
   weights = jax.nn.softmax(attention_logits(query, key, mask, bias), axis=-1)
   weights = weights.astype(value.dtype)
   out = weighted_values(attention_dropout(weights, dropout_rate, deterministic, dropout_rng),
                         value)
   return (out, weights) if return_weights else out
+
+
+# ------------------------------------------------------ jax.nn.dot_product_attention (cuDNN)
+# cuDNN's fused (flash) attention: half-precision Q/K/V, head dims a multiple of 8 up to 128
+# (256 from Hopper on; "auto" keeps to 128), and, when training with a bias (our masks become
+# one), even query and key lengths. "auto" uses it only for calls that meet all of these.
+CUDNN_DTYPES = ("bfloat16", "float16")
+CUDNN_MAX_HEAD_DIM = 256
+CUDNN_AUTO_MAX_HEAD_DIM = 128
+
+
+def cudnn_backend() -> bool:
+  """Whether JAX's default backend is an NVIDIA (CUDA) GPU: the only place cuDNN runs."""
+  device = jax.devices()[0]
+  return device.platform == "gpu" and "cuda" in device.client.platform_version.lower()
+
+
+def cudnn_problem(dtype, head_dim: int) -> str | None:
+  """Why cuDNN's attention cannot run a model of compute `dtype` and `head_dim` here (None:
+  it can). Checked when a model with attention_impl="cudnn" is built (transformer.build)."""
+  if not cudnn_backend():
+    return f"cuDNN needs an NVIDIA GPU, and JAX's backend is {jax.default_backend()!r}"
+  if jnp.dtype(dtype).name not in CUDNN_DTYPES:
+    return f"cuDNN attention needs model.dtype bfloat16 (or auto), got {jnp.dtype(dtype).name}"
+  if head_dim % 8 or head_dim > CUDNN_MAX_HEAD_DIM:
+    return f"cuDNN attention needs a head dimension multiple of 8, <= 256, got {head_dim}"
+  return None
+
+
+def cudnn_qualifies(query: jax.Array, key: jax.Array) -> bool:
+  """Whether "auto" may give this call to cuDNN (static shapes and dtypes only)."""
+  length, depth, source = query.shape[1], query.shape[3], key.shape[1]
+  return (depth <= CUDNN_AUTO_MAX_HEAD_DIM and length % 2 == 0 and source % 2 == 0
+          and cudnn_problem(query.dtype, depth) is None)
+
+
+def jax_implementation(requested: str, query: jax.Array, key: jax.Array, *,
+                       serveable: bool) -> str | None:
+  """The `implementation` for jax.nn.dot_product_attention, or None: our own einsums.
+
+  requested (model.attention_impl): "xla" (ours), "jax" (its XLA implementation), "cudnn"
+  (cuDNN, which transformer.build checked is there), "auto" ("cudnn" where the backend and the
+  call qualify, else ours). `serveable`: False for calls jax.nn cannot do (dropout, weights).
+  """
+  if requested == "xla" or not serveable:
+    return None
+  if requested == "auto":
+    return "cudnn" if cudnn_qualifies(query, key) else None
+  return {"jax": "xla", "cudnn": "cudnn"}[requested]
+
+
+def jax_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
+                  bias: jax.Array | None, causal: bool, implementation: str) -> jax.Array:
+  """jax.nn.dot_product_attention on our layouts: query [B, T, H, D]; key, value [B, S, Hk, D];
+  mask [B|1, 1|H, T|1, S]; bias [B|1, H|1, T, S] --> [B, T, H, D].
+
+  cuDNN adds the mask to the bias (as a large negative number where False), and its bias must
+  span the logits' [T, S]: both are broadcast to it there, and the bias cast to the Q/K/V dtype.
+  The padding and segment masks go that way rather than as sequence lengths: sequence lengths
+  would also zero padded query rows and assume padding is trailing, changing numbers.
+  """
+  if implementation == "cudnn":
+    span = (query.shape[1], key.shape[1])
+    mask = jnp.broadcast_to(mask, mask.shape[:2] + span)                   # [B|1, 1, T, S]
+    if bias is not None:
+      bias = jnp.broadcast_to(bias, bias.shape[:2] + span).astype(query.dtype)
+  return jax.nn.dot_product_attention(query, key, value, bias, mask, is_causal=causal,
+                                      implementation=implementation)
 
 
 # Beams share a source: the G query rows of a source are folded into its time axis, so the
@@ -175,6 +259,8 @@ class SelfAttention(nn.Module):
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
   use_bias: bool = False   # biases on the Q/K/V and output projections
+  implementation: str = "xla"   # model.attention_impl (dot_product_attention)
+  causal: bool = False     # the mask it gets (outside decoding) hides future keys: the decoder
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None, *, deterministic: bool,
@@ -188,6 +274,8 @@ class SelfAttention(nn.Module):
       key, value, mask = update_cache(self, key, value, cache_length)
     dropout_rng = None if deterministic or self.dropout_rate == 0 else self.make_rng("dropout")
     out = dot_product_attention(query, key, value, mask, bias=positions.bias,
+                                causal=self.causal and not decode,
+                                implementation=self.implementation,
                                 dropout_rate=self.dropout_rate, deterministic=deterministic,
                                 dropout_rng=dropout_rng)
     return output_projection(out, x.shape[-1], self.dtype,

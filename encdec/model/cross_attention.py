@@ -141,10 +141,16 @@ class MultiHeadCrossAttention(CrossAttentionBase):
                                        use_bias=cfg.attention_bias)        # [B*G, T, H, D]
     rate = cfg.attention_dropout_rate
     dropout_rng = None if deterministic or rate == 0 else self.make_rng("dropout")
-    out, weights = attention.grouped_attention(
-        query, kv[:, :, 0], kv[:, :, 1], mask, bias=bias, dropout_rate=rate,
-        deterministic=deterministic, dropout_rng=dropout_rng, return_weights=True)
-    self.sow("intermediates", "weights", weights)  # [B, H, G*T, S]; kept only if asked for
+    # Weights only when they are collected (attention maps): a call that returns them cannot
+    # go to jax.nn.dot_product_attention (model.attention_impl).
+    collect = self.is_mutable_collection("intermediates")
+    out = attention.grouped_attention(
+        query, kv[:, :, 0], kv[:, :, 1], mask, bias=bias, implementation=cfg.attention_impl,
+        dropout_rate=rate, deterministic=deterministic, dropout_rng=dropout_rng,
+        return_weights=collect)
+    if collect:
+      out, weights = out
+      self.sow("intermediates", "weights", weights)  # [B, H, G*T, S]
     return attention.output_projection(out, x.shape[-1], cfg.compute_dtype,
                                        use_bias=cfg.attention_bias)        # [B*G, T, d]
 
@@ -251,7 +257,8 @@ class LatentCrossAttention(MultiHeadCrossAttention):
                                  name="source_kv", head_axis="heads",
                                  use_bias=cfg.attention_bias)              # [B, S, 2, H, D]
     source_mask = jnp.any(mask, axis=2, keepdims=True)                     # [B, 1, 1, S]
-    read = attention.dot_product_attention(query, kv[:, :, 0], kv[:, :, 1], source_mask)
+    read = attention.dot_product_attention(query, kv[:, :, 0], kv[:, :, 1], source_mask,
+                                           implementation=cfg.attention_impl)
     z = latents + attention.output_projection(read, cfg.d_model, cfg.compute_dtype,
                                               name="latent_out",
                                               use_bias=cfg.attention_bias)  # [B, M, d]
@@ -322,7 +329,8 @@ class MergedAttention(MultiHeadCrossAttention):
   Sennrich, 2019, "Improving Deep Transformer with Depth-Scaled Initialization and Merged
   Attention"; they pair it with an average-attention prefix, here it is dot-product). The
   target-prefix part gets the decoder's relative position scheme (`self_positions`: bias,
-  rotated queries and keys) as self-attention would; the source part gets none."""
+  rotated queries and keys) as self-attention would; the source part gets none. Its joint
+  softmax is computed here: model.attention_impl does not apply to it."""
   layout = "merged"
 
   @classmethod

@@ -48,7 +48,13 @@ GATED_MLP_ACTIVATIONS = {"geglu": "gelu", "swiglu": "silu", "reglu": "relu"}
 # gelu_exact: the erf form (HF's "gelu", BART's).
 ACTIVATIONS = ("relu", "gelu", "gelu_exact", "silu")
 PRESETS = ("",) + tuple(presets.PRESETS)   # "": none; the tables are in presets.py
-DTYPES = ("float32", "bfloat16")
+# Compute dtypes; params are float32 whatever it is (master weights). auto: bfloat16 where
+# the backend is a GPU or TPU, float32 on CPU (TransformerConfig.compute_dtype resolves it).
+DTYPES = ("auto", "float32", "bfloat16")
+# Who computes attention (attention.dot_product_attention): xla: our einsums; jax:
+# jax.nn.dot_product_attention's XLA implementation; cudnn: its cuDNN (flash) one, checked at
+# model build; auto: cuDNN for the calls it can run on a GPU, else ours.
+ATTENTION_IMPLS = ("xla", "jax", "cudnn", "auto")
 # What a layer keeps for the backward pass; the rest is recomputed. none: everything (no
 # remat); dots: matmul outputs without batch dims; full: only its input.
 REMAT_POLICIES = {"none": None, "dots": "dots_with_no_batch_dims_saveable",
@@ -92,7 +98,8 @@ class TransformerConfig:
   scale_embeddings: bool = False   # token embeddings × sqrt(d_model) (Vaswani, Marian)
   embedding_norm: bool = False     # a norm after embeddings + positions (BART)
   logits_bias: bool = False        # a learned bias on the output logits (Marian)
-  dtype: str = "float32"           # compute dtype; params are always float32
+  dtype: str = "auto"              # compute dtype (DTYPES); params are always float32
+  attention_impl: str = "xla"      # a name in ATTENTION_IMPLS
   scan_layers: bool = True         # nn.scan over layers: compile time independent of depth
   remat: str = "none"              # rematerialise in the backward pass: see REMAT_POLICIES
   # Special token ids of the target vocabulary (and the source's PAD). Not config keys: they
@@ -110,8 +117,9 @@ class TransformerConfig:
 
   @property
   def compute_dtype(self):
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel (schema stays light)
-    return jnp.dtype(self.dtype)
+    """`dtype` as a numpy dtype ("auto" resolved: resolved_dtype)."""
+    import jax  # pylint: disable=import-outside-toplevel (schema stays light)
+    return jax.numpy.dtype(resolved_dtype(self.dtype))
 
   @property
   def variant(self) -> type:
@@ -169,7 +177,18 @@ _RANGES = [("src_vocab_size", 0, True), ("tgt_vocab_size", 0, True), ("d_model",
            ("pad_id", 0, True), ("bos_id", 0, True), ("eos_id", 0, True)]
 _CHOICES = {"preset": PRESETS, "position_encoding": POSITION_ENCODINGS, "norm": NORMS,
             "norm_type": NORM_TYPES, "mlp": MLPS, "activation": ACTIVATIONS, "dtype": DTYPES,
-            "remat": tuple(REMAT_POLICIES)}
+            "attention_impl": ATTENTION_IMPLS, "remat": tuple(REMAT_POLICIES)}
+
+
+def resolved_dtype(dtype: str) -> str:
+  """A DTYPES name with "auto" resolved by JAX's backend (the one place it is): bfloat16 on a
+  GPU or TPU, float32 on CPU. A training run records the resolved name in its config.json
+  (train/loop.py), so it resumes in the dtype it started in on any machine."""
+  if dtype != "auto":
+    return dtype
+  import jax  # pylint: disable=import-outside-toplevel (schema stays light)
+  accelerator = jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
+  return "bfloat16" if accelerator else "float32"
 
 
 def check_fields(cfg: TransformerConfig) -> None:

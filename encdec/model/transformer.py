@@ -30,9 +30,10 @@ class Residual(nn.Module):
     return y if self.norm == "pre" else ln(y)
 
 
-def self_attention(cfg: TransformerConfig) -> attention.SelfAttention:
+def self_attention(cfg: TransformerConfig, causal: bool = False) -> attention.SelfAttention:
   return attention.SelfAttention(cfg.num_heads, cfg.heads_dim, cfg.attention_dropout_rate,
-                                 cfg.compute_dtype, cfg.attention_bias, name="self_attention")
+                                 cfg.compute_dtype, cfg.attention_bias, cfg.attention_impl,
+                                 causal, name="self_attention")
 
 
 def mlp_block(cfg: TransformerConfig) -> layers.MLP:
@@ -80,7 +81,7 @@ class DecoderBlock(nn.Module):
                cross_mask: jax.Array, positions: positions_lib.SelfAttentionPositions):
     cfg, det, decode = self.config, not self.train, self.decode
     # Sub-modules are made here (not inside the residual's callback) to be named in this scope.
-    self_attn, mlp = self_attention(cfg), mlp_block(cfg)
+    self_attn, mlp = self_attention(cfg, causal=True), mlp_block(cfg)
     cross_attn = cfg.variant(cfg, name="cross_attention")
     sa = lambda h: self_attn(h, self_mask, deterministic=det, decode=decode,
                              cache_length=self.cache_length, positions=positions)
@@ -305,4 +306,16 @@ def build(model_cfg) -> EncoderDecoder:
       raise ConfigError(f"model.{name} is 0: build the model with assembly.build_model, which "
                         "takes vocabulary sizes from the task, or set it")
   config.variant.check_config(config)
+  check_attention_impl(config)
   return EncoderDecoder(config)
+
+
+def check_attention_impl(config: TransformerConfig) -> None:
+  """A one-line ConfigError when `attention_impl="cudnn"` cannot run here (no CUDA GPU, a
+  compute dtype or head size cuDNN lacks), rather than a traceback from inside the first trace.
+  Checked at build, not with the other fields: configs are validated where no GPU may be."""
+  problem = (attention.cudnn_problem(config.compute_dtype, config.heads_dim)
+             if config.attention_impl == "cudnn" else None)
+  if problem:
+    raise ConfigError(f"model.attention_impl='cudnn': {problem}; use 'auto' (cuDNN where it "
+                      "can run, else XLA) or 'xla'")

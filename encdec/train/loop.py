@@ -19,6 +19,7 @@ from encdec import assembly, evaluate, parallel, threefry, writers
 from encdec import config as config_lib, run as run_lib
 from encdec.config import ConfigError
 from encdec.errors import TrainingDiverged
+from encdec.model import schema
 from encdec.data import tasks, pipeline
 from encdec.train import checkpoint, optim, preemption, progress, state as state_lib, warm_start
 from encdec.train import step as step_lib
@@ -54,8 +55,11 @@ def section_differences(section: str, saved: dict[str, Any] | None,
   one; otherwise the differing keys, e.g. "model.d_model=64 (now 128)"."""
   if saved is None:
     return ""
-  if section == "model":
+  if section == "model":   # "auto" (an imported model's) compares as what it resolves to here
     saved = config_lib.with_defaults(section, saved)
+    saved, current = ({**d, "dtype": schema.resolved_dtype(d["dtype"])}
+                      if isinstance(d, dict) and "dtype" in d else d
+                      for d in (saved, current))
   if not isinstance(saved, dict) or not isinstance(current, dict):
     return "" if saved == current else f"{section}={saved!r} (now {current!r})"
   return ", ".join(f"{section}.{k}={saved.get(k)!r} (now {current.get(k)!r})"
@@ -92,6 +96,9 @@ class Trainer:
   """
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+    if cfg.model.dtype == "auto":   # recorded resolved: a resume elsewhere keeps the dtype
+      cfg = cfg.copy_and_resolve_references()
+      cfg.model.dtype = schema.resolved_dtype(cfg.model.dtype)
     self.cfg = cfg
     if cfg.train.cpu_unrolled_threefry:
       threefry.unroll_on_cpu()

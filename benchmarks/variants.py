@@ -1,0 +1,106 @@
+"""The cost side of the cross-attention study: every registered variant's cache, decode and train
+speed on one architecture, as ratios to standard multi-head cross-attention.
+
+    python -m benchmarks.variants --json benchmarks/results-variants.json [--src_len 256] [--quick]
+
+Takes benchmarks.run's flags (--config, --layers, --quick, --steps, --warmup, --decode_batch,
+--decode_len, --decode_repeats, --seed). For each variant of encdec.model.CROSS_ATTENTION (`mha`
+first), the config with `model.cross_attention` set to it: the K/V cache bytes per source token
+(the variant's own account, encdec/report/accounting.py's), greedy and beam-4 decoding of
+`decode_batch` random sources of `--src_len` tokens for exactly `decode_len` steps (long sources:
+where re-reading a per-source cache costs), and the train stage of benchmarks/run.py (sources of
+`--src_len` tokens there too). Variants
+that need settings (GQA's K/V heads, latents) take the config's.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+if __name__ == "__main__" and not __package__:
+  sys.exit("run the benchmarks as a module from the repository root: python -m benchmarks.variants")
+if __name__ == "__main__":   # as benchmarks.run does: huge pages for XLA's buffers
+  from encdec import hugepages  # pylint: disable=wrong-import-position
+  hugepages.reexec_if_wanted()
+
+import numpy as np  # noqa: E402
+
+from benchmarks import run  # noqa: E402
+from encdec import decoding, model, threefry  # noqa: E402
+from encdec.report import accounting  # noqa: E402
+
+REFERENCE = "mha"
+RATIO_KEYS = ("cache_bytes_per_source_token", "decode_greedy_tokens_per_s",
+              "decode_beam4_tokens_per_s", "train_tgt_tokens_per_s")
+
+
+def variants() -> list[str]:
+  return [REFERENCE] + sorted(v for v in model.CROSS_ATTENTION if v != REFERENCE)
+
+
+def measure(args, variant: str) -> dict[str, Any]:
+  cfg = run.load_config(args, **{"model.cross_attention": variant,
+                                 "task.max_src_len": max(args.src_len, 1)})
+  train, module, params = run.bench_train(args, cfg)
+  variables, n = {"params": params}, args.decode_len
+  rng = np.random.default_rng(args.seed + 1)
+  src = run.random_tokens(rng, (args.decode_batch, args.src_len), module.config.src_vocab_size)
+  searches = {
+      "decode_greedy": lambda: decoding.greedy(module, variables, src, max_len=n, eos_id=-1),
+      "decode_beam4": lambda: decoding.beam_search(module, variables, src, 4, n, eos_id=-1),
+  }
+  out = {"cache_bytes_per_source_token": accounting.cache_bytes_per_source_token(cfg),
+         "num_params": train["num_params"],
+         "train_tgt_tokens_per_s": train["train_tgt_tokens_per_s"]}
+  for name, fn in searches.items():
+    _, timing = run.timed_search(fn, args.decode_batch * n, args.decode_repeats)
+    out[f"{name}_tokens_per_s"] = timing["tokens_per_s"]
+  return out
+
+
+def with_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+  ref = results[REFERENCE]
+  return {name: {**r, **{f"{k}_ratio": r[k] / ref[k] if ref[k] else None for k in RATIO_KEYS}}
+          for name, r in results.items()}
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+  lines = ["| variant | cache B / source token | × mha | greedy tok/s | × mha | beam-4 tok/s | "
+           "× mha | train tok/s | × mha | params |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for name, r in results.items():
+    cells = [f"{r[k]:,.0f} | {r[f'{k}_ratio']:.2f}" if r[f"{k}_ratio"] is not None
+             else f"{r[k]:,.0f} | n/a" for k in RATIO_KEYS]
+    lines.append(f"| {name} | {' | '.join(cells)} | {r['num_params']:,} |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> dict[str, Any]:
+  parser = run.build_parser(__doc__.split("\n\n")[0])
+  parser.add_argument("--src_len", type=int, default=256, help="source tokens per decoded source")
+  parser.add_argument("--only", default="", help="comma-separated variants (mha always runs)")
+  args = run.parse_args(argv, parser)
+  threefry.unroll_on_cpu()
+  chosen = variants()
+  wanted = [v for v in args.only.split(",") if v]
+  unknown = [v for v in wanted if v not in chosen]
+  if unknown:
+    sys.exit(f"unknown --only {', '.join(unknown)}; valid: {', '.join(chosen)}")
+  if wanted:
+    chosen = [v for v in chosen if v == REFERENCE or v in wanted]
+  results = {}
+  for variant in chosen:
+    print(f"[bench] {variant} ...", file=sys.stderr, flush=True)
+    results[variant] = measure(args, variant)
+  results = with_ratios(results)
+  out = {"benchmark": "encdec cross-attention variants", "quick": args.quick,
+         "config": args.config, "src_len": args.src_len, "decode_batch": args.decode_batch,
+         "decode_len": args.decode_len, "steps": args.steps, **run.environment(),
+         "variants": results}
+  print(table(results))
+  if args.json:
+    run.write_json(args.json, out)
+  return out
+
+
+if __name__ == "__main__":
+  main()
