@@ -28,7 +28,7 @@ if __name__ == "__main__":   # as benchmarks.run does: huge pages for XLA's buff
   hugepages.reexec_if_wanted()
 
 from benchmarks import run  # noqa: E402
-from encdec import decoding, threefry  # noqa: E402
+from encdec import threefry  # noqa: E402
 from encdec.model import presets, schema  # noqa: E402
 
 REFERENCE = "bench config"
@@ -47,18 +47,11 @@ def measure(args, overrides: dict[str, str], peak_flops: float) -> dict[str, Any
   """Train and decode speed of the bench config with `overrides`."""
   cfg = run.load_config(args, **overrides)
   train, module, params = run.bench_train(args, cfg)
-  variables, n = {"params": params}, args.decode_len
   src = run.decode_source(args, module.config.src_vocab_size)
-  searches = {
-      "decode_greedy": lambda: decoding.greedy(module, variables, src, max_len=n, eos_id=-1),
-      "decode_beam4": lambda: decoding.beam_search(module, variables, src, 4, n, eos_id=-1),
-  }
   out = {key: train[key] for key in ("train_tgt_tokens_per_s", "train_step_s", "train_compile_s",
                                      "train_flops_per_step", "num_params")}
   out["mfu"] = train["train_flops_per_step"] / train["train_step_s"] / peak_flops
-  for name, fn in searches.items():
-    _, timing = run.timed_search(fn, args.decode_batch * n, args.decode_repeats)
-    out[f"{name}_tokens_per_s"] = timing["tokens_per_s"]
+  out.update(run.search_speeds(args, module, params, src))
   out["resolved"] = {k: cfg.model[k] for k in ("position_encoding", "norm", "norm_type", "mlp",
                                                 "attention_bias", "tie_output")}
   return out
@@ -94,13 +87,7 @@ def main(argv=None) -> dict[str, Any]:
   threefry.unroll_on_cpu()   # as `encdec train` does on CPU
   env = run.environment()
   peak = run.matmul_peak(args.peak_size, args.peak_repeats)
-  chosen = architectures()
-  wanted = [name for name in args.only.split(",") if name]
-  unknown = [name for name in wanted if name not in chosen]
-  if unknown:
-    sys.exit(f"unknown --only {', '.join(unknown)}; valid: {', '.join(chosen)}")
-  if wanted:
-    chosen = {k: v for k, v in chosen.items() if k == REFERENCE or k in wanted}
+  chosen = run.only(architectures(), args.only, REFERENCE)
   results = {}
   for name, overrides in chosen.items():
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
@@ -109,10 +96,7 @@ def main(argv=None) -> dict[str, Any]:
   out = {"benchmark": "encdec architectures", "quick": args.quick, "config": args.config,
          "steps": args.steps, "decode_batch": args.decode_batch, "decode_len": args.decode_len,
          **env, **peak, "architectures": results}
-  print(table(results))
-  if args.json:
-    run.write_json(args.json, out)
-  return out
+  return run.emit(out, table(results), args.json)
 
 
 if __name__ == "__main__":

@@ -398,10 +398,7 @@ def main(argv=None) -> dict[str, Any]:
   finally:
     peer.close()
   r.update(mfu_table(r))
-  print(markdown(r))
-  if args.json:
-    run.write_json(args.json, r)
-  return r
+  return run.emit(r, markdown(r), args.json)
 
 
 if __name__ == "__main__":

@@ -306,6 +306,31 @@ def decode_source(args, vocab: int) -> jax.Array:
   return jnp.asarray(random_tokens(rng, (args.decode_batch, args.decode_len), vocab))
 
 
+def search_speeds(args, module, params, src) -> dict[str, float]:
+  """`decode_greedy_tokens_per_s` and `decode_beam4_tokens_per_s` of encdec's searches on `src`,
+  `decode_len` steps exactly (no EOS), medians of `decode_repeats` calls."""
+  variables, n = {"params": params}, args.decode_len
+  searches = {
+      "decode_greedy": lambda: decoding.greedy(module, variables, src, max_len=n, eos_id=-1),
+      "decode_beam4": lambda: decoding.beam_search(module, variables, src, 4, n, eos_id=-1),
+  }
+  return {f"{name}_tokens_per_s": timed_search(fn, src.shape[0] * n, args.decode_repeats)[1]
+          ["tokens_per_s"] for name, fn in searches.items()}
+
+
+def only(choices, wanted: str, reference: str):
+  """The entries of `choices` (names, or a dict by name) that the comma-separated `wanted`
+  names, the reference always first; all of them if `wanted` is empty. Exits on unknown names."""
+  names = [name for name in wanted.split(",") if name]
+  unknown = [name for name in names if name not in choices]
+  if unknown:
+    sys.exit(f"unknown --only {', '.join(unknown)}; valid: {', '.join(choices)}")
+  keep = lambda name: not names or name == reference or name in names
+  if isinstance(choices, dict):
+    return {name: value for name, value in choices.items() if keep(name)}
+  return [name for name in choices if keep(name)]
+
+
 def bench_decode(args, module, params) -> dict[str, Any]:
   """Greedy and beam-4 decoding, encdec vs the baseline decoder, `decode_len` steps exactly."""
   variables = {"params": params}
@@ -630,10 +655,15 @@ def main(argv=None) -> dict[str, Any]:
   r["peak_rss_mb"] = peak_rss_mb()
   r.update(device_memory())
 
-  print(summary_table(r))
-  if args.json:
-    write_json(args.json, r)
-  return r
+  return emit(r, summary_table(r), args.json)
+
+
+def emit(results: dict[str, Any], markdown: str, path: pathlib.Path | None) -> dict[str, Any]:
+  """Print a benchmark's markdown, write its results to `path` (if given); return them."""
+  print(markdown)
+  if path:
+    write_json(path, results)
+  return results
 
 
 def write_json(path: pathlib.Path, results: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ if __name__ == "__main__":   # as benchmarks.run does: huge pages for XLA's buff
 import numpy as np  # noqa: E402
 
 from benchmarks import run  # noqa: E402
-from encdec import decoding, model, threefry  # noqa: E402
+from encdec import model, threefry  # noqa: E402
 from encdec.report import accounting  # noqa: E402
 
 REFERENCE = "mha"
@@ -42,20 +42,12 @@ def measure(args, variant: str) -> dict[str, Any]:
   cfg = run.load_config(args, **{"model.cross_attention": variant,
                                  "task.max_src_len": max(args.src_len, 1)})
   train, module, params = run.bench_train(args, cfg)
-  variables, n = {"params": params}, args.decode_len
   rng = np.random.default_rng(args.seed + 1)
   src = run.random_tokens(rng, (args.decode_batch, args.src_len), module.config.src_vocab_size)
-  searches = {
-      "decode_greedy": lambda: decoding.greedy(module, variables, src, max_len=n, eos_id=-1),
-      "decode_beam4": lambda: decoding.beam_search(module, variables, src, 4, n, eos_id=-1),
-  }
-  out = {"cache_bytes_per_source_token": accounting.cache_bytes_per_source_token(cfg),
-         "num_params": train["num_params"],
-         "train_tgt_tokens_per_s": train["train_tgt_tokens_per_s"]}
-  for name, fn in searches.items():
-    _, timing = run.timed_search(fn, args.decode_batch * n, args.decode_repeats)
-    out[f"{name}_tokens_per_s"] = timing["tokens_per_s"]
-  return out
+  return {"cache_bytes_per_source_token": accounting.cache_bytes_per_source_token(cfg),
+          "num_params": train["num_params"],
+          "train_tgt_tokens_per_s": train["train_tgt_tokens_per_s"],
+          **run.search_speeds(args, module, params, src)}
 
 
 def with_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -80,13 +72,7 @@ def main(argv=None) -> dict[str, Any]:
   parser.add_argument("--only", default="", help="comma-separated variants (mha always runs)")
   args = run.parse_args(argv, parser)
   threefry.unroll_on_cpu()
-  chosen = variants()
-  wanted = [v for v in args.only.split(",") if v]
-  unknown = [v for v in wanted if v not in chosen]
-  if unknown:
-    sys.exit(f"unknown --only {', '.join(unknown)}; valid: {', '.join(chosen)}")
-  if wanted:
-    chosen = [v for v in chosen if v == REFERENCE or v in wanted]
+  chosen = run.only(variants(), args.only, REFERENCE)
   results = {}
   for variant in chosen:
     print(f"[bench] {variant} ...", file=sys.stderr, flush=True)
@@ -96,10 +82,7 @@ def main(argv=None) -> dict[str, Any]:
          "config": args.config, "src_len": args.src_len, "decode_batch": args.decode_batch,
          "decode_len": args.decode_len, "steps": args.steps, **run.environment(),
          "variants": results}
-  print(table(results))
-  if args.json:
-    run.write_json(args.json, out)
-  return out
+  return run.emit(out, table(results), args.json)
 
 
 if __name__ == "__main__":
