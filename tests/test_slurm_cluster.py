@@ -6,6 +6,7 @@ reported, and a preempted job checkpoints, requeues and ends like an uninterrupt
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -74,10 +75,13 @@ def wait_for_rows(cluster, job_id, workdir, after_step: int) -> None:
 
 
 def start_now(cluster, job_id, log) -> None:
-  """Once the job is requeued: start it now. SLURM makes a requeued job wait ~2 minutes (its
-  BeginTime) before it may start again; no need for that here."""
+  """Once the job is requeued: start it (almost) now. SLURM makes a requeued job wait ~2 minutes
+  (its BeginTime) before it may start again; no need for that here, but slurmd refuses a launch
+  whose credential is not newer, in whole seconds, than the revocation of the job's previous
+  one ("Job credential revoked": the job fails). So wait past the next second boundary."""
   info = cluster.wait_for_job(job_id, ("PENDING", *slurm_cluster.ENDED))
   assert info["JobState"] == "PENDING", f"{info}\n{log()[-3000:]}"
+  time.sleep(2.0)
   cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
 
 
