@@ -306,16 +306,22 @@ def decode_source(args, vocab: int) -> jax.Array:
   return jnp.asarray(random_tokens(rng, (args.decode_batch, args.decode_len), vocab))
 
 
+def searches(module, variables, src, steps: int) -> dict[str, Callable[[], Any]]:
+  """Greedy and beam-4 search of `module` on `src`, `steps` steps exactly (no EOS ends a row),
+  as calls by name: decode_greedy, decode_beam4."""
+  return {
+      "decode_greedy": lambda: decoding.greedy(module, variables, src, max_len=steps, eos_id=-1),
+      "decode_beam4": lambda: decoding.beam_search(module, variables, src, 4, steps, eos_id=-1),
+  }
+
+
 def search_speeds(args, module, params, src) -> dict[str, float]:
   """`decode_greedy_tokens_per_s` and `decode_beam4_tokens_per_s` of encdec's searches on `src`,
-  `decode_len` steps exactly (no EOS), medians of `decode_repeats` calls."""
-  variables, n = {"params": params}, args.decode_len
-  searches = {
-      "decode_greedy": lambda: decoding.greedy(module, variables, src, max_len=n, eos_id=-1),
-      "decode_beam4": lambda: decoding.beam_search(module, variables, src, 4, n, eos_id=-1),
-  }
-  return {f"{name}_tokens_per_s": timed_search(fn, src.shape[0] * n, args.decode_repeats)[1]
-          ["tokens_per_s"] for name, fn in searches.items()}
+  `decode_len` steps exactly, medians of `decode_repeats` calls."""
+  calls = searches(module, {"params": params}, src, args.decode_len)
+  return {f"{name}_tokens_per_s": timed_search(fn, src.shape[0] * args.decode_len,
+                                               args.decode_repeats)[1]["tokens_per_s"]
+          for name, fn in calls.items()}
 
 
 def only(choices, wanted: str, reference: str):
@@ -339,14 +345,9 @@ def bench_decode(args, module, params) -> dict[str, Any]:
   src = decode_source(args, module.config.src_vocab_size)
   n, beam = args.decode_len, 4
   runs = {
-      "decode_greedy": lambda: decoding.greedy(module, variables, src, max_len=n, eos_id=-1),
-      "decode_beam4": lambda: decoding.beam_search(module, variables, src, beam, n, eos_id=-1),
-      "baseline_decode_greedy": lambda: decoding.greedy(baseline, variables, src, max_len=n,
-                                                        eos_id=-1),
-      "baseline_decode_beam4": lambda: decoding.beam_search(baseline, variables, src, beam, n,
-                                                            eos_id=-1),
-      "hoistable_baseline_decode_beam4": lambda: decoding.beam_search(
-          hoistable, variables, src, beam, n, eos_id=-1),
+      **searches(module, variables, src, n),
+      **{f"baseline_{name}": fn for name, fn in searches(baseline, variables, src, n).items()},
+      "hoistable_baseline_decode_beam4": searches(hoistable, variables, src, n)["decode_beam4"],
   }
   out, tokens = {"decode_batch": args.decode_batch, "decode_src_len": args.decode_len,
                  "decode_steps": n, "decode_beam_size": beam}, {}
@@ -380,14 +381,14 @@ def bench_flax_wmt(args, module, params) -> dict[str, Any]:
   theirs = flax_wmt.beam_search(models, decode, vocab=m.tgt_vocab_size, d_model=m.d_model,
                                 num_heads=m.num_heads, num_layers=m.num_decoder_layers,
                                 d_ff=m.d_ff, src=src, steps=n, beam_size=beam, seed=args.seed)
-  ours = lambda: decoding.beam_search(module, {"params": params}, src, beam, n, eos_id=-1)
-  searches = {"encdec": ours, "flax_wmt": lambda: theirs(src)}
-  for fn in searches.values():
+  ours = searches(module, {"params": params}, src, n)["decode_beam4"]
+  calls = {"encdec": ours, "flax_wmt": lambda: theirs(src)}
+  for fn in calls.values():
     jax.block_until_ready(fn())                                       # compile + warm up
-  rounds: dict[str, list[float]] = {name: [] for name in searches}
+  rounds: dict[str, list[float]] = {name: [] for name in calls}
   for r in range(max(args.decode_repeats, 3)):
-    for name in (list(searches) if r % 2 == 0 else list(searches)[::-1]):
-      rounds[name].append(timed(searches[name], 1)[0])
+    for name in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
+      rounds[name].append(timed(calls[name], 1)[0])
   ratios = [t / e for e, t in zip(rounds["encdec"], rounds["flax_wmt"])]
   generated = args.decode_batch * n
   return {"peer_flax_wmt_status": "ok", "peer_flax_wmt_dir": str(args.flax_wmt),

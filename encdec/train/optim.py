@@ -71,15 +71,11 @@ SCHEDULES: dict[str, Callable[[Number, Number, int], optax.Schedule]] = {
 }
 
 
-def hyperparameters(optim_cfg) -> dict[str, Number]:
-  """The config's HPARAMS, by name (Python numbers)."""
-  return {name: optim_cfg[name] for name in HPARAMS}
-
-
 def _with(optim_cfg, hparams: Mapping[str, Number] | None) -> dict[str, Number]:
-  """The config's HPARAMS, with those in `hparams` (any subset; other keys ignored) replaced."""
-  return {**hyperparameters(optim_cfg), **{k: v for k, v in (hparams or {}).items()
-                                           if k in HPARAMS}}
+  """The config's HPARAMS (Python numbers), with those in `hparams` (any subset; other keys
+  ignored) replaced."""
+  hparams = hparams or {}
+  return {name: hparams.get(name, optim_cfg[name]) for name in HPARAMS}
 
 
 def schedule(optim_cfg, num_steps: int) -> Callable[..., jax.Array]:
