@@ -24,7 +24,11 @@ SECTIONS = ("model", "task", "train", "optim", "checkpoint", "mesh", "eval", "de
 # Per-run hyperparameters: they change no array shape, so `encdec train-batch` takes them per
 # member (encdec/train/step.py: HPARAMS; encdec/train/batched.py).
 HPARAM_KEYS = ("optim.learning_rate", "optim.warmup_steps", "optim.weight_decay",
-               "optim.grad_clip_norm", "train.label_smoothing")
+               "optim.grad_clip_norm", "train.label_smoothing", "model.dropout_rate",
+               "model.attention_dropout_rate")
+SEED_KEY = "train.seed"
+# What the members of a batched run (encdec train-batch, encdec sweep --batch) may differ in.
+PER_MEMBER_KEYS = (SEED_KEY, *HPARAM_KEYS)
 PACKAGED_CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"   # shipped with encdec
 DEFAULT_CONFIG = PACKAGED_CONFIGS / "g2p_cmudict.py"
 

@@ -32,9 +32,7 @@ from encdec import config as config_lib
 from encdec.config import ConfigError
 from encdec.launch import common as launch_common, jobs as jobs_lib
 
-SEED_KEY = "train.seed"
-# What the members of a batched run (encdec train-batch) may differ in.
-PER_MEMBER_KEYS = (SEED_KEY, *config_lib.HPARAM_KEYS)
+SEED_KEY, PER_MEMBER_KEYS = config_lib.SEED_KEY, config_lib.PER_MEMBER_KEYS
 MANIFEST = "sweep.json"
 MAX_NAME_LEN = 100
 

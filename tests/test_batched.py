@@ -65,16 +65,18 @@ def test_a_batched_member_equals_its_lone_run(alone, tmp_path):
 
 
 # Seed 1 with every per-run hyperparameter changed from the config's (tiny(0) has: lr 3e-3,
-# warm-up 200, weight decay 0, clipping at 1, no label smoothing).
+# warm-up 200, weight decay 0, clipping at 1, no label smoothing, dropout 0.1, no attention
+# dropout: in the batch, a traced rate of 0 that keeps every value).
 VARIED = {"optim.learning_rate": 1e-3, "optim.warmup_steps": 4, "optim.weight_decay": 0.1,
-          "optim.grad_clip_norm": 0.0, "train.label_smoothing": 0.2}
+          "optim.grad_clip_norm": 0.0, "train.label_smoothing": 0.2,
+          "model.dropout_rate": 0.3, "model.attention_dropout_rate": 0.2}
 
 
 @pytest.mark.slow   # three tiny runs (~35 s)
 def test_members_differing_in_hyperparameters_equal_their_lone_runs(alone, tmp_path):
   cfgs = [tiny(0), tiny(1, **VARIED)]
   loop.train(cfgs[1], tmp_path / "alone1")
-  assert sorted(batched.varying_hparams(cfgs)) == sorted(step_lib.HPARAMS)   # all five traced
+  assert sorted(batched.varying_hparams(cfgs)) == sorted(step_lib.HPARAMS)   # all seven traced
   outcomes = batched.train(cfgs, [tmp_path / "s0", tmp_path / "s1"])
   assert [o.error for o in outcomes] == [None, None]
   for seed, want in enumerate([alone / "s0", tmp_path / "alone1"]):
@@ -99,8 +101,8 @@ def test_members_may_differ_in_seed_and_hyperparameters_only(tmp_path):
   assert sorted(batched.varying_hparams([cfgs[0], cfgs[2]])) == ["learning_rate"]
   assert batched.varying_hparams([tiny(0), tiny(1)]) == {}     # seeds only: all constants
   with pytest.raises(ConfigError, match="differ only in train.seed, optim.learning_rate, .*; "
-                                        "these differ: model.d_ff, model.dropout_rate"):
-    batched.BatchedTrainer([tiny(0), tiny(1, **{"model.d_ff": 32, "model.dropout_rate": 0.2})],
+                                        "these differ: model.d_ff, model.norm"):
+    batched.BatchedTrainer([tiny(0), tiny(1, **{"model.d_ff": 32, "model.norm": "post"})],
                            [tmp_path / "a", tmp_path / "b"])
   with pytest.raises(ConfigError, match="its own --workdir"):
     batched.BatchedTrainer([tiny(0), tiny(1)], [tmp_path / "a", tmp_path / "a"])

@@ -152,3 +152,51 @@ def test_hyperparameters_come_from_the_config_keys_batches_may_differ_in():
   assert list(step_lib.HPARAMS.values()) == list(config.HPARAM_KEYS)
   assert hparams["learning_rate"] == 0.02 and hparams["label_smoothing"] == 0.0
   assert hparams["warmup_steps"] == cfg.optim.warmup_steps
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5])
+def test_dropout_with_a_traced_rate_draws_flax_dropouts_masks(rate):
+  """layers.Dropout equals nn.Dropout (same keys, same masks) at a Python rate and at a traced
+  one; a traced 0 keeps every value."""
+  import flax.linen as nn   # pylint: disable=import-outside-toplevel
+  from encdec.model import layers   # pylint: disable=import-outside-toplevel
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 50)), jnp.float32)
+  apply = lambda layer: layer.apply({}, x, deterministic=False,
+                                    rngs={"dropout": jax.random.key(3)})
+  want = apply(nn.Dropout(rate))
+  np.testing.assert_array_equal(apply(layers.Dropout(rate)), want)
+  traced = jax.jit(lambda r: apply(layers.Dropout(r)))(jnp.float32(rate))
+  np.testing.assert_allclose(traced, want, rtol=1e-6)
+  assert (np.asarray(want) == 0).mean() == pytest.approx(rate, abs=0.1)
+
+
+@pytest.mark.slow   # four compilations of a small model's gradients (~25 s)
+@pytest.mark.parametrize("variant", ["mha", "merged"])   # merged: its own attention dropout
+def test_traced_dropout_rates_give_the_static_rates_losses_and_gradients(variant):
+  """A batch's step takes the model's dropout rates as traced scalars (step.with_dropout_rates):
+  the same masks and values as a model built with each rate, a traced 0 included."""
+  from encdec import model   # pylint: disable=import-outside-toplevel
+  base = dict(src_vocab_size=11, tgt_vocab_size=13, d_model=16, num_heads=2, d_ff=32,
+              num_encoder_layers=1, num_decoder_layers=2, cross_attention=variant)
+  rng = np.random.default_rng(0)
+  batch = {"src": jnp.asarray(rng.integers(3, 11, (4, 7))),
+           "tgt_in": jnp.asarray(rng.integers(3, 13, (4, 6))),
+           "tgt_out": jnp.asarray(rng.integers(3, 13, (4, 6)))}
+  lead = model.build({**base, "dropout_rate": 0.1})
+  params = lead.init(jax.random.key(0), batch["src"], batch["tgt_in"])["params"]
+  loss_and_grads = lambda module, hparams: jax.value_and_grad(
+      lambda p: step_lib.batch_sums(step_lib.with_dropout_rates(module, hparams), p, batch,
+                                    train=True, rng=jax.random.key(7), label_smoothing=0.0),
+      has_aux=True)(params)
+  rates = [(0.0, 0.0), (0.1, 0.0), (0.3, 0.2)]
+  traced = jax.jit(jax.vmap(lambda d, a: loss_and_grads(
+      lead, {"dropout_rate": d, "attention_dropout_rate": a})))(
+          *map(jnp.float32, zip(*rates)))
+  for i, (d, a) in enumerate(rates):
+    own = model.build({**base, "dropout_rate": d, "attention_dropout_rate": a})
+    want = jax.jit(lambda own=own: loss_and_grads(own, {}))()
+    for got_leaf, want_leaf in zip(jax.tree_util.tree_leaves(traced),
+                                   jax.tree_util.tree_leaves(want)):
+      np.testing.assert_allclose(got_leaf[i], want_leaf, rtol=1e-4, atol=1e-5)
+  losses = traced[0][0]
+  assert len(set(np.asarray(losses).tolist())) == 3   # the rates did change the losses

@@ -87,17 +87,16 @@ def weighted_values(weights: jax.Array, value: jax.Array) -> jax.Array:
   return out.reshape(batch, length, heads, depth)                            # [B, T, H, D]
 
 
-def attention_dropout(weights: jax.Array, rate: float, deterministic: bool,
+def attention_dropout(weights: jax.Array, rate, deterministic: bool,
                       rng: jax.Array | None) -> jax.Array:
-  if deterministic or rate == 0.0:
+  if not layers.dropout_active(rate, deterministic):
     return weights
-  keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
-  return jnp.where(keep, weights / (1.0 - rate), 0.0).astype(weights.dtype)
+  return layers.dropout(weights, rate, rng)
 
 
 def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
                           *, bias: jax.Array | None = None, causal: bool = False,
-                          implementation: str = "xla", dropout_rate: float = 0.0,
+                          implementation: str = "xla", dropout_rate=0.0,
                           deterministic: bool = True, dropout_rng: jax.Array | None = None,
                           return_weights: bool = False):
   """softmax(QK^T/sqrt(d) + bias + M) V, with K/V heads shared by groups of query heads.
@@ -115,7 +114,7 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, ma
   ANDed with a mask that has it, changes no number. Never set it for a decoding step (T = 1
   over a cache).
   """
-  dropout = not deterministic and dropout_rate > 0.0
+  dropout = layers.dropout_active(dropout_rate, deterministic)
   chosen = jax_implementation(implementation, query, key,
                               serveable=not (dropout or return_weights))
   if chosen is not None:
@@ -256,7 +255,7 @@ class SelfAttention(nn.Module):
   """
   num_heads: int
   head_dim: int
-  dropout_rate: float = 0.0
+  dropout_rate: float | jax.Array = 0.0
   dtype: jnp.dtype = jnp.float32
   use_bias: bool = False   # biases on the Q/K/V and output projections
   implementation: str = "xla"   # model.attention_impl (dot_product_attention)
@@ -272,7 +271,8 @@ class SelfAttention(nn.Module):
     query, key = positions.rotate(query, key)                               # [B, T, H, D]
     if decode:
       key, value, mask = update_cache(self, key, value, cache_length)
-    dropout_rng = None if deterministic or self.dropout_rate == 0 else self.make_rng("dropout")
+    active = layers.dropout_active(self.dropout_rate, deterministic)
+    dropout_rng = self.make_rng("dropout") if active else None
     out = dot_product_attention(query, key, value, mask, bias=positions.bias,
                                 causal=self.causal and not decode,
                                 implementation=self.implementation,

@@ -140,7 +140,8 @@ class MultiHeadCrossAttention(CrossAttentionBase):
     query = attention.query_projection(x, cfg.num_heads, cfg.heads_dim, cfg.compute_dtype,
                                        use_bias=cfg.attention_bias)        # [B*G, T, H, D]
     rate = cfg.attention_dropout_rate
-    dropout_rng = None if deterministic or rate == 0 else self.make_rng("dropout")
+    dropout_rng = (self.make_rng("dropout") if layers.dropout_active(rate, deterministic)
+                   else None)
     # Weights only when they are collected (attention maps): a call that returns them cannot
     # go to jax.nn.dot_product_attention (model.attention_impl).
     collect = self.is_mutable_collection("intermediates")
@@ -360,7 +361,8 @@ class MergedAttention(MultiHeadCrossAttention):
         attention.fold_beam_mask(mask, rows // batch)), rows)               # [R, H, T, S]
     weights = jax.nn.softmax(jnp.concatenate([self_logits, cross_logits], -1), axis=-1)
     rate = cfg.attention_dropout_rate
-    dropout_rng = None if deterministic or rate == 0 else self.make_rng("dropout")
+    dropout_rng = (self.make_rng("dropout") if layers.dropout_active(rate, deterministic)
+                   else None)
     weights = attention.attention_dropout(weights.astype(value.dtype), rate, deterministic,
                                           dropout_rng)
     self_weights, cross_weights = jnp.split(weights, [key.shape[1]], axis=-1)

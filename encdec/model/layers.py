@@ -103,6 +103,31 @@ def embed(vocab_size: int, d_model: int, dtype, name: str) -> nn.Embed:
                   embedding_init=init, name=name)
 
 
+def dropout_active(rate, deterministic: bool) -> bool:
+  """Whether dropout at `rate` draws a mask: not when deterministic, nor at a Python rate of 0
+  (which costs nothing). A traced rate (a batched run's, encdec/train/batched.py) always
+  draws one; at 0 it keeps every value unchanged."""
+  return not deterministic and not (isinstance(rate, (int, float)) and rate == 0)
+
+
+def dropout(x: jax.Array, rate, rng: jax.Array) -> jax.Array:
+  """Inverted dropout: each value kept with probability 1 - rate and scaled by 1 / (1 - rate).
+  `rate` is a Python number or a traced float32 scalar."""
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class Dropout(nn.Module):
+  """nn.Dropout (same name, so the same 'dropout' keys and masks) whose rate may be traced."""
+  rate: float | jax.Array
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    if not dropout_active(self.rate, deterministic):
+      return x
+    return dropout(x, self.rate, self.make_rng("dropout"))
+
+
 class MLP(nn.Module):
   """Position-wise feed-forward: d_model -> d_ff -> act -> dropout -> d_model.
 
@@ -112,7 +137,7 @@ class MLP(nn.Module):
   """
   d_ff: int
   activation: str = "relu"
-  dropout_rate: float = 0.0
+  dropout_rate: float | jax.Array = 0.0
   dtype: jnp.dtype = jnp.float32
   kind: str = "dense"
   use_bias: bool = True
@@ -126,6 +151,6 @@ class MLP(nn.Module):
     else:
       gate = activation(schema.GATED_MLP_ACTIVATIONS[self.kind])
       h = gate(project_in("wi_0")) * project_in("wi_1")
-    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return dense_general(x.shape[-1], ("mlp", "embed"), self.dtype, use_bias=self.use_bias,
                          name="wo")(h)

@@ -7,6 +7,7 @@ Flax: configs are validated before anything heavy is loaded.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 from encdec.errors import ConfigError
@@ -198,8 +199,8 @@ def check_fields(cfg: TransformerConfig) -> None:
     if value < low or (value == low and not inclusive):
       bound = f">= {low}" if inclusive else f"> {low}"
       raise ConfigError(f"model.{name} must be {bound}, got {value}")
-  for name in ("dropout_rate", "attention_dropout_rate"):
-    if not 0.0 <= getattr(cfg, name) < 1.0:
+  for name in ("dropout_rate", "attention_dropout_rate"):   # traced in a batch (not checked)
+    if isinstance(getattr(cfg, name), numbers.Real) and not 0.0 <= getattr(cfg, name) < 1.0:
       raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(cfg, name)}")
   presets.fields(cfg.preset)   # its own message (the empty name is valid)
   for name, valid in _CHOICES.items():

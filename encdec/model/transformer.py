@@ -16,7 +16,7 @@ class Residual(nn.Module):
   """x + dropout(f(N(x))) (pre-norm) or N(x + dropout(f(x))) (post-norm) around a sublayer;
   N is a `norm_type` (layers.norm) with `norm_epsilon`."""
   norm: str
-  dropout_rate: float
+  dropout_rate: float | jax.Array
   dtype: Any
   norm_type: str = "layernorm"
   norm_epsilon: float = 1e-6
@@ -26,7 +26,7 @@ class Residual(nn.Module):
                deterministic: bool) -> jax.Array:
     ln = layers.norm(self.dtype, self.norm_type, name="norm", epsilon=self.norm_epsilon)
     y = sublayer(ln(x) if self.norm == "pre" else x)
-    y = x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = x + layers.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     return y if self.norm == "pre" else ln(y)
 
 
@@ -150,7 +150,7 @@ def embed_inputs(cfg: TransformerConfig, embed: nn.Embed, tokens: jax.Array,
   if cfg.embedding_norm:
     x = layers.norm(cfg.compute_dtype, cfg.norm_type, name="embedding_norm",
                     epsilon=cfg.norm_epsilon)(x)
-  return nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+  return layers.Dropout(cfg.dropout_rate)(x, deterministic=not train)
 
 
 def final_norm(cfg: TransformerConfig, x: jax.Array) -> jax.Array:

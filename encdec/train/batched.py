@@ -14,12 +14,13 @@ of batched matrix products, so its metrics equal the lone run's up to float reas
 (tests/test_batched.py states the tolerance).
 
 What members may differ in: train.seed, and the per-run hyperparameters of step.HPARAMS
-(optim.learning_rate, warmup_steps, weight_decay, grad_clip_norm; train.label_smoothing),
-which change no shape: those the members differ in go to the step as [N] float32 arrays
-(`hparams`), those they share stay constants of the step, as in a lone run. Everything else
-must match (a ConfigError names what differs), the dropout rates included: they are fields of
-the model's static config, which a checkpoint's must match to resume, and a rate of 0 draws no
-random bits at all, so a traced rate would change every dropout layer and slow the default.
+(optim.learning_rate, warmup_steps, weight_decay, grad_clip_norm; train.label_smoothing;
+model.dropout_rate, attention_dropout_rate), which change no shape: those the members differ
+in go to the step as [N] float32 arrays (`hparams`), those they share stay constants of the
+step, as in a lone run. Dropout rates that differ become traced fields of the model's config
+(step.with_dropout_rates): every dropout layer then draws its mask, a member's rate of 0
+keeping every value, so such a batch pays for masks a lone rate-0 run would not draw.
+Everything else must match (a ConfigError names what differs).
 
 Faults: a member whose step is non-finite stops with TrainingDiverged (reported, its last good
 checkpoint kept) and leaves the batch; the others go on. SIGTERM checkpoints every member. A
@@ -44,9 +45,7 @@ from encdec.errors import TrainingDiverged
 from encdec.train import loop, preemption, progress, state as state_lib
 from encdec.train import step as step_lib
 
-SEED_KEY = "train.seed"
-# Config keys the members of a batch may differ in.
-PER_MEMBER_KEYS = (SEED_KEY, *config_lib.HPARAM_KEYS)
+PER_MEMBER_KEYS = config_lib.PER_MEMBER_KEYS
 
 
 def differences(cfgs: Sequence[ml_collections.ConfigDict]) -> list[str]:

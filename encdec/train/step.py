@@ -8,6 +8,7 @@ Python constants, compiled in exactly as before (zero smoothing or clipping cost
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -24,12 +25,24 @@ MODEL_INPUTS = ("src_segment_ids", "src_positions", "tgt_segment_ids", "tgt_posi
 # Per-run hyperparameters: hparams name -> config key.
 HPARAMS = {key.split(".")[1]: key for key in config_lib.HPARAM_KEYS}
 
+# Those that are fields of the model's config (the rest are the optimizer's and the loss's).
+DROPOUT_HPARAMS = ("dropout_rate", "attention_dropout_rate")
+
 Hparams = Mapping[str, Any]   # name -> Python number, or float32 scalar (traced in the step)
 
 
 def hyperparameters(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   """A run's HPARAMS, by name, from its config (Python numbers)."""
   return {name: cfg[key.split(".")[0]][name] for name, key in HPARAMS.items()}
+
+
+def with_dropout_rates(module: nn.Module, hparams: Hparams) -> nn.Module:
+  """The model with the dropout rates in `hparams` (traced scalars) in place of its config's:
+  a clone holding a config whose rate fields are tracers (layers.Dropout takes them)."""
+  rates = {name: hparams[name] for name in DROPOUT_HPARAMS if name in hparams}
+  if not rates:
+    return module
+  return module.clone(config=dataclasses.replace(module.config, **rates))
 
 
 def token_losses(logits: jax.Array, targets: jax.Array, label_smoothing):
@@ -133,7 +146,7 @@ def train_step_fn(module: nn.Module, tx: optax.GradientTransformationExtraArgs,
                  hparams: Hparams):
     smoothing = hparams.get("label_smoothing", label_smoothing)
     step_rng = jax.random.fold_in(rng, state.step)
-    grads, sums = accumulated_grads(module, state.params, batch, step_rng,
+    grads, sums = accumulated_grads(with_dropout_rates(module, hparams), state.params, batch, step_rng,
                                     accum_steps=accum_steps, label_smoothing=smoothing)
     grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(sums["tokens"], 1.0), grads)
     grad_norm = optax.tree.norm(grads)
