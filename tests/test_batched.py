@@ -7,6 +7,7 @@ import json
 import os
 import signal
 
+import jax
 import numpy as np
 import pytest
 
@@ -50,8 +51,18 @@ def fixture_alone(tmp_path_factory):
   return root
 
 
+def test_the_run_axis_spreads_members_over_the_devices_that_divide_them():
+  devices = jax.devices()[:8]   # conftest's 8 CPU devices
+  assert len(devices) == 8
+  counts = [len(batched.run_sharding(n, devices).device_set) for n in (1, 2, 3, 5, 9, 12, 16)]
+  assert counts == [1, 2, 3, 5, 3, 6, 8]
+  assert batched.run_sharding(5, devices).spec == jax.sharding.PartitionSpec("runs")
+
+
 @pytest.mark.slow   # four tiny runs (~30 s); the refusal tests below are quick
 def test_a_batched_member_equals_its_lone_run(alone, tmp_path):
+  # The two members train on two of conftest's 8 CPU devices, their lone runs on one.
+  assert len(batched.run_sharding(2).device_set) == 2
   outcomes = batched.train([tiny(0), tiny(1)], [tmp_path / "s0", tmp_path / "s1"])
   assert [o.error for o in outcomes] == [None, None]
   for seed in (0, 1):

@@ -25,8 +25,12 @@ Everything else must match (a ConfigError names what differs).
 Faults: a member whose step is non-finite stops with TrainingDiverged (reported, its last good
 checkpoint kept) and leaves the batch; the others go on. SIGTERM checkpoints every member. A
 restart resumes every member from its own newest checkpoint; members at different steps are
-trained one after another instead. One device, one process: the run axis is not yet placed on
-a mesh axis.
+trained one after another instead.
+
+Devices: each member runs on one device (its config's mesh must be 1); the run axis is a mesh
+axis over this process's devices (run_sharding: as many as divide the members evenly), so
+on a host with several accelerators the members train side by side, one or more per device.
+One process.
 """
 from __future__ import annotations
 
@@ -72,6 +76,18 @@ def select(tree: Any, indices: Sequence[int]) -> Any:
   return jax.tree_util.tree_map(lambda leaf: leaf[np.array(indices, np.int32)], tree)
 
 
+def run_sharding(num_members: int, devices: Sequence[jax.Device] | None = None
+                 ) -> jax.sharding.NamedSharding:
+  """The run axis on a mesh axis 'runs': [N, ...] arrays split on their leading axis over the
+  most local devices that divide N (whole members per device: N = 5 on 8 devices takes 5,
+  N = 6 on 4 takes 3). A member's step needs nothing from another's, so each device runs its
+  members' steps alone."""
+  devices = list(jax.local_devices() if devices is None else devices)
+  count = max(d for d in range(1, min(num_members, len(devices)) + 1) if num_members % d == 0)
+  mesh = jax.sharding.Mesh(np.asarray(devices[:count]), ("runs",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+
+
 def member(tree: Any, index: int) -> Any:
   """Slice `index` of a stacked pytree (a new array per leaf: safe to donate the stack after)."""
   return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
@@ -100,8 +116,9 @@ class BatchedTrainer:
                         f"these differ: {', '.join(differ)}")
     devices = parallel.make_mesh(cfgs[0].mesh).size
     if devices > 1 or jax.process_count() > 1:
-      raise ConfigError(f"train-batch runs on one device (the config's mesh has {devices}); set "
-                        "--config.mesh.data=1 (the run axis is not sharded over devices yet)")
+      raise ConfigError(f"each member of a batch runs on one device (the config's mesh has "
+                        f"{devices}); set --config.mesh.data=1 (the members are spread over "
+                        "this process's devices instead)")
     self.members = [loop.Trainer(c, w) for c, w in zip(cfgs, workdirs)]
     lead = self.members[0]
     cfg = lead.cfg.train
@@ -140,18 +157,21 @@ class BatchedTrainer:
     diverges. Returns the active members' final states, in `active` order."""
     lead = self.members[0]
     start, end = int(states[0].step), lead.cfg.train.num_steps
-    stacked = stack(states)
-    rngs = stack([self.members[i].rng for i in active])
-    hparams = select(self.hparams, active)
+    sharding = run_sharding(len(active))
+    stacked, rngs, hparams = jax.device_put(
+        (stack(states), stack([self.members[i].rng for i in active]),
+         select(self.hparams, active)), sharding)
+    logging.info("%d members on %d device(s)", len(active), len(sharding.device_set))
     meters = {i: progress.Progress(start, end) for i in active}
     del states
     for step in range(start + 1, end + 1):
       local = [next(self.members[i].batches) for i in active]
-      batch = jax.device_put(stack([{k: np.asarray(v) for k, v in b.items()} for b in local]))
+      batch = jax.device_put(stack([{k: np.asarray(v) for k, v in b.items()} for b in local]),
+                             sharding)
       stacked, metrics = self.train_step(stacked, batch, rngs, hparams)
       failed = []
       for slot, i in enumerate(active):
-        state_of = lambda slot=slot: member(stacked, slot)
+        state_of = lambda slot=slot, i=i: self.member_state(stacked, slot, i)
         try:
           self.members[i].after_step(step, state_of, member(metrics, slot), local[slot], meters[i])
         except TrainingDiverged as e:
@@ -160,19 +180,25 @@ class BatchedTrainer:
           failed.append(slot)
       if failed:
         keep = [slot for slot in range(len(active)) if slot not in failed]
-        stacked, rngs, hparams = select((stacked, rngs, hparams), keep)
         active[:] = [active[slot] for slot in keep]
         if not active:
           return []
+        sharding = run_sharding(len(active))
+        stacked, rngs, hparams = jax.device_put(select((stacked, rngs, hparams), keep), sharding)
       if guard.should_stop():
         self.preempted(step, stacked, active)
-    return [member(stacked, slot) for slot in range(len(active))]
+    return [self.member_state(stacked, slot, i) for slot, i in enumerate(active)]
+
+  def member_state(self, stacked: state_lib.TrainState, slot: int, index: int
+                   ) -> state_lib.TrainState:
+    """Member `index`'s state (slot `slot` of the stack), placed as its lone run's would be."""
+    return jax.device_put(member(stacked, slot), self.members[index].state_shardings)
 
   def preempted(self, step: int, stacked: state_lib.TrainState, active: list[int]) -> None:
     """Checkpoint every active member, then raise Preempted."""
     for slot, i in enumerate(active):
       trainer = self.members[i]
-      trainer.save(step, member(stacked, slot), force=True)
+      trainer.save(step, self.member_state(stacked, slot, i), force=True)
       trainer.checkpointer.close()
     raise preemption.Preempted(f"preempted at step {step}: every member checkpointed; run the "
                                "same command to resume")

@@ -146,8 +146,8 @@ def train_step_fn(module: nn.Module, tx: optax.GradientTransformationExtraArgs,
                  hparams: Hparams):
     smoothing = hparams.get("label_smoothing", label_smoothing)
     step_rng = jax.random.fold_in(rng, state.step)
-    grads, sums = accumulated_grads(with_dropout_rates(module, hparams), state.params, batch, step_rng,
-                                    accum_steps=accum_steps, label_smoothing=smoothing)
+    grads, sums = accumulated_grads(with_dropout_rates(module, hparams), state.params, batch,
+                                    step_rng, accum_steps=accum_steps, label_smoothing=smoothing)
     grads = jax.tree_util.tree_map(lambda g: g / jnp.maximum(sums["tokens"], 1.0), grads)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, hparams=hparams)
