@@ -228,6 +228,16 @@ def search(module: nn.Module, variables: Any, src: jax.Array, max_len: int, *,
   return beam_search(module, variables, src, beam_size, max_len, alpha=alpha)
 
 
+@functools.partial(jax.jit, static_argnames=("module", "max_len", "beam_size", "alpha"))
+def search_members(module: nn.Module, stacked_params: Any, src: jax.Array, max_len: int, *,
+                   beam_size: int = 1, alpha: float = 0.6) -> jax.Array:
+  """`search` for N models of one architecture (a batch of runs, encdec/train/batched.py) whose
+  params are stacked on a leading axis, in one vmapped program: src [B, S] --> [N, B, max_len].
+  Each member's rows are its own `search`'s (the same computation, batched)."""
+  return jax.vmap(lambda params: search(module, {"params": params}, src, max_len,
+                                        beam_size=beam_size, alpha=alpha))(stacked_params)
+
+
 # ---------------------------------------------------------------------------------- sampling
 def filter_logits(log_probs: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 1.0) -> jax.Array:

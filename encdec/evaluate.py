@@ -8,6 +8,7 @@ import pathlib
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import numpy as np
 from absl import logging
 
@@ -28,23 +29,48 @@ def decode_split(module: nn.Module, params: Any, task, task_cfg, split: str, *, 
                  alpha: float = 0.6, show_progress: bool = False) -> list[Prediction]:
   """Decode the first `max_examples` (0: all) examples of `split` (greedy or beam search);
   `max_len_for(S)`: the output length limit for the split's source width S."""
+  search = lambda src, max_len: decoding.search(module, {"params": params}, src, max_len,
+                                                beam_size=beam_size, alpha=alpha)[None]
+  return _decode(search, 1, task, task_cfg, split, batch_size=batch_size,
+                 max_len_for=max_len_for, max_examples=max_examples,
+                 show_progress=show_progress)[0]
+
+
+def decode_split_members(module: nn.Module, stacked_params: Any, task, task_cfg, split: str, *,
+                         batch_size: int, max_len_for: Callable[[int], int],
+                         max_examples: int = 0, beam_size: int = 1,
+                         alpha: float = 0.6) -> list[list[Prediction]]:
+  """decode_split for N runs of one architecture, params stacked on a leading axis, decoded
+  together (decoding.search_members); one list of predictions per member."""
+  search = lambda src, max_len: decoding.search_members(module, stacked_params, src, max_len,
+                                                        beam_size=beam_size, alpha=alpha)
+  members = len(jax.tree_util.tree_leaves(stacked_params)[0])
+  return _decode(search, members, task, task_cfg, split, batch_size=batch_size,
+                 max_len_for=max_len_for, max_examples=max_examples)
+
+
+def _decode(search: Callable[[np.ndarray, int], Any], members: int, task, task_cfg, split: str, *,
+            batch_size: int, max_len_for: Callable[[int], int], max_examples: int,
+            show_progress: bool = False) -> list[list[Prediction]]:
+  """The split's predictions by `search(src [B, S], max_len) -> tokens [N, B, L]`, per member."""
   total = len(task.eval_examples(split))
   total = min(total, max_examples) if max_examples else total
   meter = progress.Progress(0, total)
-  out = []
+  out: list[list[Prediction]] = [[] for _ in range(members)]
   for src, examples in pipeline.eval_batches(task, task_cfg, split, batch_size=batch_size):
-    max_len = max_len_for(src.shape[1])                                    # src: [B, S]
-    tokens = np.asarray(decoding.search(module, {"params": params}, src, max_len,
-                                        beam_size=beam_size, alpha=alpha))    # [B, L]
-    for example, row in zip(examples, tokens):
-      out.append(Prediction(example.src, tuple(example.refs), task.tgt_tokenizer.decode(row)))
+    tokens = np.asarray(search(src, max_len_for(src.shape[1])))           # [N, B, L]
+    for predictions, rows in zip(out, tokens):
+      predictions.extend(Prediction(example.src, tuple(example.refs),
+                                    task.tgt_tokenizer.decode(row))
+                         for example, row in zip(examples, rows))
+    done = len(out[0])
     if show_progress:
-      rate = meter.report(len(out))
-      logging.info("decoded %d/%d %s examples (%.1f/s, ETA %s)", len(out), total, split,
+      rate = meter.report(done)
+      logging.info("decoded %d/%d %s examples (%.1f/s, ETA %s)", done, total, split,
                    rate["steps_per_s"], progress.format_duration(rate["eta_s"]))
-      meter.restart(len(out))
-    if max_examples and len(out) >= max_examples:
-      return out[:max_examples]
+      meter.restart(done)
+    if max_examples and done >= max_examples:
+      return [predictions[:max_examples] for predictions in out]
   return out
 
 

@@ -38,6 +38,12 @@ def losses(workdir, key: str = "train/loss") -> dict[int, float]:
   return {r["step"]: r[key] for r in rows if key in r}
 
 
+def eval_row(workdir, step: int = 10) -> dict[str, float]:
+  """The periodic evaluation's logged numbers at `step`."""
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return {k: v for r in rows if r["step"] == step for k, v in r.items() if k.startswith("eval/")}
+
+
 def predictions(workdir, step: int = 20) -> str:
   return (workdir / "eval" / f"test-{step}-predictions.tsv").read_text()
 
@@ -97,6 +103,12 @@ def test_members_differing_in_hyperparameters_equal_their_lone_runs(alone, tmp_p
       np.testing.assert_allclose(list(losses(got, key).values()),
                                  list(losses(want, key).values()), rtol=RTOL)
     assert predictions(got) == predictions(want)
+    # The periodic evaluation at step 10, batched (teacher-forced loss with the member's own
+    # label smoothing, accuracy, greedy decoding's scores): every number the lone run logged.
+    want_eval, got_eval = eval_row(want), eval_row(got)
+    assert sorted(got_eval) == sorted(want_eval) and "eval/loss" in want_eval
+    np.testing.assert_allclose([got_eval[k] for k in sorted(want_eval)],
+                               [want_eval[k] for k in sorted(want_eval)], rtol=RTOL)
     # Its own learning rate (metrics at step 5: the schedule at step 4).
     assert losses(got, "train/learning_rate")[5] == pytest.approx(
         float(optim.schedule(cfgs[seed].optim, 20)(4)))
@@ -184,8 +196,8 @@ def test_sigterm_checkpoints_every_member_and_the_rerun_finishes_like_the_lone_r
   trainer = batched.BatchedTrainer([tiny(0), tiny(1)], workdirs)
   after_step = loop.Trainer.after_step
 
-  def signal_at_step_7(self, step, *args):
-    after_step(self, step, *args)
+  def signal_at_step_7(self, step, *args, **kwargs):
+    after_step(self, step, *args, **kwargs)
     if step == 7 and self is trainer.members[1]:
       os.kill(os.getpid(), signal.SIGTERM)
   monkeypatch.setattr(loop.Trainer, "after_step", signal_at_step_7)

@@ -7,11 +7,13 @@ Small models leave a CPU (and far more an accelerator) mostly idle; `jax.vmap` o
 run axis turns N small train steps into one larger one. Each member stays a normal run: its own
 `Trainer` (workdir, config.json, data stream in its seed's order, dropout key, metrics,
 TensorBoard, Orbax checkpoints, evaluations, final decoding), so `encdec report`, `eval`,
-`decode` and resuming alone or batched work as for any run. Only the train step is shared:
-the members' states are stacked on a leading axis and `train_step_fn` runs under
-`jax.jit(jax.vmap(...))`. A member's step is the step it would take alone, computed as one slice
-of batched matrix products, so its metrics equal the lone run's up to float reassociation
-(tests/test_batched.py states the tolerance).
+`decode` and resuming alone or batched work as for any run. The computation is shared: the
+members' states are stacked on a leading axis and `train_step_fn` runs under
+`jax.jit(jax.vmap(...))`; the periodic evaluations (teacher-forced statistics and greedy
+decoding) and the final decoding are vmapped over the members' params the same way
+(decoding.search_members), each member then scoring and writing its own. A member's step is
+the step it would take alone, computed as one slice of batched matrix products, so its metrics
+equal the lone run's up to float reassociation (tests/test_batched.py states the tolerance).
 
 What members may differ in: train.seed, and the per-run hyperparameters of step.HPARAMS
 (optim.learning_rate, warmup_steps, weight_decay, grad_clip_norm; train.label_smoothing;
@@ -35,6 +37,7 @@ One process.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -43,7 +46,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from encdec import config as config_lib, parallel
+from encdec import config as config_lib, evaluate, parallel
 from encdec.config import ConfigError
 from encdec.errors import TrainingDiverged
 from encdec.train import loop, preemption, progress, state as state_lib
@@ -127,6 +130,10 @@ class BatchedTrainer:
                                   accum_steps=cfg.accum_steps,
                                   skip_nonfinite=cfg.skip_nonfinite)
     self.train_step = jax.jit(jax.vmap(pure), donate_argnums=0)
+    # Evaluations: every member's params, one batch of rows they share, their own hparams.
+    self.eval_step = jax.jit(jax.vmap(
+        step_lib.eval_step_fn(lead.module, label_smoothing=cfg.label_smoothing),
+        in_axes=(0, None, 0)))
     self.hparams = varying_hparams(cfgs)    # name -> [N]
 
   def run(self) -> list[Outcome]:
@@ -139,10 +146,35 @@ class BatchedTrainer:
     outcomes = [Outcome(str(m.workdir)) for m in self.members]
     active = list(range(len(self.members)))
     with preemption.PreemptionGuard() as guard:
-      states = self.train_together(states, active, outcomes, guard)
-    for i, state in zip(active, states):
-      outcomes[i].scores = self.members[i].finish(state)
+      stacked = self.train_together(states, active, outcomes, guard)
+    finals = [self.member_state(stacked, slot, i) for slot, i in enumerate(active)]
+    for i, state in zip(active, finals):   # every final checkpoint before any decoding
+      self.members[i].finish_training(state)
+    decoded = functools.cache(lambda split: self.decode(stacked.params, split))
+    for slot, (i, state) in enumerate(zip(active, finals)):
+      trainer = self.members[i]
+      outcomes[i].scores = trainer.final_eval(state, lambda split, slot=slot: decoded(split)[slot])
+      if trainer.writer is not None:
+        trainer.writer.close()
     return outcomes
+
+  def decode(self, stacked_params: Any, split: str) -> list[list]:
+    """The final decoding of `split` (decode.beam_size) by every active member at once."""
+    lead = self.members[0]
+    return evaluate.decode_split_members(
+        lead.module, stacked_params, lead.task, lead.cfg.task, split,
+        **lead.decode_options(0, lead.cfg.decode.beam_size))
+
+  def periodic_scores(self, stacked: state_lib.TrainState, hparams) -> list[dict[str, Any]]:
+    """Every active member's periodic evaluation (loop.Trainer.periodic_scores), computed
+    together: one vmapped teacher-forced pass, one vmapped greedy decoding."""
+    lead = self.members[0]
+    sums = lead.teacher_forced_sums(lambda local: self.eval_step(stacked.params, local, hparams))
+    predictions = evaluate.decode_split_members(
+        lead.module, stacked.params, lead.task, lead.cfg.task, lead.cfg.eval.split,
+        **lead.decode_options(lead.cfg.eval.max_examples))
+    return [{**loop.teacher_forced_scores(member(sums, slot)),
+             **evaluate.score(lead.task, own)} for slot, own in enumerate(predictions)]
 
   def _alone(self, trainer: loop.Trainer) -> Outcome:
     try:
@@ -152,9 +184,9 @@ class BatchedTrainer:
 
   def train_together(self, states: list[state_lib.TrainState], active: list[int],
                      outcomes: list[Outcome], guard: preemption.PreemptionGuard
-                     ) -> list[state_lib.TrainState]:
+                     ) -> state_lib.TrainState:
     """The shared step loop; `active` (member indices still training) shrinks when a member
-    diverges. Returns the active members' final states, in `active` order."""
+    diverges. Returns the active members' final states, stacked in `active` order."""
     lead = self.members[0]
     start, end = int(states[0].step), lead.cfg.train.num_steps
     sharding = run_sharding(len(active))
@@ -169,11 +201,13 @@ class BatchedTrainer:
       batch = jax.device_put(stack([{k: np.asarray(v) for k, v in b.items()} for b in local]),
                              sharding)
       stacked, metrics = self.train_step(stacked, batch, rngs, hparams)
+      scores = functools.cache(lambda: self.periodic_scores(stacked, hparams))   # if due
       failed = []
       for slot, i in enumerate(active):
         state_of = lambda slot=slot, i=i: self.member_state(stacked, slot, i)
         try:
-          self.members[i].after_step(step, state_of, member(metrics, slot), local[slot], meters[i])
+          self.members[i].after_step(step, state_of, member(metrics, slot), local[slot], meters[i],
+                                     eval_scores_of=lambda slot=slot: scores()[slot])
         except TrainingDiverged as e:
           logging.error("member %s: %s", self.members[i].workdir, e)
           outcomes[i].error = str(e)
@@ -182,12 +216,12 @@ class BatchedTrainer:
         keep = [slot for slot in range(len(active)) if slot not in failed]
         active[:] = [active[slot] for slot in keep]
         if not active:
-          return []
+          return None
         sharding = run_sharding(len(active))
         stacked, rngs, hparams = jax.device_put(select((stacked, rngs, hparams), keep), sharding)
       if guard.should_stop():
         self.preempted(step, stacked, active)
-    return [self.member_state(stacked, slot, i) for slot, i in enumerate(active)]
+    return stacked
 
   def member_state(self, stacked: state_lib.TrainState, slot: int, index: int
                    ) -> state_lib.TrainState:

@@ -202,15 +202,21 @@ class Trainer:
       state = self.train_until(state, start, guard)
     return self.finish(state)
 
-  def finish(self, state: state_lib.TrainState) -> dict[str, Any]:
-    """After the last step: the final checkpoint, then the final evaluation; its scores."""
-    self.save(int(state.step), state, force=True)
-    self.checkpointer.close()
-    self.batches.close()  # stop the prefetch threads
-    result = self.final_eval(state)
+  def finish(self, state: state_lib.TrainState,
+             decoded: Callable[[str], list] | None = None) -> dict[str, Any]:
+    """After the last step: the final checkpoint, then the final evaluation (`decoded`: see
+    final_eval); its scores."""
+    self.finish_training(state)
+    result = self.final_eval(state, decoded)
     if self.writer is not None:
       self.writer.close()
     return result
+
+  def finish_training(self, state: state_lib.TrainState) -> None:
+    """The final checkpoint; the data stream's prefetch threads stopped."""
+    self.save(int(state.step), state, force=True)
+    self.checkpointer.close()
+    self.batches.close()
 
   def train_until(self, state: state_lib.TrainState, start: int,
                   guard: preemption.PreemptionGuard) -> state_lib.TrainState:
@@ -226,10 +232,13 @@ class Trainer:
 
   def after_step(self, step: int, state_of: Callable[[], state_lib.TrainState],
                  metrics: dict[str, jax.Array], local: dict[str, Any],
-                 meter: progress.Progress) -> None:
+                 meter: progress.Progress,
+                 eval_scores_of: Callable[[], dict[str, Any]] | None = None) -> None:
     """Logs, evaluations and checkpoints due after train step `step`, each after checking that
     no step so far was non-finite (TrainingDiverged if one was). `state_of()` gives the state
-    after the step; it is only called when an evaluation or a checkpoint needs it."""
+    after the step; it is only called when an evaluation or a checkpoint needs it.
+    `eval_scores_of()`, if given, gives the periodic evaluation's scores (a batch of runs
+    computes its members' together); else they are `periodic_scores(state_of())`."""
     cfg = self.cfg
     if not cfg.train.skip_nonfinite:
       self.nonfinite.add(step, metrics["finite"])
@@ -240,7 +249,8 @@ class Trainer:
       self.report(step, jax.device_get(metrics), meter.report(step))
     if step % cfg.eval.every_steps == 0 and step != cfg.train.num_steps:
       self.check_finite()
-      self.periodic_eval(step, state_of())
+      scores = eval_scores_of() if eval_scores_of else self.periodic_scores(state_of())
+      self.log_periodic_eval(step, scores)
       meter.restart(step)
     if self.checkpointer.should_save(step):
       self.save(step, state_of())
@@ -288,17 +298,25 @@ class Trainer:
     self.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"},
                     **{f"train/{k}": v for k, v in rates.items()}})
 
+  def decode_options(self, max_examples: int, beam_size: int = 1) -> dict[str, Any]:
+    """evaluate.decode_split's options (also decode_split_members')."""
+    return dict(batch_size=self.cfg.eval.batch_size, max_examples=max_examples,
+                max_len_for=functools.partial(assembly.decode_max_len, self.cfg),
+                beam_size=beam_size, alpha=self.cfg.decode.alpha)
+
+  def decode(self, params, split: str, max_examples: int, beam_size: int = 1) -> list:
+    """`split`'s predictions (greedy, or beam search with decode.alpha)."""
+    return evaluate.decode_split(self.module, params, self.task, self.cfg.task, split,
+                                 **self.decode_options(max_examples, beam_size))
+
   def evaluate(self, state, split: str, max_examples: int, beam_size: int = 1):
-    """Decode `split` (greedy, or beam search with decode.alpha) and score it."""
-    predictions = evaluate.decode_split(
-        self.module, state.params, self.task, self.cfg.task, split,
-        batch_size=self.cfg.eval.batch_size,
-        max_len_for=functools.partial(assembly.decode_max_len, self.cfg),
-        max_examples=max_examples, beam_size=beam_size, alpha=self.cfg.decode.alpha)
+    """Decode `split` and score it."""
+    predictions = self.decode(state.params, split, max_examples, beam_size)
     return evaluate.score(self.task, predictions), predictions
 
-  def teacher_forced_eval(self, state) -> dict[str, float]:
-    """Loss, perplexity and token accuracy on about eval.max_examples of the eval split."""
+  def teacher_forced_sums(self, sums_of: Callable[[dict[str, Any]], Any]) -> Any:
+    """`sums_of(batch)` (an eval step's statistics of this process's rows), summed over about
+    eval.max_examples of the eval split."""
     cfg = self.cfg
     batches = pipeline.train_batches(self.task, cfg.task, split=cfg.eval.split,
                                      batch_size=cfg.train.batch_size, seed=0,
@@ -307,32 +325,51 @@ class Trainer:
     num_batches = max(1, -(-(cfg.eval.max_examples or 1000) // cfg.train.batch_size))
     sums = None
     for _ in range(num_batches):
-      batch_sums = self.eval_step(state.params, self.global_batch(next(batches)))
+      batch_sums = sums_of(next(batches))
       sums = batch_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch_sums)
     batches.close()
-    return {k: float(v) for k, v in step_lib.summarize(sums).items() if k != "tokens"}
+    return sums
 
-  def periodic_eval(self, step: int, state) -> None:
+  def teacher_forced_eval(self, state) -> dict[str, float]:
+    """Loss, perplexity and token accuracy on about eval.max_examples of the eval split."""
+    sums = self.teacher_forced_sums(
+        lambda local: self.eval_step(state.params, self.global_batch(local)))
+    return teacher_forced_scores(sums)
+
+  def periodic_scores(self, state) -> dict[str, Any]:
+    """The periodic evaluation: teacher-forced scores, then greedy decoding's."""
     scores, _ = self.evaluate(state, self.cfg.eval.split, self.cfg.eval.max_examples)
-    scores = {**self.teacher_forced_eval(state), **scores}
+    return {**self.teacher_forced_eval(state), **scores}
+
+  def log_periodic_eval(self, step: int, scores: dict[str, Any]) -> None:
     logging.info("eval %s @ %d: %s", self.cfg.eval.split, step, _fmt(scores))
     self.log(step, {f"eval/{k}": v for k, v in scores.items() if not isinstance(v, str)})
 
-  def final_eval(self, state) -> dict[str, Any]:
-    """Decode eval.final_split, then each of eval.extra_final_splits; the first's scores."""
-    return [self.final_eval_split(state, split) for split in assembly.final_splits(self.cfg)][0]
+  def final_eval(self, state, decoded: Callable[[str], list] | None = None) -> dict[str, Any]:
+    """Decode eval.final_split, then each of eval.extra_final_splits; the first's scores.
+    `decoded(split)`, if given, gives a split's predictions (a batch decodes its members'
+    together)."""
+    return [self.final_eval_split(state, split, decoded(split) if decoded else None)
+            for split in assembly.final_splits(self.cfg)][0]
 
-  def final_eval_split(self, state, split: str) -> dict[str, Any]:
+  def final_eval_split(self, state, split: str, predictions: list | None = None
+                       ) -> dict[str, Any]:
     """The whole split with the config's search (decode.beam_size; periodic evals are greedy)."""
     step, beam_size = int(state.step), self.cfg.decode.beam_size
-    scores, predictions = self.evaluate(state, split, 0, beam_size)
-    scores["beam_size"] = beam_size
+    if predictions is None:
+      predictions = self.decode(state.params, split, 0, beam_size)
+    scores = {**evaluate.score(self.task, predictions), "beam_size": beam_size}
     logging.info("final %s @ %d: %s\n%s", split, step, _fmt(scores),
                  evaluate.format_samples(predictions, self.cfg.eval.num_samples_to_print))
     self.log(step, {f"{split}/{k}": v for k, v in scores.items() if not isinstance(v, str)})
     if jax.process_index() == 0:
       evaluate.write_outputs(self.workdir / "eval", split, step, scores, predictions)
     return scores
+
+
+def teacher_forced_scores(sums: dict[str, jax.Array]) -> dict[str, float]:
+  """Summed eval-step statistics --> loss, nll, accuracy, perplexity (Python floats)."""
+  return {k: float(v) for k, v in step_lib.summarize(sums).items() if k != "tokens"}
 
 
 def _num_params(params) -> int:

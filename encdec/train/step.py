@@ -191,9 +191,16 @@ def all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def make_eval_step(module: nn.Module, *, label_smoothing: float):
-  """eval_step(params, batch) -> summed statistics (add them over batches, then summarize)."""
-  def eval_step(params, batch):
+def eval_step_fn(module: nn.Module, *, label_smoothing: float):
+  """eval_step(params, batch, hparams) -> summed statistics (add them over batches, then
+  summarize); pure. `hparams` may replace label_smoothing (the loss reported), as in training."""
+  def eval_step(params, batch, hparams: Hparams):
     return batch_sums(module, params, batch, train=False, rng=None,
-                      label_smoothing=label_smoothing)[1]
-  return jax.jit(eval_step)
+                      label_smoothing=hparams.get("label_smoothing", label_smoothing))[1]
+  return eval_step
+
+
+def make_eval_step(module: nn.Module, *, label_smoothing: float):
+  """eval_step_fn's step for a lone run, eval_step(params, batch), jitted."""
+  pure = eval_step_fn(module, label_smoothing=label_smoothing)
+  return jax.jit(lambda params, batch: pure(params, batch, {}))
