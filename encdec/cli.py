@@ -3,8 +3,8 @@
     encdec train  [--config PATH[:ARG]] [--workdir DIR] [--config.KEY=VALUE ...]
     encdec train-batch [--config PATH[:ARG]] --workdir DIR ... --seeds S,... [--vary KEY=V,...]
                        [--config.KEY=VALUE ...]
-    encdec eval   --workdir DIR [--split test] [--beam N] [--step S] [--plot-attention K]
-                  [--config.mesh.KEY=VALUE ...]
+    encdec eval   --workdir DIR [--split test] [--beam N] [--step S] [--average N]
+                  [--plot-attention K] [--config.mesh.KEY=VALUE ...]
     encdec decode --workdir DIR [--beam N] [--config.mesh.KEY=VALUE ...]
                   [WORD_OR_SENTENCE ...]   (else lines from stdin, streamed)
     encdec sweep  --config PATH[:ARG] --sweep NAME --workdir DIR [--jobs N] [--batch N] [--dry-run]
@@ -144,6 +144,8 @@ def _add_report_parser(sub) -> None:
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--workdir", required=True, help="run directory of `encdec train`")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+  parser.add_argument("--average", type=int, default=1, metavar="N",
+                      help="average the parameters of the N newest checkpoints up to --step")
   parser.add_argument("--beam", type=int, default=None,
                       help="beam size (default: decode.beam_size)")
   parser.add_argument("--alpha", type=float, default=None,
@@ -261,7 +263,7 @@ def cmd_eval(args, overrides) -> int:
   inference.evaluate_run(args.workdir, split=args.split, step=args.step, beam_size=args.beam,
                          alpha=args.alpha, batch_size=args.batch_size,
                          max_examples=args.max_examples, plot_attention=args.plot_attention,
-                         mesh_overrides=overrides)
+                         mesh_overrides=overrides, average=args.average)
   return 0
 
 
@@ -275,7 +277,8 @@ def cmd_decode(args, overrides) -> int:
   for source, output in inference.decode_lines(args.workdir, lines, step=args.step,
                                                beam_size=args.beam, alpha=args.alpha,
                                                batch_size=args.batch_size,
-                                               mesh_overrides=overrides):
+                                               mesh_overrides=overrides,
+                                               average=args.average):
     print(f"{source}\t{output}", flush=True)
   return 0
 

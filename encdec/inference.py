@@ -24,12 +24,14 @@ def _search_options(run, beam_size, alpha, batch_size):
 def evaluate_run(workdir: str | pathlib.Path, *, split: str | None = None, step: int | None = None,
                  beam_size: int | None = None, alpha: float | None = None,
                  batch_size: int | None = None, max_examples: int = 0,
-                 plot_attention: int = 0, mesh_overrides: Mapping[str, Any] | None = None) -> dict:
-  """Decode `split` with a checkpoint; write WORKDIR/eval/<split>-<step>[-beamN].json + .tsv,
-  and with `plot_attention` K the cross-attention maps of the first K examples.
+                 plot_attention: int = 0, mesh_overrides: Mapping[str, Any] | None = None,
+                 average: int = 1) -> dict:
+  """Decode `split` with a checkpoint; write WORKDIR/eval/<split>[-avgN][-beamN]-<step>.json
+  + .tsv, and with `plot_attention` K the cross-attention maps of the first K examples.
 
-  The parameters are loaded onto the mesh of `mesh_overrides` (see run.load)."""
-  run = run_lib.load(workdir, step, mesh_overrides)
+  The parameters are loaded onto the mesh of `mesh_overrides`; `average` N > 1 averages the
+  N newest checkpoints up to `step` (see run.load)."""
+  run = run_lib.load(workdir, step, mesh_overrides, average)
   split = split or run.cfg.eval.final_split
   if split not in run.task.splits:
     raise ConfigError(f"unknown split {split!r} for task {run.task.name}; valid: "
@@ -42,7 +44,10 @@ def evaluate_run(workdir: str | pathlib.Path, *, split: str | None = None, step:
       max_len_for=functools.partial(assembly.decode_max_len, run.cfg), max_examples=max_examples,
       beam_size=beam_size, alpha=alpha, show_progress=True)
   scores = {**evaluate.score(run.task, predictions), "beam_size": beam_size, "step": run.step}
-  name = split if beam_size == 1 else f"{split}-beam{beam_size}"
+  if run.averaged_steps:
+    scores["averaged_steps"] = list(run.averaged_steps)
+  name = split + (f"-avg{average}" if average > 1 else "") + (
+      f"-beam{beam_size}" if beam_size > 1 else "")
   out_dir = pathlib.Path(workdir) / "eval"
   evaluate.write_outputs(out_dir, name, run.step, scores, predictions)
   logging.info("%s @ step %d (beam %d): %s -> %s", split, run.step, beam_size,
@@ -85,11 +90,12 @@ def _pad_batch(rows: list[list[int]], pad_id: int, bucket: int = 16) -> np.ndarr
 def decode_lines(workdir: str | pathlib.Path, lines: Iterable[str | None], *,
                  step: int | None = None, beam_size: int | None = None,
                  alpha: float | None = None, batch_size: int | None = None,
-                 mesh_overrides: Mapping[str, Any] | None = None) -> Iterator[tuple[str, str]]:
+                 mesh_overrides: Mapping[str, Any] | None = None,
+                 average: int = 1) -> Iterator[tuple[str, str]]:
   """(source, output) for each non-blank line, in input order, decoded in batches as the lines
   arrive (see `batches`): each batch's results are yielded before another line is read, so
-  this works as a filter on an unbounded stream."""
-  run = run_lib.load(workdir, step, mesh_overrides)
+  this works as a filter on an unbounded stream. `average`: see run.load."""
+  run = run_lib.load(workdir, step, mesh_overrides, average)
   beam_size, alpha, batch_size = _search_options(run, beam_size, alpha, batch_size)
   for batch in batches(lines, batch_size):
     yield from zip(batch, _decode_batch(run, batch, beam_size, alpha))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import flax.linen as nn
 import jax
@@ -27,6 +27,7 @@ class TrainedRun:
   module: Any
   params: Any
   step: int
+  averaged_steps: tuple[int, ...] = ()   # with load(average=N): the N steps averaged
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -45,28 +46,65 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 
 def load(workdir: str | pathlib.Path, step: int | None = None,
-         mesh_overrides: Mapping[str, Any] | None = None) -> TrainedRun:
+         mesh_overrides: Mapping[str, Any] | None = None, average: int = 1) -> TrainedRun:
   """The run's config, task, model and the parameters of checkpoint `step` (default: the
   newest readable one), placed on the mesh `mesh_overrides` describes (see `mesh_config`).
 
   Only the parameters are read, not the optimizer state, each directly into its sharding.
+  `average` N > 1: the mean of the parameters of the N newest checkpoints up to `step`
+  (checkpoint averaging, as in Vaswani et al. 2017 and fairseq); `step` is then the newest.
   """
+  if average < 1:
+    raise ConfigError(f"--average must be >= 1, got {average}")
   cfg = load_config(workdir)
   mesh = make_mesh(mesh_config(mesh_overrides))
   task = tasks.build(cfg.task)
   module = assembly.build_model(cfg, task)
   ckpt = checkpoint.Checkpointer(workdir, every_steps=1, keep=cfg.checkpoint.keep,
                                  async_save=False)
-  steps = ckpt.all_steps()
-  if not steps:
-    raise CheckpointError(f"no checkpoint in {ckpt.directory}; train first with "
-                          f"`encdec train --workdir {workdir}`")
-  if step is not None and step not in steps:
-    raise CheckpointError(f"no checkpoint of step {step} in {ckpt.directory}; saved steps: "
-                          f"{', '.join(map(str, steps))}")
-  params, step = ckpt.restore_params(abstract_params(cfg, module, mesh), step)
-  ckpt.close()
-  return TrainedRun(cfg, task, module, params, step)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoint in {ckpt.directory}; train first with "
+                            f"`encdec train --workdir {workdir}`")
+    if step is not None and step not in steps:
+      raise CheckpointError(f"no checkpoint of step {step} in {ckpt.directory}; saved steps: "
+                            f"{', '.join(map(str, steps))}")
+    abstract = abstract_params(cfg, module, mesh)
+    if average == 1:
+      params, step = ckpt.restore_params(abstract, step)
+      return TrainedRun(cfg, task, module, params, step)
+    averaged = averaged_steps(steps, step, average, ckpt.directory)
+    params = average_params(ckpt.restore_params(abstract, s)[0] for s in averaged)
+    return TrainedRun(cfg, task, module, params, averaged[-1], tuple(averaged))
+  finally:
+    ckpt.close()
+
+
+def averaged_steps(steps: list[int], step: int | None, average: int,
+                   directory: pathlib.Path) -> list[int]:
+  """The `average` newest of the saved `steps` up to `step` (oldest first)."""
+  upto = [s for s in steps if step is None or s <= step]
+  if len(upto) < average:
+    raise CheckpointError(
+        f"cannot average {average} checkpoints: {directory} has {len(upto)} up to step "
+        f"{upto[-1] if upto else step} ({', '.join(map(str, upto))}); train with a larger "
+        "checkpoint.keep (and a smaller checkpoint.every_steps) to keep more")
+  return upto[-average:]
+
+
+def average_params(trees: Iterable[Any]) -> Any:
+  """The elementwise mean of parameter trees, read one at a time (two in memory at once);
+  float32 sums in the given order, each leaf keeping its sharding."""
+  total, count = None, 0
+  for tree in trees:
+    total, count = (tree if total is None else _add_trees(total, tree)), count + 1
+  return jax.jit(lambda t: jax.tree_util.tree_map(lambda x: x / count, t))(total)
+
+
+@jax.jit
+def _add_trees(a: Any, b: Any) -> Any:
+  return jax.tree_util.tree_map(lambda x, y: x + y, a, b)
 
 
 def mesh_config(overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:

@@ -215,3 +215,24 @@ def test_plotting_a_variant_without_attention_maps_fails_in_one_line_before_deco
       "plot (No cross-attention: a control in which the decoder cannot read the source); run "
       "eval without --plot-attention"]
   assert not (copy / "eval").exists()
+
+
+def test_checkpoint_averaging_is_the_mean_of_the_newest_checkpoints(trained, tmp_path):
+  """--average N: the elementwise mean of the N newest checkpoints' params up to --step,
+  recorded in the scores and the output names; too few checkpoints is a one-line error."""
+  two, four = run_lib.load(trained, 2).params, run_lib.load(trained, 4).params
+  averaged = run_lib.load(trained, average=2)
+  assert (averaged.step, averaged.averaged_steps) == (4, (2, 4))
+  for got, a, b in zip(*map(jax.tree_util.tree_leaves, (averaged.params, two, four))):
+    np.testing.assert_allclose(got, (np.asarray(a) + np.asarray(b)) / 2, rtol=1e-6)
+  assert not np.allclose(jax.tree_util.tree_leaves(two)[0], jax.tree_util.tree_leaves(four)[0])
+  assert run_lib.load(trained, 4, average=1).averaged_steps == ()
+  with pytest.raises(CheckpointError, match="cannot average 2 checkpoints: .* has 1 up to "
+                                            "step 2 .*checkpoint.keep"):
+    run_lib.load(trained, 2, average=2)
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir)
+  scores = inference.evaluate_run(workdir, average=2, max_examples=4)
+  assert scores["averaged_steps"] == [2, 4]
+  assert json.loads((workdir / "eval" / "test-avg2-4.json").read_text())["averaged_steps"] \
+      == [2, 4]
