@@ -8,8 +8,10 @@ and each batch size N: the train step of encdec/train/batched.py (`jax.jit(jax.v
 train_step_fn))` over N stacked states, N random batches of the config's shape, N dropout keys)
 timed as benchmarks.run times the lone step (median after warm-up, compile excluded).
 `runs_per_hour_ratio` = N × (lone step time) ÷ (batched step time): how many times more runs an
-hour of training finishes batched than one after another (evaluation and checkpoints, which
-train-batch does per member, left out).
+hour of training finishes batched than one after another (checkpoints left out).
+The same for decoding, as train-batch evaluates its members: greedy search of --decode_batch
+random sources, --decode_len steps exactly, by N members at once (decoding.search_members)
+against one model's decoding.search: `decode_ratio` = N × lone ÷ batched.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ if __name__ == "__main__":   # as benchmarks.run does: huge pages for XLA's buff
 import jax  # noqa: E402
 
 from benchmarks import run  # noqa: E402
-from encdec import assembly, threefry  # noqa: E402
+from encdec import assembly, decoding, threefry  # noqa: E402
 from encdec.data import tasks  # noqa: E402
 from encdec.train import batched, state as state_lib, step as step_lib  # noqa: E402
 
@@ -50,6 +52,19 @@ def step_seconds(args, cfg, size: int) -> float:
   times, _, _ = run.timed_steps(compiled, stacked, [batch] * (args.warmup + args.steps), rngs,
                                 args.warmup)
   return statistics.median(times)
+
+
+def decode_seconds(args, cfg, size: int) -> tuple[float, float]:
+  """Median seconds of greedy decoding by `size` members at once, and by one model alone."""
+  module, _, _ = run.build_train(cfg)
+  src = run.decode_source(args, module.config.src_vocab_size)
+  example = run.train_batch(cfg, args.seed)
+  params = [module.init(jax.random.key(args.seed + i), example["src"], example["tgt_in"])
+            ["params"] for i in range(size)]
+  stacked = batched.stack(params)
+  members = lambda: decoding.search_members(module, stacked, src, args.decode_len, eos_id=-1)
+  lone = lambda: decoding.search(module, {"params": params[0]}, src, args.decode_len, eos_id=-1)
+  return tuple(run.timed_search(fn, 1, args.decode_repeats)[1]["s"] for fn in (members, lone))
 
 
 def load_config(args, d_model: int):
@@ -83,15 +98,20 @@ def main(argv=None) -> dict[str, Any]:
     for size in [int(n) for n in args.sizes.split(",")]:
       print(f"[bench] d_model {d_model}, N={size} ...", file=sys.stderr, flush=True)
       seconds = step_seconds(args, cfg, size)
+      decode_s, lone_decode_s = decode_seconds(args, cfg, size)
       results.append({"d_model": d_model, "runs": size, "step_s": seconds, "lone_step_s": lone,
-                      "runs_per_hour_ratio": size * lone / seconds})
+                      "runs_per_hour_ratio": size * lone / seconds, "decode_s": decode_s,
+                      "lone_decode_s": lone_decode_s,
+                      "decode_ratio": size * lone_decode_s / decode_s})
   out = {"benchmark": "encdec batched runs", "config": args.config, "steps": args.steps,
          **run.environment(), "results": results}
-  print("| d_model | N | batched step (s) | lone step (s) | runs/hour vs one at a time |")
-  print("|---|---|---|---|---|")
+  print("| d_model | N | batched step (s) | lone step (s) | runs/hour vs one at a time | "
+        "batched greedy decoding (s) | lone (s) | decoding vs one at a time |")
+  print("|---|---|---|---|---|---|---|---|")
   for r in results:
     print(f"| {r['d_model']} | {r['runs']} | {r['step_s']:.4f} | {r['lone_step_s']:.4f} | "
-          f"{r['runs_per_hour_ratio']:.2f}× |")
+          f"{r['runs_per_hour_ratio']:.2f}× | {r['decode_s']:.4f} | {r['lone_decode_s']:.4f} | "
+          f"{r['decode_ratio']:.2f}× |")
   if args.json:
     run.write_json(args.json, out)
   return out

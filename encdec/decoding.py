@@ -221,21 +221,25 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
 
 
 def search(module: nn.Module, variables: Any, src: jax.Array, max_len: int, *,
-           beam_size: int = 1, alpha: float = 0.6) -> jax.Array:
-  """Greedy (beam_size 1) or beam search: src [B, S] --> int32 [B, max_len]."""
+           beam_size: int = 1, alpha: float = 0.6, eos_id: int | None = None) -> jax.Array:
+  """Greedy (beam_size 1) or beam search: src [B, S] --> int32 [B, max_len] (`eos_id` as in
+  `greedy`)."""
   if beam_size == 1:
-    return greedy(module, variables, src, max_len)
-  return beam_search(module, variables, src, beam_size, max_len, alpha=alpha)
+    return greedy(module, variables, src, max_len, eos_id=eos_id)
+  return beam_search(module, variables, src, beam_size, max_len, alpha=alpha, eos_id=eos_id)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "max_len", "beam_size", "alpha"))
+@functools.partial(jax.jit, static_argnames=("module", "max_len", "beam_size", "alpha",
+                                             "eos_id"))
 def search_members(module: nn.Module, stacked_params: Any, src: jax.Array, max_len: int, *,
-                   beam_size: int = 1, alpha: float = 0.6) -> jax.Array:
+                   beam_size: int = 1, alpha: float = 0.6, eos_id: int | None = None
+                   ) -> jax.Array:
   """`search` for N models of one architecture (a batch of runs, encdec/train/batched.py) whose
   params are stacked on a leading axis, in one vmapped program: src [B, S] --> [N, B, max_len].
   Each member's rows are its own `search`'s (the same computation, batched)."""
   return jax.vmap(lambda params: search(module, {"params": params}, src, max_len,
-                                        beam_size=beam_size, alpha=alpha))(stacked_params)
+                                        beam_size=beam_size, alpha=alpha,
+                                        eos_id=eos_id))(stacked_params)
 
 
 # ---------------------------------------------------------------------------------- sampling

@@ -253,6 +253,8 @@ def test_batched_benchmark_times_every_size_against_the_lone_step():
   for x in r["results"]:
     assert x["step_s"] > 0 and x["runs_per_hour_ratio"] == pytest.approx(
         x["runs"] * x["lone_step_s"] / x["step_s"])
+    assert x["decode_s"] > 0 and x["decode_ratio"] == pytest.approx(
+        x["runs"] * x["lone_decode_s"] / x["decode_s"])
 
 
 # --------------------------------------------------------------- interleaved runs (issue 21)

@@ -249,3 +249,18 @@ def test_sampling_is_reproducible_and_reduces_to_greedy():
   c = decoding.sample(m, v, SRC, 10, jax.random.key(2), temperature=2.0)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
+
+
+@pytest.mark.slow   # compiles 3 models and both searches twice (~15 s)
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_search_members_decodes_each_member_as_its_own_search(beam_size):
+  """A batch of runs decodes its members together (vmapped over stacked params): each member's
+  rows equal its own search's, and the members do differ."""
+  models = [make(seed=seed, eos_damp=0.0) for seed in (0, 1, 2)]
+  m = models[0][0]
+  stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves),
+                                   *[v["params"] for _, v in models])
+  together = decoding.search_members(m, stacked, SRC, 10, beam_size=beam_size)   # [N, B, L]
+  alone = [decoding.search(m, v, SRC, 10, beam_size=beam_size) for _, v in models]
+  np.testing.assert_array_equal(together, np.stack(alone))
+  assert not np.array_equal(alone[0], alone[1])
