@@ -202,6 +202,20 @@ def test_algorithmic_targets_are_correct(name):
         assert not a.startswith("0") or a == "0"
 
 
+def test_little_endian_add_writes_operands_and_sum_least_significant_digit_first():
+  _, plain = algo("add", num_train=200, num_eval=30)
+  _, little = algo("add", num_train=200, num_eval=30, little_endian=True)
+  for split in plain.splits:
+    for p, e in zip(plain.eval_examples(split), little.eval_examples(split)):
+      a, b = e.src.split("+")
+      assert f"{a[::-1]}+{b[::-1]}" == p.src                 # the same numbers, reversed
+      assert e.refs[0] == p.refs[0][::-1]
+      assert int(e.refs[0][::-1]) == int(a[::-1]) + int(b[::-1])
+  rows = list(little.train_source("train"))
+  assert all(r["tgt"] == little.target(r["src"]) for r in rows)
+  assert any(r["src"].split("+")[0][0] == "0" for r in rows)   # trailing zeros now lead
+
+
 def test_algorithmic_is_deterministic_from_seed_and_test_long_is_longer():
   cfg, task = algo("reverse", num_train=500, num_eval=100)
   _, again = algo("reverse", num_train=500, num_eval=100)
