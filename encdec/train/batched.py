@@ -150,29 +150,26 @@ class BatchedTrainer:
     finals = [self.member_state(stacked, slot, i) for slot, i in enumerate(active)]
     for i, state in zip(active, finals):   # every final checkpoint before any decoding
       self.members[i].finish_training(state)
-    decoded = functools.cache(lambda split: self.decode(stacked.params, split))
+    beam_size = self.members[0].cfg.decode.beam_size
+    decoded = functools.cache(lambda split: self.decode(stacked.params, split, 0, beam_size))
     for slot, (i, state) in enumerate(zip(active, finals)):
-      trainer = self.members[i]
-      outcomes[i].scores = trainer.final_eval(state, lambda split, slot=slot: decoded(split)[slot])
-      if trainer.writer is not None:
-        trainer.writer.close()
+      outcomes[i].scores = self.members[i].finish_eval(
+          state, lambda split, slot=slot: decoded(split)[slot])
     return outcomes
 
-  def decode(self, stacked_params: Any, split: str) -> list[list]:
-    """The final decoding of `split` (decode.beam_size) by every active member at once."""
+  def decode(self, stacked_params: Any, split: str, max_examples: int,
+             beam_size: int = 1) -> list[list]:
+    """loop.Trainer.decode for every active member at once: one list of predictions each."""
     lead = self.members[0]
-    return evaluate.decode_split_members(
-        lead.module, stacked_params, lead.task, lead.cfg.task, split,
-        **lead.decode_options(0, lead.cfg.decode.beam_size))
+    return evaluate.decode_split_members(lead.module, stacked_params, lead.task, lead.cfg.task,
+                                         split, **lead.decode_options(max_examples, beam_size))
 
   def periodic_scores(self, stacked: state_lib.TrainState, hparams) -> list[dict[str, Any]]:
     """Every active member's periodic evaluation (loop.Trainer.periodic_scores), computed
     together: one vmapped teacher-forced pass, one vmapped greedy decoding."""
     lead = self.members[0]
     sums = lead.teacher_forced_sums(lambda local: self.eval_step(stacked.params, local, hparams))
-    predictions = evaluate.decode_split_members(
-        lead.module, stacked.params, lead.task, lead.cfg.task, lead.cfg.eval.split,
-        **lead.decode_options(lead.cfg.eval.max_examples))
+    predictions = self.decode(stacked.params, lead.cfg.eval.split, lead.cfg.eval.max_examples)
     return [{**loop.teacher_forced_scores(member(sums, slot)),
              **evaluate.score(lead.task, own)} for slot, own in enumerate(predictions)]
 

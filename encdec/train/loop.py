@@ -202,11 +202,14 @@ class Trainer:
       state = self.train_until(state, start, guard)
     return self.finish(state)
 
-  def finish(self, state: state_lib.TrainState,
-             decoded: Callable[[str], list] | None = None) -> dict[str, Any]:
-    """After the last step: the final checkpoint, then the final evaluation (`decoded`: see
-    final_eval); its scores."""
+  def finish(self, state: state_lib.TrainState) -> dict[str, Any]:
+    """After the last step: the final checkpoint, then the final evaluation; its scores."""
     self.finish_training(state)
+    return self.finish_eval(state)
+
+  def finish_eval(self, state: state_lib.TrainState,
+                  decoded: Callable[[str], list] | None = None) -> dict[str, Any]:
+    """The final evaluation (`decoded`: see final_eval), then the logs closed; its scores."""
     result = self.final_eval(state, decoded)
     if self.writer is not None:
       self.writer.close()

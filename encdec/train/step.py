@@ -25,8 +25,9 @@ MODEL_INPUTS = ("src_segment_ids", "src_positions", "tgt_segment_ids", "tgt_posi
 # Per-run hyperparameters: hparams name -> config key.
 HPARAMS = {key.split(".")[1]: key for key in config_lib.HPARAM_KEYS}
 
-# Those that are fields of the model's config (the rest are the optimizer's and the loss's).
-DROPOUT_HPARAMS = ("dropout_rate", "attention_dropout_rate")
+# Those that are fields of the model's config, the dropout rates (the rest are the optimizer's
+# and the loss's).
+DROPOUT_HPARAMS = tuple(name for name, key in HPARAMS.items() if key.startswith("model."))
 
 Hparams = Mapping[str, Any]   # name -> Python number, or float32 scalar (traced in the step)
 
