@@ -84,13 +84,24 @@ def finalize(tokens: jax.Array, eos_id: int, pad_id: int) -> jax.Array:
   return jnp.where(seen_eos > 0, pad_id, tokens)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "max_len", "eos_id"))
+def go_on(flag: jax.Array, members_axis: str | None) -> jax.Array:
+  """A search's "keep going" flag (a bool scalar), or'ed over the members of search_members
+  (`members_axis`: its vmap axis). The same flag for every member keeps the search's loop
+  unbatched under vmap: a batched loop condition would make XLA select between the old and
+  the new carry, the whole cache, at every step."""
+  if members_axis is None:
+    return flag
+  return jax.lax.pmax(flag.astype(jnp.int32), members_axis) > 0
+
+
+@functools.partial(jax.jit, static_argnames=("module", "max_len", "eos_id", "members_axis"))
 def greedy(module: nn.Module, variables: Any, src: jax.Array, max_len: int,
-           eos_id: int | None = None) -> jax.Array:
+           eos_id: int | None = None, members_axis: str | None = None) -> jax.Array:
   """Greedy decoding: src int32 [B, S] --> int32 [B, max_len] (tokens, EOS, then PAD).
 
   Stops as soon as every row has produced `eos_id` (default: the model's EOS; -1: never, so
-  every row has exactly max_len tokens, e.g. for benchmarks).
+  every row has exactly max_len tokens, e.g. for benchmarks); with `members_axis` (see
+  search_members), every row of every member. Rows that are done only add PAD.
   """
   cfg, eos = module.config, end_id(module, eos_id)
   module, variables = for_decoding(module, variables)
@@ -101,7 +112,7 @@ def greedy(module: nn.Module, variables: Any, src: jax.Array, max_len: int,
 
   def cond(carry):
     step, _, _, done, _ = carry
-    return (step < max_len) & ~jnp.all(done)
+    return (step < max_len) & go_on(~jnp.all(done), members_axis)
 
   def body(carry):
     step, prev, out, done, cache = carry
@@ -148,10 +159,11 @@ def reorder_cache(cache: Any, beam_indices: jax.Array, beams: int) -> Any:
   return jax.tree_util.tree_map_with_path(reorder, cache)
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("module", "beam_size", "max_len", "return_all", "eos_id"))
+@functools.partial(jax.jit, static_argnames=("module", "beam_size", "max_len", "return_all",
+                                             "eos_id", "members_axis"))
 def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: int, max_len: int,
-                alpha: float = 0.6, return_all: bool = False, eos_id: int | None = None):
+                alpha: float = 0.6, return_all: bool = False, eos_id: int | None = None,
+                members_axis: str | None = None):
   """Batched beam search with the GNMT length penalty: src [B, S] --> int32 [B, max_len].
 
   The best hypothesis per source (tokens, EOS, then PAD). With `return_all`, returns
@@ -161,6 +173,7 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
   (the best one, or all K with `return_all`); a live beam's score can at most reach
   log P / penalty(max_len), since log P only falls as tokens are added. `eos_id` ends a
   hypothesis (default: the model's EOS); -1 never does (benchmarks decode exactly max_len steps).
+  `members_axis`: see greedy (steps past a source's own stop cannot change what it returns).
   """
   cfg, eos = module.config, end_id(module, eos_id)
   module, variables = for_decoding(module, variables)
@@ -181,7 +194,7 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
     return jnp.any(bound > target)
 
   def cond(c):
-    return (c["step"] < max_len) & can_improve(c)
+    return (c["step"] < max_len) & go_on(can_improve(c), members_axis)
 
   def body(c):
     step = c["step"]
@@ -221,12 +234,14 @@ def beam_search(module: nn.Module, variables: Any, src: jax.Array, beam_size: in
 
 
 def search(module: nn.Module, variables: Any, src: jax.Array, max_len: int, *,
-           beam_size: int = 1, alpha: float = 0.6, eos_id: int | None = None) -> jax.Array:
-  """Greedy (beam_size 1) or beam search: src [B, S] --> int32 [B, max_len] (`eos_id` as in
-  `greedy`)."""
+           beam_size: int = 1, alpha: float = 0.6, eos_id: int | None = None,
+           members_axis: str | None = None) -> jax.Array:
+  """Greedy (beam_size 1) or beam search: src [B, S] --> int32 [B, max_len] (`eos_id` and
+  `members_axis` as in `greedy`)."""
   if beam_size == 1:
-    return greedy(module, variables, src, max_len, eos_id=eos_id)
-  return beam_search(module, variables, src, beam_size, max_len, alpha=alpha, eos_id=eos_id)
+    return greedy(module, variables, src, max_len, eos_id=eos_id, members_axis=members_axis)
+  return beam_search(module, variables, src, beam_size, max_len, alpha=alpha, eos_id=eos_id,
+                     members_axis=members_axis)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "max_len", "beam_size", "alpha",
@@ -238,8 +253,9 @@ def search_members(module: nn.Module, stacked_params: Any, src: jax.Array, max_l
   params are stacked on a leading axis, in one vmapped program: src [B, S] --> [N, B, max_len].
   Each member's rows are its own `search`'s (the same computation, batched)."""
   return jax.vmap(lambda params: search(module, {"params": params}, src, max_len,
-                                        beam_size=beam_size, alpha=alpha,
-                                        eos_id=eos_id))(stacked_params)
+                                        beam_size=beam_size, alpha=alpha, eos_id=eos_id,
+                                        members_axis="members"),
+                  axis_name="members")(stacked_params)
 
 
 # ---------------------------------------------------------------------------------- sampling
