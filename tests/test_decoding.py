@@ -251,6 +251,15 @@ def test_sampling_is_reproducible_and_reduces_to_greedy():
   assert not np.array_equal(a, c)
 
 
+def test_go_on_is_one_flag_for_every_member():
+  """search_members' loop condition: a member still going keeps every member going (one
+  unbatched loop); when none is, all stop; outside a batch the flag is the search's own."""
+  go_on = jax.vmap(lambda flag: decoding.go_on(flag, "members"), axis_name="members")
+  assert go_on(jnp.array([False, True, False])).tolist() == [True, True, True]
+  assert go_on(jnp.array([False, False, False])).tolist() == [False, False, False]
+  assert not decoding.go_on(jnp.array(False), None)
+
+
 @pytest.mark.slow   # compiles 3 models and both searches twice (~15 s)
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_search_members_decodes_each_member_as_its_own_search(beam_size):
