@@ -131,3 +131,37 @@ def test_symbol_accuracy_counts_symbols_in_place_over_the_longer_string():
   spec.loader.exec_module(lg)
   assert lg.symbol_accuracy("abcd", "abxd") == 0.75
   assert lg.symbol_accuracy("ab", "abcd") == lg.symbol_accuracy("abcd", "ab") == 0.5
+
+
+def test_batched_rerun_page_tells_a_matching_variant_from_a_differing_one(tmp_path):
+  """Two sweeps of the same variants: mha's seeds equal in both (Δ 0, within seed noise), mqa's
+  batched seeds far worse (a difference across seeds); an unfinished run is a one-line error."""
+  from test_report import write_run  # pylint: disable=import-outside-toplevel
+  correct = {"sequential": {"mha": (20, 30), "mqa": (48, 50)},
+             "batched": {"mha": (20, 30), "mqa": (20, 22)}}
+  for sweep_name, variants in correct.items():
+    runs = {}
+    for variant, per_seed in variants.items():
+      for seed, c in enumerate(per_seed):
+        name = f"cross_attention={variant}.seed={seed}"
+        runs[name] = {"model.cross_attention": variant, "train.seed": seed}
+        write_run(tmp_path / sweep_name / name, runs[name], c, 100.0)
+    (tmp_path / sweep_name / "sweep.json").write_text(json.dumps({
+        "config": "algorithmic:task=copy", "sweep": "xattn", "overrides": {}, "runs": runs,
+        "command": f"encdec sweep --workdir {sweep_name}"}))
+  out = tmp_path / "page.md"
+  command = [sys.executable, "-m", "experiments.batched_rerun", str(tmp_path / "sequential"),
+             str(tmp_path / "batched"), "--out", str(out), "--wall-sequential", "10 min",
+             "--wall-batched", "4 min", "--hardware", "2 cores", "--resamples", "500"]
+  subprocess.run(command, check=True, cwd=ROOT)
+  rows = {line.split(" | ")[0].strip("| "): line.split(" | ")
+          for line in out.read_text().splitlines() if line.startswith("| cross")}
+  mha, mqa = rows["cross_attention=mha"], rows["cross_attention=mqa"]
+  assert mha[1:4] == ["40.00 / 40.00", "60.00 / 60.00", "0.00"]
+  assert mha[6].startswith("+0.00") and mha[-1].strip(" |") == "yes"
+  assert mqa[3] == "56.00" and mqa[6].startswith("-56.00") and mqa[-1].strip(" |") == "no"
+  assert "1 of 2 variants agree within seed noise." in out.read_text()
+  (tmp_path / "batched" / "cross_attention=mqa.seed=1" / "eval" / "test-100.json").unlink()
+  failed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+  assert failed.returncode != 0 and "unfinished" in failed.stderr
+  assert "Traceback" not in failed.stderr

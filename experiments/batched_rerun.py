@@ -1,0 +1,146 @@
+"""Issue 19's check of batched sweeps: the same sweep run one run at a time and in batches
+(`encdec sweep --batch N`, each batch one `encdec train-batch` process), compared variant by
+variant on the main metric, with the wall time of both.
+
+    C=configs/cross_attention_ablation.py:task=g2p_cmudict
+    time encdec sweep --config $C --sweep variants --workdir runs/rerun/sequential
+    time encdec sweep --config $C --sweep variants --batch 3 --workdir runs/rerun/batched
+    python -m experiments.batched_rerun runs/rerun/sequential runs/rerun/batched \
+        --wall-sequential "..." --wall-batched "..." --hardware "..." \
+        --out experiments/results/batched_rerun.md
+
+Per variant: the main metric of every seed in both sweeps; the largest per-seed difference (a
+member of a batch is the same run as trained alone, up to float rounding that training can
+amplify); and the difference of the batched group against the sequential one by the
+hierarchical paired bootstrap of `encdec report` (seeds, then test examples; 95% interval,
+Holm-adjusted over the variants). "Within seed noise" means that bootstrap finds no
+difference across seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+from typing import Sequence
+
+from encdec import machine
+from encdec.data import tasks
+from encdec.errors import ConfigError
+from encdec.report import discovery, render, stats
+
+
+@dataclasses.dataclass
+class Pair:
+  """One variant in both sweeps: the main metric per seed, and the batched-vs-sequential test."""
+  label: str
+  sequential: dict[int, float]              # seed -> main metric
+  batched: dict[int, float]
+  test: stats.Comparison | None
+
+
+def finished_groups(directory: pathlib.Path) -> dict[str, discovery.Group]:
+  """The sweep's finished runs grouped by variant, by label; an unfinished run is an error (the
+  comparison would silently drop seeds)."""
+  _, runs = discovery.load_runs(directory)
+  unfinished = [r.name for r in runs if r.step is None]
+  if unfinished:
+    raise ConfigError(f"{directory}: {len(unfinished)} runs unfinished ({unfinished[0]}, ...); "
+                      "finish the sweep (run its command again) first")
+  return {g.label: g for g in discovery.group_runs(runs)}
+
+
+def seed_values(group: discovery.Group, split: str, metric: str) -> dict[int, float]:
+  return {r.cfg.train.seed: r.scores[split][metric] for r in group.runs}
+
+
+def compare(sequential_dir: pathlib.Path, batched_dir: pathlib.Path, metric: str | None = None,
+            resamples: int = 1000) -> tuple[str, list[Pair]]:
+  """(main metric as split/metric, one Pair per variant in sweep order)."""
+  sequential, batched = finished_groups(sequential_dir), finished_groups(batched_dir)
+  if set(sequential) != set(batched):
+    raise ConfigError(f"the sweeps hold different variants: {sorted(set(sequential) ^ set(batched))}")
+  first = next(iter(sequential.values())).runs[0]
+  split = first.cfg.eval.final_split
+  name = discovery.main_metric(first.scores[split], metric)
+  signature = json.loads((first.workdir / "eval" / f"{split}-{first.step}.json").read_text()
+                         ).get("bleu_signature", "")
+  stat = stats.statistic(tasks.build(first.cfg.task).metric_family, name, signature)
+  pairs = []
+  for label, seq in sequential.items():
+    bat = batched[label]
+    test = None
+    if stat is not None:
+      a, b = stats.group_stats(seq, stat), stats.group_stats(bat, stat)
+      if a is not None and b is not None and a[0] == b[0]:
+        test = stats.compare(a[1], b[1], stat[1], resamples)
+    pairs.append(Pair(label, seed_values(seq, split, name), seed_values(bat, split, name), test))
+  adjusted = stats.holm({p.label: p.test.p_seeds if p.test else None for p in pairs})
+  for p in pairs:
+    if p.test is not None:
+      p.test = dataclasses.replace(p.test, p_seeds_holm=adjusted[p.label])
+  return f"{split}/{name}", pairs
+
+
+def within_seed_noise(pair: Pair) -> str:
+  if pair.test is None:
+    return "not tested"
+  return "no" if pair.test.verdict == stats.VERDICTS[0] else "yes"
+
+
+def markdown(main: str, pairs: Sequence[Pair], args: argparse.Namespace) -> str:
+  seeds = sorted(pairs[0].sequential)
+  head = ("| variant | " + " | ".join(f"seed {s}: one / batched" for s in seeds) +
+          f" | max per-seed \\|Δ\\| | {main} one at a time | batched | Δ batched − one [95% CI] "
+          "| p (Holm) | within seed noise |")
+  lines = [head, "|" + "---|" * (len(seeds) + 7)]
+  for p in pairs:
+    per_seed = [f"{p.sequential[s]:.2f} / {p.batched[s]:.2f}" for s in seeds]
+    gap = max(abs(p.sequential[s] - p.batched[s]) for s in seeds)
+    t = p.test
+    test = ([f"{t.delta:+.2f} [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}]", render.p_value(t.p_seeds_holm)]
+            if t else ["", ""])
+    lines.append("| " + " | ".join([p.label, *per_seed, f"{gap:.2f}",
+                                     render.fmt(list(p.sequential.values())),
+                                     render.fmt(list(p.batched.values())), *test,
+                                     within_seed_noise(p)]) + " |")
+  agree = sum(within_seed_noise(p) == "yes" for p in pairs)
+  return "\n".join([
+      "# Batched sweeps against one run at a time", "",
+      f"Commands: `{args.sequential_command}`; `{args.batched_command}`; this page: "
+      f"`python -m experiments.batched_rerun {args.sequential} {args.batched} ...`.", "",
+      f"- Hardware: {args.hardware}",
+      f"- Wall time, one run at a time: {args.wall_sequential}",
+      f"- Wall time, batched: {args.wall_batched}",
+      f"- Main metric: {main} (each cell: mean ± std over seeds). Test: hierarchical paired "
+      "bootstrap (seeds, then test examples) of batched − one at a time, "
+      f"{args.resamples} resamples, Holm-adjusted over the {len(pairs)} variants.", "",
+      *lines, "",
+      f"{agree} of {len(pairs)} variants agree within seed noise.", ""])
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("sequential", type=pathlib.Path, help="the sweep run one run at a time")
+  p.add_argument("batched", type=pathlib.Path, help="the same sweep with --batch N")
+  p.add_argument("--out", type=pathlib.Path, required=True, help="the markdown page to write")
+  p.add_argument("--wall-sequential", required=True)
+  p.add_argument("--wall-batched", required=True)
+  p.add_argument("--hardware", default=machine.describe())
+  p.add_argument("--metric", help="main metric (default: wer, bleu or exact_match)")
+  p.add_argument("--resamples", type=int, default=1000)
+  args = p.parse_args(argv)
+  args.sequential_command, args.batched_command = (
+      (discovery.sweep.read_manifest(d) or {}).get("command", "") for d in (args.sequential,
+                                                                          args.batched))
+  try:
+    main_metric, pairs = compare(args.sequential, args.batched, args.metric, args.resamples)
+  except ConfigError as e:
+    raise SystemExit(f"batched_rerun: {e}") from None
+  args.out.parent.mkdir(parents=True, exist_ok=True)
+  args.out.write_text(markdown(main_metric, pairs, args))
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
