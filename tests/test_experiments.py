@@ -165,3 +165,33 @@ def test_batched_rerun_page_tells_a_matching_variant_from_a_differing_one(tmp_pa
   failed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
   assert failed.returncode != 0 and "unfinished" in failed.stderr
   assert "Traceback" not in failed.stderr
+
+
+def test_budget_curve_picks_the_smallest_budget_near_the_best(tmp_path):
+  """Five budgets with test WER 60 > 40 > 33 > 31 > 30.5: within 3 points of the best is 4000
+  steps; the table shows each budget's gap and its training minutes (steps ÷ steps/s)."""
+  from encdec import config  # pylint: disable=import-outside-toplevel
+  sweep_dir, runs = tmp_path / "budget", {}
+  for steps, wer in ((1000, 60.0), (2000, 40.0), (4000, 33.0), (8000, 31.0), (16000, 30.5)):
+    name = f"num_steps={steps}.seed=0"
+    runs[name] = {"train.num_steps": steps, "train.seed": 0}
+    workdir = sweep_dir / name
+    (workdir / "eval").mkdir(parents=True)
+    cfg = config.load("cross_attention_study_v2:task=g2p_cmudict", runs[name])
+    (workdir / "config.json").write_text(cfg.to_json())
+    rows = [{"step": s, "train/steps_per_s": 10.0} for s in range(500, steps + 1, 500)]
+    rows += [{"step": s, "eval/wer": wer + 10.0 * (steps - s) / steps}
+             for s in range(1000, steps + 1, 1000)]
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (workdir / "eval" / f"test-{steps}.json").write_text(json.dumps({"wer": wer, "per": wer / 5}))
+  (sweep_dir / "sweep.json").write_text(json.dumps({
+      "config": "cross_attention_study_v2:task=g2p_cmudict", "sweep": "budget", "overrides": {},
+      "runs": runs, "command": "encdec sweep --sweep budget"}))
+  out = tmp_path / "results"
+  subprocess.run([sys.executable, "-m", "experiments.budget_curve", str(sweep_dir), "--out",
+                  str(out), "--hardware", "2 cores"], check=True, cwd=ROOT)
+  text = (out / "budget_g2p_cmudict.md").read_text()
+  assert "| 2000 | 40.00 | +9.50 | 1 | 3.3 |" in text
+  assert "| 16000 | 30.50 | +0.00 | 1 | 26.7 |" in text
+  assert "**4000 steps** (33.00)" in text
+  assert (out / "budget_g2p_cmudict.png").stat().st_size > 10_000
