@@ -169,14 +169,25 @@ def test_warm_start_merges_by_path_and_mapping():
     warm_start.merge(fresh, old, ("nonsense",))
 
 
+def test_init_from_names_each_seeds_own_source_run():
+  from encdec.train import warm_start  # pylint: disable=import-outside-toplevel
+  assert warm_start.source_run("runs/pre/seed={seed}", 4) == "runs/pre/seed=4"
+  assert warm_start.source_run("runs/{seed}/x{seed}", 0) == "runs/0/x0"
+  assert warm_start.source_run("runs/mha", 4) == "runs/mha"
+
+
 @pytest.mark.slow   # an integration run (> 20 s); the quick suite covers its parts
 def test_init_from_another_run_and_incompatible_checkpoint(tmp_path):
   from encdec import run as run_lib  # pylint: disable=import-outside-toplevel
   loop.train(cfg_for((1, 1, 1), **{"train.num_steps": 6}), tmp_path / "a")
   # A learning rate far too small to move any float32 parameter: b keeps what it copied.
+  # b's seed (3) names its source: the pretrained run of the same seed.
+  (tmp_path / "a").rename(tmp_path / "seed=3")
   frozen = cfg_for((1, 1, 1), **{"train.num_steps": 2, "optim.learning_rate": 1e-30,
-                                  "train.init_from": str(tmp_path / "a")})
+                                  "train.seed": 3,
+                                  "train.init_from": str(tmp_path / "seed={seed}")})
   loop.train(frozen, tmp_path / "b")
+  (tmp_path / "seed=3").rename(tmp_path / "a")
   a, b = run_lib.load(tmp_path / "a").params, run_lib.load(tmp_path / "b").params
   for x, y in zip(jax_leaves(a), jax_leaves(b)):
     np.testing.assert_array_equal(x, y)

@@ -157,9 +157,10 @@ class Trainer:
   def warm_start(self, state: state_lib.TrainState) -> state_lib.TrainState:
     """Parameters from train.init_from (another run), mapped by train.init_mapping."""
     cfg = self.cfg.train
-    old = run_lib.load(cfg.init_from, cfg.init_from_step or None)
+    source = warm_start.source_run(cfg.init_from, cfg.seed)
+    old = run_lib.load(source, cfg.init_from_step or None)
     params, _, _ = warm_start.merge(state.params, old.params, cfg.init_mapping)
-    logging.info("initialised from %s step %d", cfg.init_from, old.step)
+    logging.info("initialised from %s step %d", source, old.step)
     return state.replace(params=jax.device_put(params, self.state_shardings.params))
 
   def data_states(self) -> dict[str, Any]:

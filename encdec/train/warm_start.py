@@ -1,8 +1,11 @@
 """Initialise parameters from another run's checkpoint (params only, with renames).
 
     train.init_from = "runs/mha"                 # a run directory of `encdec train`
+    train.init_from = "runs/pretrain/seed={seed}"  # {seed}: this run's train.seed
     train.init_mapping = ("decoder/layers/cross_attention/gate=decoder/layers/cross_attention/out",)
 
+`{seed}` in the path stands for the run's own train.seed, so the seeds of a sweep (whose
+overrides must not differ by more than the seed) each start from their own pretrained run.
 Each parameter of the new model takes the value of the old parameter at the same path — or, if
 a mapping rule NEW_REGEX=OLD_TEMPLATE matches its path, at the path the rule gives (re.sub). A
 parameter the old run lacks (e.g. a gate an ablation adds) keeps its fresh initialisation; a
@@ -24,6 +27,11 @@ from absl import logging
 from encdec.errors import ConfigError
 
 SEP = "/"
+
+
+def source_run(init_from: str, seed: int) -> str:
+  """train.init_from with `{seed}` replaced by the run's seed."""
+  return init_from.replace("{seed}", str(seed))
 
 
 def parse_mapping(rules: Sequence[str]) -> list[tuple[re.Pattern, str]]:
