@@ -85,7 +85,7 @@ def test_a_variant_that_cannot_read_packed_batches_refuses_packing():
 
 @pytest.mark.parametrize("spec, message", [
     ("g2p_cmudict:size=huge", "unknown config argument size='huge'; valid: tiny, small, base"),
-    ("cross_attention_ablation:task=copy", "unknown config argument task='copy'; valid: "),
+    ("cross_attention_ablation:task=sort", "unknown config argument task='sort'; valid: "),
     ("no_such_config", r"the name of a packaged config \(algorithmic, bench, "),
 ])
 def test_packaged_configs_reject_bad_arguments_in_one_line(spec, message):

@@ -4,8 +4,9 @@
         --sweep variants --workdir runs/ablation/g2p_cmudict
     encdec report runs/ablation/g2p_cmudict
 
-task=g2p_cmudict (WER/PER on CMUdict) or task=reverse (exact match on test, and on test_long:
-longer inputs than any seen in training).
+task=g2p_cmudict (WER/PER on CMUdict), task=reverse or task=copy (exact match on test, and on
+test_long: longer inputs than any seen in training; copy is the target of the fine-tuning sweep
+in configs/cross_attention_study_v2.py).
 Batches are not packed, so every variant (including `latent`) sees the same batches.
 """
 from encdec import config, model, sweep
@@ -14,7 +15,7 @@ from encdec.data import tasks
 SEEDS = (0, 1, 2)
 # Timed on 2 idle CPU cores: one g2p run ~1.8 min, one reverse run ~0.9 min, so the 33 runs of
 # `variants` take about 1 h for g2p_cmudict and 30 min for reverse.
-STEPS = {"g2p_cmudict": 2000, "reverse": 1500}
+STEPS = {"g2p_cmudict": 2000, "reverse": 1500, "copy": 1000}
 
 
 def get_config(arg=None):
