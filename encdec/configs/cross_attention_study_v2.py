@@ -9,29 +9,40 @@
     # cross-attention-only fine-tuning: pretrain on reverse, move to copy (one vocabulary)
     encdec sweep --config configs/cross_attention_study_v2.py:task=reverse --sweep pretrain \
         --workdir runs/study_v2/pretrain/reverse
-    encdec sweep --config configs/cross_attention_study_v2.py:task=copy --sweep finetune \
-        --workdir runs/study_v2/finetune/reverse_to_copy
-    encdec report runs/study_v2/finetune/reverse_to_copy --baseline seed
+    encdec sweep --config configs/cross_attention_study_v2.py:task=copy,final=test \
+        --sweep finetune --workdir runs/study_v2/finetune/reverse_to_copy
+    encdec report runs/study_v2/finetune/reverse_to_copy --baseline num_steps=300
 
 `budget` measures the curve the study's budget is chosen from: standard multi-head
 cross-attention trained to each of BUDGETS steps, each with its own full warm-up + cosine
 schedule (a budget's final quality, not a point on a longer run's curve).
-`finetune` trains copy three ways per seed, at copy's budget: from the reverse model of the same
-seed with only cross-attention trainable (`optim.trainable`), with everything trainable, and
-from scratch (the report's baseline group, labelled `seed`). Gheini et al. (2021) found
-cross-attention-only fine-tuning close to full fine-tuning for new language pairs; reverse ->
-copy keeps the vocabulary and the symbols' representations and changes only the alignment.
+`finetune` trains copy three ways per seed, for FINETUNE_STEPS steps: from the reverse model
+of the same seed with only cross-attention trainable (`optim.trainable`), with everything
+trainable, and from scratch (the report's baseline group, `num_steps=300`). Gheini et al.
+(2021) found cross-attention-only fine-tuning close to full fine-tuning for new language pairs;
+reverse -> copy keeps the vocabulary and the symbols' representations and changes only the
+alignment.
 """
-from encdec import config, sweep
+from encdec import config, model, sweep
 from encdec.configs import cross_attention_ablation
 
 SEEDS = (0, 1, 2, 3, 4)
 BUDGETS = (1000, 2000, 4000, 8000, 16000)
+ALGORITHMIC_SPLITS = ("test", "test_long", "test_longer")
+FINETUNE_STEPS = 300
+PLACEMENTS = ("all", "first", "last", "middle", "every:2", "every:3")
 PRETRAINED = "runs/study_v2/pretrain/reverse/seed={seed}"   # the pretrain sweep's runs
 
 
 def get_config(arg=None):
-  c = cross_attention_ablation.get_config(arg)
+  """task: as configs/cross_attention_ablation.py; final: the main split of an algorithmic task
+  (default test_long, the first lengths beyond training; the other test splits are scored
+  beside it)."""
+  arg = config.parse_arg(arg, task="g2p_cmudict", final="test_long")
+  c = cross_attention_ablation.get_config(f"task={arg.task}")
+  if arg.task != "g2p_cmudict":
+    c.eval.update(final_split=config.choose({s: s for s in ALGORITHMIC_SPLITS}, arg.final, "final"),
+                  extra_final_splits=",".join(s for s in ALGORITHMIC_SPLITS if s != arg.final))
   c.model.cross_attention = "mha"
   c.eval.every_steps = 1000
   c.checkpoint.every_steps = 1000
@@ -41,13 +52,24 @@ def get_config(arg=None):
 
 def finetune() -> list[sweep.Overrides]:
   """Cross-attention only, everything, from scratch; seed by seed within each."""
-  warm = sweep.grid(seeds=SEEDS, **{"train.init_from": [PRETRAINED],
-                                    "optim.trainable": ["cross_attention", ""]})
-  return sweep.union(sweep.grid(seeds=SEEDS), warm)
+  budget = {"train.num_steps": [FINETUNE_STEPS]}
+  warm = sweep.grid(seeds=SEEDS, **budget, **{"train.init_from": [PRETRAINED],
+                                              "optim.trainable": ["cross_attention", ""]})
+  return sweep.union(sweep.grid(seeds=SEEDS, **budget), warm)
 
 
 SWEEPS = {
     "budget": lambda: sweep.grid(**{"train.num_steps": list(BUDGETS)}),
+    # Every registered variant, seed-major (every variant once for seed 0, then seed 1, ...), so
+    # an interrupted sweep already holds a complete comparison at fewer seeds.
+    "variants": lambda: sweep.union(*(
+        sweep.grid(seeds=(seed,), **{"model.cross_attention": sorted(model.CROSS_ATTENTION)})
+        for seed in SEEDS)),
+    # Fewer cross-attention layers, in a 6-layer decoder (standard multi-head).
+    "placement": lambda: sweep.union(*(
+        sweep.grid(seeds=(seed,), **{"model.num_decoder_layers": [6],
+                                     "model.cross_attention_layers": list(PLACEMENTS)})
+        for seed in SEEDS)),
     "pretrain": lambda: sweep.grid(seeds=SEEDS),
     "finetune": finetune,
 }
