@@ -40,6 +40,20 @@ def chosen_budget(means: Mapping[int, float], within: float, lower_is_better: bo
   return min(b for b, v in means.items() if abs(v - best) <= within)
 
 
+def flattening_note(means: Mapping[int, float], within: float) -> str:
+  """A warning when the last doubling still moved the metric by more than `within`: the best
+  budget is then not converged, and the choice is a lower bound."""
+  budgets = sorted(means)
+  if len(budgets) < 2:
+    return ""
+  gain = abs(means[budgets[-1]] - means[budgets[-2]])
+  if gain <= within:
+    return ""
+  return (f" The curve has not flattened: the last step up ({budgets[-2]} -> {budgets[-1]}) "
+          f"still moved it by {gain:.2f} points, so converged quality lies beyond "
+          f"{budgets[-1]} steps and this choice is a lower bound.")
+
+
 def dev_curves(runs: Sequence[discovery.RunResult], metric: str) -> dict[str, list[dict]]:
   """Budget label -> its runs' dev curves {step: metric}."""
   out: dict[str, list[dict]] = {}
@@ -100,7 +114,7 @@ def main(argv=None) -> None:
       f"| steps | {split} {metric} | vs best | seeds | train minutes |", "|---|---|---|---|---|",
       *rows, "",
       f"The smallest budget within {args.within:g} points of the best ({best:.2f}): "
-      f"**{choice} steps** ({means[choice]:.2f}).",
+      f"**{choice} steps** ({means[choice]:.2f}).{flattening_note(means, args.within)}",
       *([f"", f"Unfinished, left out: {', '.join(unfinished)}."] if unfinished else []), "",
       f"![budget curve]({figure.name})", ""])
   page = args.out / f"budget_{task}.md"

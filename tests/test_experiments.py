@@ -193,5 +193,12 @@ def test_budget_curve_picks_the_smallest_budget_near_the_best(tmp_path):
   text = (out / "budget_g2p_cmudict.md").read_text()
   assert "| 2000 | 40.00 | +9.50 | 1 | 3.3 |" in text
   assert "| 16000 | 30.50 | +0.00 | 1 | 26.7 |" in text
-  assert "**4000 steps** (33.00)" in text
+  assert "**4000 steps** (33.00)." in text and "not flattened" not in text
   assert (out / "budget_g2p_cmudict.png").stat().st_size > 10_000
+  assert budget_curve_module().flattening_note({8000: 35.0, 16000: 30.5}, 3.0).startswith(
+      " The curve has not flattened: the last step up (8000 -> 16000) still moved it by 4.50")
+
+
+def budget_curve_module():
+  from experiments import budget_curve  # pylint: disable=import-outside-toplevel
+  return budget_curve
