@@ -41,8 +41,9 @@ def get_config(arg=None):
   arg = config.parse_arg(arg, task="g2p_cmudict", final="test_long")
   c = cross_attention_ablation.get_config(f"task={arg.task}")
   if arg.task != "g2p_cmudict":
-    c.eval.update(final_split=config.choose({s: s for s in ALGORITHMIC_SPLITS}, arg.final, "final"),
-                  extra_final_splits=",".join(s for s in ALGORITHMIC_SPLITS if s != arg.final))
+    final = config.choose({s: s for s in ALGORITHMIC_SPLITS}, arg.final, "final")
+    c.eval.update(final_split=final,
+                  extra_final_splits=",".join(s for s in ALGORITHMIC_SPLITS if s != final))
   c.model.cross_attention = "mha"
   c.eval.every_steps = 1000
   c.checkpoint.every_steps = 1000
