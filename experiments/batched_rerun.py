@@ -59,7 +59,8 @@ def compare(sequential_dir: pathlib.Path, batched_dir: pathlib.Path, metric: str
   """(main metric as split/metric, one Pair per variant in sweep order)."""
   sequential, batched = finished_groups(sequential_dir), finished_groups(batched_dir)
   if set(sequential) != set(batched):
-    raise ConfigError(f"the sweeps hold different variants: {sorted(set(sequential) ^ set(batched))}")
+    differing = sorted(set(sequential) ^ set(batched))
+    raise ConfigError(f"the sweeps hold different variants: {differing}")
   first = next(iter(sequential.values())).runs[0]
   split = first.cfg.eval.final_split
   name = discovery.main_metric(first.scores[split], metric)
@@ -91,8 +92,8 @@ def within_seed_noise(pair: Pair) -> str:
 def markdown(main: str, pairs: Sequence[Pair], args: argparse.Namespace) -> str:
   seeds = sorted(pairs[0].sequential)
   head = ("| variant | " + " | ".join(f"seed {s}: one / batched" for s in seeds) +
-          f" | max per-seed \\|Δ\\| | {main} one at a time | batched | Δ batched − one [95% CI] "
-          "| p (Holm) | within seed noise |")
+          f" | max per-seed \\|Δ\\| | {main} one at a time | batched "
+          "| Δ batched − one [95% CI] | p (Holm) | within seed noise |")
   lines = [head, "|" + "---|" * (len(seeds) + 7)]
   for p in pairs:
     per_seed = [f"{p.sequential[s]:.2f} / {p.batched[s]:.2f}" for s in seeds]
