@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
 from typing import Sequence
 
-from encdec import machine
-from encdec.data import tasks
+from encdec import machine, sweep
 from encdec.errors import ConfigError
 from encdec.report import discovery, render, stats
 
@@ -61,12 +59,7 @@ def compare(sequential_dir: pathlib.Path, batched_dir: pathlib.Path, metric: str
   if set(sequential) != set(batched):
     differing = sorted(set(sequential) ^ set(batched))
     raise ConfigError(f"the sweeps hold different variants: {differing}")
-  first = next(iter(sequential.values())).runs[0]
-  split = first.cfg.eval.final_split
-  name = discovery.main_metric(first.scores[split], metric)
-  signature = json.loads((first.workdir / "eval" / f"{split}-{first.step}.json").read_text()
-                         ).get("bleu_signature", "")
-  stat = stats.statistic(tasks.build(first.cfg.task).metric_family, name, signature)
+  split, name, stat = stats.main_statistic(next(iter(sequential.values())).runs[0], metric)
   pairs = []
   for label, seq in sequential.items():
     bat = batched[label]
@@ -132,7 +125,7 @@ def main(argv=None) -> None:
   p.add_argument("--resamples", type=int, default=1000)
   args = p.parse_args(argv)
   args.sequential_command, args.batched_command = (
-      (discovery.sweep.read_manifest(d) or {}).get("command", "") for d in (args.sequential,
+      (sweep.read_manifest(d) or {}).get("command", "") for d in (args.sequential,
                                                                           args.batched))
   try:
     main_metric, pairs = compare(args.sequential, args.batched, args.metric, args.resamples)

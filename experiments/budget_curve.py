@@ -23,20 +23,18 @@ from encdec.errors import ConfigError
 from encdec.report import discovery, render
 
 
-def train_seconds(workdir: pathlib.Path) -> float:
-  """Seconds spent in training steps (compilation included, evaluations not): each logged
-  window's steps ÷ its steps/s."""
-  rows = [r for r in writers.read_metrics(workdir) if "train/steps_per_s" in r]
+def train_seconds(rows: Sequence[dict]) -> float:
+  """Seconds spent in training steps (compilation included, evaluations not), from a run's
+  metrics rows: each logged window's steps ÷ its steps/s."""
   previous, total = 0, 0.0
-  for row in rows:
+  for row in (r for r in rows if "train/steps_per_s" in r):
     total += (row["step"] - previous) / row["train/steps_per_s"]
     previous = row["step"]
   return total
 
 
-def chosen_budget(means: Mapping[int, float], within: float, lower_is_better: bool) -> int:
+def chosen_budget(means: Mapping[int, float], within: float, best: float) -> int:
   """The smallest budget whose mean is within `within` points of the best budget's."""
-  best = (min if lower_is_better else max)(means.values())
   return min(b for b, v in means.items() if abs(v - best) <= within)
 
 
@@ -54,11 +52,12 @@ def flattening_note(means: Mapping[int, float], within: float) -> str:
           f"{budgets[-1]} steps and this choice is a lower bound.")
 
 
-def dev_curves(runs: Sequence[discovery.RunResult], metric: str) -> dict[str, list[dict]]:
-  """Budget label -> its runs' dev curves {step: metric}."""
+def dev_curves(runs: Sequence[discovery.RunResult], metrics_rows: Mapping[str, list[dict]],
+               metric: str) -> dict[str, list[dict]]:
+  """Budget label -> its runs' dev curves {step: metric} (`metrics_rows`: run name -> rows)."""
   out: dict[str, list[dict]] = {}
   for run in runs:
-    rows = writers.read_metrics(run.workdir)
+    rows = metrics_rows[run.name]
     out.setdefault(f"{run.cfg.train.num_steps} steps", []).append(
         {r["step"]: r[f"eval/{metric}"] for r in rows if f"eval/{metric}" in r})
   return out
@@ -88,8 +87,9 @@ def main(argv=None) -> None:
   for run in finished:
     per_budget.setdefault(run.cfg.train.num_steps, []).append(run)
   means = {b: statistics.fmean(r.scores[split][metric] for r in rs) for b, rs in per_budget.items()}
-  choice = chosen_budget(means, args.within, lower)
   best = (min if lower else max)(means.values())
+  choice = chosen_budget(means, args.within, best)
+  metrics_rows = {r.name: writers.read_metrics(r.workdir) for r in finished}
 
   task = cfg.task.name
   args.out.mkdir(parents=True, exist_ok=True)
@@ -97,11 +97,11 @@ def main(argv=None) -> None:
       f"final {split} {metric} by budget": {"budget": [
           {b: r.scores[split][metric] for b, rs in per_budget.items() for r in rs
            if r.cfg.train.seed == seed} for seed in sorted({r.cfg.train.seed for r in finished})]},
-      f"dev {metric} during training": dev_curves(finished, metric),
+      f"dev {metric} during training": dev_curves(finished, metrics_rows, metric),
   }, args.out / f"budget_{task}.png", xlabel="step")
   rows = [f"| {b} | {render.fmt([r.scores[split][metric] for r in rs])} | "
           f"{(means[b] - best):+.2f} | {len(rs)} | "
-          f"{statistics.fmean(train_seconds(r.workdir) for r in rs) / 60:.1f} |"
+          f"{statistics.fmean(train_seconds(metrics_rows[r.name]) for r in rs) / 60:.1f} |"
           for b, rs in sorted(per_budget.items())]
   unfinished = [r.name for r in runs if r.step is None]
   text = "\n".join([

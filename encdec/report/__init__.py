@@ -25,7 +25,6 @@ bootstrap), render (markdown table and page, plots). None imports the training l
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 
@@ -66,14 +65,9 @@ def write_report(directory: str | pathlib.Path, *, baseline: str | None = None,
                       "eval/<final_split>-<num_steps>.json); run `encdec sweep` first")
   groups = discovery.group_runs(finished)
   base = discovery.pick_baseline(groups, baseline)
-  split = base.runs[0].cfg.eval.final_split
-  main = f"{split}/{discovery.main_metric(base.runs[0].scores[split], metric)}"
-  signature = json.loads((base.runs[0].workdir / "eval" /
-                          f"{split}-{base.runs[0].step}.json").read_text()).get(
-                              "bleu_signature", "")
-  from encdec.data import tasks  # pylint: disable=import-outside-toplevel
-  family = tasks.build(base.runs[0].cfg.task).metric_family
-  tests = stats.significance(groups, base, family, main.split("/", 1)[1], signature, resamples)
+  split, name, stat = stats.main_statistic(base.runs[0], metric)
+  main = f"{split}/{name}"
+  tests = stats.significance(groups, base, stat, resamples)
   rows = [group_row(g, measure_speed) for g in groups]
   columns = sorted({c for r in rows for c in r.scores},   # the main split first, main metric first
                    key=lambda c: (c.split("/")[0] != split, c.split("/")[0], c != main, c))

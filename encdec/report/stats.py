@@ -7,6 +7,7 @@ alone (the trained models fixed), as a secondary reading."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import re
 import statistics
@@ -214,11 +215,23 @@ def group_stats(group: discovery.Group, stat: Statistic) -> tuple[list[str], np.
   return sources, np.stack(rows)
 
 
-def significance(groups: Sequence[discovery.Group], baseline: discovery.Group, family: str,
-                 metric: str, signature: str, resamples: int) -> dict[str, Comparison | None]:
-  """Group label -> its Comparison on `metric` against the baseline, Holm-adjusted over every
-  tested group; None where it cannot be tested (the baseline's own entry too)."""
-  stat = statistic(family, metric, signature)
+def main_statistic(run: discovery.RunResult, metric: str | None
+                   ) -> tuple[str, str, Statistic | None]:
+  """(final split, main metric name, how to resample it or None) of a finished run: --metric,
+  else the first of wer / bleu / exact_match; BLEU with the run's own sacrebleu signature."""
+  from encdec.data import tasks  # pylint: disable=import-outside-toplevel (slow: the builders)
+  split = run.cfg.eval.final_split
+  name = discovery.main_metric(run.scores[split], metric)
+  signature = json.loads((run.workdir / "eval" / f"{split}-{run.step}.json").read_text()).get(
+      "bleu_signature", "")
+  return split, name, statistic(tasks.build(run.cfg.task).metric_family, name, signature)
+
+
+def significance(groups: Sequence[discovery.Group], baseline: discovery.Group,
+                 stat: Statistic | None, resamples: int) -> dict[str, Comparison | None]:
+  """Group label -> its Comparison on the main metric (`stat`: main_statistic's) against the
+  baseline, Holm-adjusted over every tested group; None where it cannot be tested (the
+  baseline's own entry too)."""
   if stat is None:
     return {g.label: None for g in groups}
   base = group_stats(baseline, stat)
