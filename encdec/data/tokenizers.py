@@ -15,11 +15,11 @@ import hashlib
 import io
 import os
 import pathlib
-import tempfile
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
+from encdec import files
 from encdec.errors import ConfigError, DataError
 
 
@@ -210,7 +210,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, model_prefix: str
       shuffle_input_sentence=False, minloglevel=2)
   path = pathlib.Path(f"{model_prefix}.model")
   path.parent.mkdir(parents=True, exist_ok=True)
-  _write_atomically(path, model.getvalue())
+  files.write_atomically(path, model.getvalue())
   return SentencePieceTokenizer(path)
 
 
@@ -229,15 +229,3 @@ def cached_sentencepiece(spm_dir: str | os.PathLike, name: str, key: Sequence[ob
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.info("training sentencepiece vocabulary %s.model (vocab_size=%d)", prefix, vocab_size)
   return train_sentencepiece(texts_fn(), vocab_size, prefix, **train_kwargs)
-
-
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-  """Write to a temp file in the same directory, then rename (readers never see a partial file)."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from encdec import assembly, evaluate, parallel, threefry, writers
+from encdec import assembly, evaluate, files, parallel, threefry, writers
 from encdec import config as config_lib, run as run_lib
 from encdec.config import ConfigError
 from encdec.errors import TrainingDiverged
@@ -45,7 +45,7 @@ def prepare_workdir(workdir: str | pathlib.Path, cfg: ml_collections.ConfigDict)
         raise ConfigError(f"the config differs from the one in {path} in {diff}; use another "
                           "--workdir or the same config to resume")
   if jax.process_index() == 0:
-    path.write_text(json.dumps(new, indent=2) + "\n")
+    files.write_atomically(path, json.dumps(new, indent=2) + "\n")   # other processes read it
   return workdir
 
 
