@@ -164,8 +164,8 @@ def lengths(tokens, eos):
   return np.array([min(first_eos(row, eos) + 1, len(row)) for row in np.asarray(tokens)])
 
 
-@pytest.mark.parametrize("alpha", [pytest.param(0.0, marks=pytest.mark.slow), 0.6,
-                                   pytest.param(2.0, marks=pytest.mark.slow)])
+@pytest.mark.slow   # 12 s; the quick suite checks beams via test_return_all_beams_sorted_...
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])
 def test_exhaustive_beam_finds_the_exact_best_sequence(alpha):
   """Beam search with K = (emittable tokens)^L keeps every hypothesis, so it returns the best of
   all sequences that end with EOS within L steps under the GNMT length penalty; no narrower

@@ -1,4 +1,6 @@
 """Meshes and shardings on 8 simulated CPU devices: rules respected, same losses everywhere."""
+import functools
+
 import flax.linen as nn
 import jax
 import ml_collections
@@ -35,6 +37,7 @@ def test_mesh_shape_fills_the_rest_and_rejects_bad_sizes():
     parallel.mesh_shape(mesh_cfg(-1, -1, 1), 8)
 
 
+@functools.lru_cache(maxsize=None)   # (losses, state) of a config, computed once
 def train_losses(mesh_sizes, steps=3):
   devices = jax.devices()[:int(np.prod(mesh_sizes))]
   mesh = parallel.make_mesh(mesh_cfg(*mesh_sizes), devices)
