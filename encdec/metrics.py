@@ -13,7 +13,7 @@ Families (see :data:`METRIC_FAMILIES` and :func:`compute`):
 
 * ``"g2p"``   -- grapheme-to-phoneme: word error rate and phoneme error rate.
 * ``"text"``  -- sacrebleu corpus BLEU and chrF with multiple references.
-* ``"exact"`` -- exact-match accuracy.
+* ``"exact"`` -- exact-match accuracy, and symbol accuracy (partial credit per position).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "exact_match_metrics",
     "g2p_metrics",
     "perplexity",
+    "symbol_accuracy",
     "text_metrics",
 ]
 
@@ -232,16 +233,28 @@ def text_metrics(
 # ---------------------------------------------------------------------------
 
 
+def symbol_accuracy(prediction: str, reference: str) -> float:
+    """Share of positions where ``prediction`` has ``reference``'s symbol (character), over
+    the longer of the two (1 for two empty strings): partial credit that shows where an output
+    goes wrong, where exact match is all or nothing (e.g. on inputs longer than any seen in
+    training)."""
+    longest = max(len(prediction), len(reference))
+    if longest == 0:
+        return 1.0
+    return sum(a == b for a, b in zip(prediction, reference)) / longest
+
+
 def exact_match_metrics(
     predictions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> dict[str, float | int]:
-    """Percentage of predictions equal to at least one of their references.
+    """Percentage of predictions equal to at least one of their references, and the mean
+    symbol accuracy (each prediction against its best reference), in percent.
 
     Comparison is exact string equality (no normalization, so case and
     whitespace matter).
 
     Returns:
-        ``{"exact_match", "num_examples"}`` with ``exact_match`` in percent.
+        ``{"exact_match", "symbol_accuracy", "num_examples"}``, the first two in percent.
 
     Raises:
         ValueError: mismatched lengths, no examples, or an example without
@@ -250,7 +263,10 @@ def exact_match_metrics(
     """
     preds, refs = _validate(predictions, references)
     hits = sum(pred in example_refs for pred, example_refs in zip(preds, refs))
-    return {"exact_match": _percent(hits, len(preds)), "num_examples": len(preds)}
+    symbols = sum(max(symbol_accuracy(pred, r) for r in example_refs)
+                  for pred, example_refs in zip(preds, refs))
+    return {"exact_match": _percent(hits, len(preds)),
+            "symbol_accuracy": _percent(symbols, len(preds)), "num_examples": len(preds)}
 
 
 # ---------------------------------------------------------------------------

@@ -135,6 +135,30 @@ def quality_vs_speed(points: Mapping[str, tuple[float, float, float, float]], xl
   return _save(fig, path)
 
 
+def differences_vs_cost(panels: Mapping[str, Mapping[str, tuple[float, float, float, float,
+                                                                   bool]]],
+                        xlabel: str, path: str | pathlib.Path) -> pathlib.Path:
+  """One panel per title: label -> (cost x, difference Δ, interval low, interval high, whether
+  the difference is significant), Δ with its interval as a vertical bar; filled markers are
+  significant, hollow ones not. x on a log scale (cost ratios), a line at Δ = 0."""
+  labels = sorted({label for points in panels.values() for label in points})
+  colour = colours(labels)
+  fig = _figure(5.0 * len(panels), 4.5)
+  axes = np.atleast_1d(fig.subplots(1, len(panels)))
+  for ax, (title, points) in zip(axes, panels.items()):
+    for label, (x, delta, low, high, significant) in points.items():
+      ax.errorbar([x], [delta], yerr=[[delta - low], [high - delta]], fmt="o", capsize=3,
+                  color=colour[label], markerfacecolor=colour[label] if significant else "white")
+      ax.annotate(label, (x, delta), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel("Δ against standard multi-head (95% interval)")
+  return _save(fig, path)
+
+
 def metric_bars(values: Mapping[str, tuple[float, float]], ylabel: str,
                 path: str | pathlib.Path, highlight: str | None = None) -> pathlib.Path:
   """A bar per group: label -> (mean, std), std as an error bar; `highlight` gets hatching."""

@@ -1,5 +1,4 @@
 """experiments/: the results pages (G2P, German -> English) from a run directory."""
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -124,15 +123,6 @@ def test_length_generalisation_page_compares_schemes_over_seeds(tmp_path):
   assert (out / "reverse_by_length.png").stat().st_size > 10_000
 
 
-def test_symbol_accuracy_counts_symbols_in_place_over_the_longer_string():
-  spec = importlib.util.spec_from_file_location(
-      "length_generalisation", ROOT / "experiments" / "length_generalisation.py")
-  lg = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(lg)
-  assert lg.symbol_accuracy("abcd", "abxd") == 0.75
-  assert lg.symbol_accuracy("ab", "abcd") == lg.symbol_accuracy("abcd", "ab") == 0.5
-
-
 def test_batched_rerun_page_tells_a_matching_variant_from_a_differing_one(tmp_path):
   """Two sweeps of the same variants: mha's seeds equal in both (Δ 0, within seed noise), mqa's
   batched seeds far worse (a difference across seeds); an unfinished run is a one-line error."""
@@ -202,3 +192,41 @@ def test_budget_curve_picks_the_smallest_budget_near_the_best(tmp_path):
 def budget_curve_module():
   from experiments import budget_curve  # pylint: disable=import-outside-toplevel
   return budget_curve
+
+
+def test_study_summary_puts_each_variants_difference_beside_its_cost(tmp_path):
+  """A variants sweep (mha 40/60% right, mqa 96/100%, gqa = mha) and a cost file: mqa's Δ is
+  significant across seeds, gqa's is not; the costs are the inverse speed and the ratios."""
+  from test_report import write_run  # pylint: disable=import-outside-toplevel
+  runs = {}
+  for variant, per_seed in {"mha": (20, 30), "mqa": (48, 50), "gqa": (20, 30)}.items():
+    for seed, c in enumerate(per_seed):
+      name = f"cross_attention={variant}.seed={seed}"
+      runs[name] = {"model.cross_attention": variant, "train.seed": seed}
+      write_run(tmp_path / "sweep" / name, runs[name], c, 100.0)
+  (tmp_path / "sweep" / "sweep.json").write_text(json.dumps({
+      "config": "algorithmic:task=copy", "sweep": "variants", "overrides": {}, "runs": runs,
+      "command": "encdec sweep --workdir sweep"}))
+  ratios = {"mha": (1.0, 1.0, 1.0), "mqa": (1.25, 0.125, 1.1), "gqa": (1.1, 0.5, 0.98)}
+  (tmp_path / "cost.json").write_text(json.dumps({
+      "src_len": 256, "config": "bench", "cpu_model": "test CPU", "date": "2026-12-01",
+      "variants": {v: {"decode_beam4_tokens_per_s_ratio": a,
+                       "cache_bytes_per_source_token_ratio": b,
+                       "train_tgt_tokens_per_s_ratio": c} for v, (a, b, c) in ratios.items()}}))
+  command = [sys.executable, "-m", "experiments.study_v2_summary", "--sweep",
+             f"copy={tmp_path / 'sweep'}", "--metric", "copy=symbol_accuracy", "--cost",
+             str(tmp_path / "cost.json"), "--out", str(tmp_path / "out"), "--resamples", "300"]
+  subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+  text = (tmp_path / "out" / "variants_summary.md").read_text()
+  rows = {line.split(" | ")[0].strip("| "): [c.strip(" |") for c in line.split(" | ")]
+          for line in text.splitlines() if line.startswith("| ")}
+  assert "Δ symbol_accuracy (2 seeds, higher is better)" in rows["variant"][1]
+  assert rows["mqa"][1].startswith("+") and rows["mqa"][1].endswith("significant across seeds")
+  assert rows["gqa"][1].startswith("+0.00 [") and rows["gqa"][1].endswith("not significant")
+  assert rows["mqa"][2:] == ["0.80", "0.12", "1.10"]
+  assert "mha" not in rows
+  assert (tmp_path / "out" / "variants_quality_vs_cost.png").stat().st_size > 10_000
+  failed = subprocess.run(command[:-6] + ["--metric", "typo=wer", *command[-6:]], cwd=ROOT,
+                          capture_output=True, text=True)
+  assert failed.returncode == 2 and "--metric names no --sweep: typo" in failed.stderr
+  assert "Traceback" not in failed.stderr

@@ -11,6 +11,7 @@ from encdec.metrics import (
     METRIC_FAMILIES,
     compute,
     exact_match_metrics,
+    symbol_accuracy,
     g2p_metrics,
     perplexity,
     text_metrics,
@@ -178,7 +179,15 @@ def test_text_tokenize_forwarded():
 
 def test_exact_match():
     out = exact_match_metrics(["a", "b", "c", "D"], [["a"], ["x", "b"], ["y"], ["d"]])
-    assert out == {"exact_match": 50.0, "num_examples": 4}
+    assert out == {"exact_match": 50.0, "symbol_accuracy": 50.0, "num_examples": 4}
+
+
+def test_symbol_accuracy_counts_symbols_in_place_over_the_longer_string():
+    assert symbol_accuracy("abcd", "abxd") == 0.75
+    assert symbol_accuracy("ab", "abcd") == symbol_accuracy("abcd", "ab") == 0.5
+    assert symbol_accuracy("", "") == 1.0 and symbol_accuracy("", "a") == 0.0
+    out = exact_match_metrics(["abcd", "ba"], [["abxd", "abcx"], ["ab"]])   # best reference
+    assert out["symbol_accuracy"] == 37.5 and out["exact_match"] == 0.0
 
 
 def test_exact_match_is_strict():

@@ -71,18 +71,18 @@ def test_report_table_significance_and_plots(sweep_dir):
   rows = table_rows(text)
   assert list(rows) == ["cross_attention=mha", "cross_attention=mqa", "cross_attention=gqa"]
   mha, mqa, gqa = rows.values()
-  # group, seeds, test/exact_match, Δ [CI], p seeds (Holm), p examples, verdict, MDE, params,
-  # cross params, cache, train tok/s, decode tok/s
-  assert mha[1:7] == ["2", "50.00 ± 14.14", "(baseline)", "", "", ""]
+  # group, seeds, test/exact_match, test/symbol_accuracy, Δ [CI], p seeds (Holm), p examples,
+  # verdict, MDE, params, cross params, cache, train tok/s, decode tok/s
+  assert mha[1:8] == ["2", "50.00 ± 14.14", "60.00 ± 11.31", "(baseline)", "", "", ""]
   assert mqa[1:3] == ["2", "98.00 ± 2.83 *"]
-  assert mqa[3].startswith("+48.00 [+") and mqa[4:7] == ["< 0.001", "< 0.001",
+  assert mqa[4].startswith("+48.00 [+") and mqa[5:8] == ["< 0.001", "< 0.001",
                                                          "significant across seeds"]
   # The same predictions as mha: Δ 0, but other seeds could differ by mha's own seed spread.
-  assert gqa[1:3] == ["2", "50.00 ± 14.14"] and gqa[4:7] == ["1.000", "1.000", "not significant"]
-  assert gqa[3] == "+0.00 [-22.00, +22.00]"
-  assert mha[10] == "256" and mqa[10] == "64"  # K+V x (4 | 1) heads x head_dim 4 x f32 x 2 layers
-  assert int(mha[8].replace(",", "")) > int(mqa[8].replace(",", ""))
-  assert mha[11] == "1,075 ± 0" and mqa[12] == "305 ± 7"   # median after the first window
+  assert gqa[1:3] == ["2", "50.00 ± 14.14"] and gqa[5:8] == ["1.000", "1.000", "not significant"]
+  assert gqa[4] == "+0.00 [-22.00, +22.00]"
+  assert mha[11] == "256" and mqa[11] == "64"  # K+V x (4 | 1) heads x head_dim 4 x f32 x 2 layers
+  assert int(mha[9].replace(",", "")) > int(mqa[9].replace(",", ""))
+  assert mha[12] == "1,075 ± 0" and mqa[13] == "305 ± 7"   # median after the first window
   assert "encdec sweep --config configs/algorithmic.py --sweep xattn" in text
   assert "hierarchical) paired bootstrap" in text and "baseline: **cross_attention=mha**" in text
   for png in ("learning_curves.png", "main_metric.png", "quality_vs_speed.png"):
@@ -92,7 +92,7 @@ def test_report_table_significance_and_plots(sweep_dir):
 def test_baseline_choice_and_unknown_names(sweep_dir, capsys):
   text = report.write_report(sweep_dir, baseline="mqa", measure_speed=False).read_text()
   rows = table_rows(text)
-  assert rows["cross_attention=mqa"][3] == "(baseline)"
+  assert rows["cross_attention=mqa"][4] == "(baseline)"
   assert rows["cross_attention=mha"][2] == "50.00 ± 14.14 *"
   assert cli.main(["report", str(sweep_dir), "--baseline", "nope", "--no-decode-speed"]) == 2
   assert "unknown --baseline 'nope'; valid: cross_attention=mha" in capsys.readouterr().err
@@ -113,7 +113,7 @@ def test_unfinished_runs_are_listed_and_left_out(sweep_dir):
   # One seed left, 40% (mha: 40% and 60%, the same first 20 right): worse on every example
   # that differs, so significant over test examples, but within mha's seed spread.
   gqa = table_rows(text)["cross_attention=gqa"]
-  assert gqa[1:3] == ["1", "40.00"] and gqa[5:7] == ["< 0.001", "only across test examples"]
+  assert gqa[1:3] == ["1", "40.00"] and gqa[6:8] == ["< 0.001", "only across test examples"]
 
 
 def test_mean_std_is_the_sample_standard_deviation():

@@ -14,6 +14,11 @@
         --config.train.num_steps=100 --config.optim.warmup_steps=20
     encdec report runs/study_v2/finetune/reverse_to_copy_100 --baseline base
 
+    # the length arm: every variant, alibi positions, scored by symbol accuracy beyond training
+    encdec sweep --config configs/cross_attention_study_v2.py:task=reverse,positions=alibi \
+        --sweep variants --workdir runs/study_v2/variants/reverse_alibi
+    encdec report runs/study_v2/variants/reverse_alibi --metric symbol_accuracy
+
 `budget` measures the curve the study's budget is chosen from: standard multi-head
 cross-attention trained to each of BUDGETS steps, each with its own full warm-up + cosine
 schedule (a budget's final quality, not a point on a longer run's curve).
@@ -37,9 +42,11 @@ PRETRAINED = "runs/study_v2/pretrain/reverse/seed={seed}"   # the pretrain sweep
 def get_config(arg=None):
   """task: as configs/cross_attention_ablation.py; final: the main split of an algorithmic task
   (default test_long, the first lengths beyond training; the other test splits are scored
-  beside it)."""
-  arg = config.parse_arg(arg, task="g2p_cmudict", final="test_long")
+  beside it); positions: model.position_encoding (the length arm uses alibi, the scheme that
+  extrapolates furthest in experiments/results/length_generalisation/)."""
+  arg = config.parse_arg(arg, task="g2p_cmudict", final="test_long", positions="sinusoidal")
   c = cross_attention_ablation.get_config(f"task={arg.task}")
+  c.model.position_encoding = arg.positions
   if arg.task != "g2p_cmudict":
     final = config.choose({s: s for s in ALGORITHMIC_SPLITS}, arg.final, "final")
     c.eval.update(final_split=final,

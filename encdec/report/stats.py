@@ -100,8 +100,11 @@ def _sacrebleu_statistic(metric: str, signature: str) -> Statistic:
 def statistic(family: str, metric: str, signature: str = "") -> Statistic | None:
   """How to resample `metric` of a task's metric family; None where it is not supported."""
   exact = (lambda p, r: np.array([[100.0 * (x in refs), 1.0] for x, refs in zip(p, r)]), ratio)
+  symbols = (lambda p, r: np.array([[100.0 * max(metrics_lib.symbol_accuracy(x, y) for y in ys),
+                                     1.0] for x, ys in zip(p, r)]), ratio)
   table: dict[tuple[str, str], Statistic] = {
       ("exact", "exact_match"): exact,
+      ("exact", "symbol_accuracy"): symbols,
       ("g2p", "wer"): (_g2p_stats, ratio),
       ("g2p", "exact_match"): (_g2p_stats, lambda s: 100.0 - ratio(s)),
       ("g2p", "per"): (_g2p_stats, lambda s: s[..., 2] / s[..., 3]),

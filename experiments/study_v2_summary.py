@@ -1,0 +1,139 @@
+"""The cross-attention study's summary: per task, every variant's difference from standard
+multi-head cross-attention on the task's main metric, against its decode cost.
+
+    python -m experiments.study_v2_summary \\
+        --sweep "reverse, 17-32 symbols=runs/study_v2/variants/reverse_alibi" \\
+        --metric "reverse, 17-32 symbols=symbol_accuracy" \\
+        --cost benchmarks/results-variants-cpu-2026-11-30.json \\
+        --out experiments/results/cross_attention_study_v2
+
+Each --sweep NAME=DIR is a finished `variants` sweep (runs grouped by variant, several seeds
+each); --metric NAME=METRIC picks its main metric (default: `encdec report`'s). The differences, their 95% intervals and verdicts are `encdec report`'s (the
+hierarchical bootstrap over seeds, then test examples; Holm over the variants of a task). The
+cost is `benchmarks.variants`'s JSON: beam-4 decode time per token at long sources, the K/V
+cache per source token and train speed, each relative to `mha`, measured in one run.
+
+Writes OUT/variants_summary.md (one row per variant, one column per task) and
+OUT/variants_quality_vs_cost.png (one panel per task).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from typing import Any, Mapping
+
+from encdec import plots
+from encdec.errors import ConfigError
+from encdec.report import discovery, render, stats
+
+COST = "decode_beam4_tokens_per_s_ratio"      # x: 1 / this = decode time per token vs mha
+
+
+def task_comparisons(directory: pathlib.Path, metric: str | None, resamples: int
+                     ) -> tuple[str, int, dict[str, stats.Comparison | None]]:
+  """(main metric as split/name, seeds per variant (the fewest), variant -> its Comparison
+  against the standard multi-head group) of a finished sweep."""
+  _, runs = discovery.load_runs(directory)
+  finished = [r for r in runs if r.step is not None]
+  if not finished:
+    raise ConfigError(f"no finished run in {directory}; run its `encdec sweep` first")
+  groups = discovery.group_runs(finished)
+  base = discovery.pick_baseline(groups, None)
+  split, name, stat = stats.main_statistic(base.runs[0], metric)
+  tests = stats.significance(groups, base, stat, resamples)
+  return (f"{split}/{name}", min(len(g.runs) for g in groups),
+          {g.runs[0].cfg.model.cross_attention: tests[g.label] for g in groups
+           if g is not base})
+
+
+def read_costs(path: pathlib.Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+  """(variant -> its ratios to mha, the run's machine facts) from a benchmarks.variants JSON."""
+  result = json.loads(path.read_text())
+  if "variants" not in result:
+    raise ConfigError(f"{path} is not a benchmarks.variants result (no 'variants' key)")
+  return result["variants"], {k: result.get(k) for k in ("date", "cpu_model", "src_len",
+                                                         "config", "device_kind")}
+
+
+def cell(c: stats.Comparison | None) -> str:
+  if c is None:
+    return "–"
+  return f"{c.delta:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}] {c.verdict}"
+
+
+def ratio(costs: Mapping[str, Mapping[str, Any]], variant: str, key: str, invert=False) -> str:
+  value = costs.get(variant, {}).get(key)
+  if value is None or (invert and value == 0):
+    return "–"
+  return f"{1 / value if invert else value:.2f}"
+
+
+def markdown(tasks: Mapping[str, tuple[str, int, dict]], costs: Mapping[str, Mapping[str, Any]],
+             machine: Mapping[str, Any], commands: str) -> str:
+  variants = sorted({v for _, _, c in tasks.values() for v in c} | (set(costs) - {"mha"}))
+  head = " | ".join(f"{t}: Δ {main.split('/')[-1]} ({seeds} seeds, "
+                    f"{'lower' if main.split('/')[-1] in render.LOWER_IS_BETTER else 'higher'}"
+                    " is better)" for t, (main, seeds, _) in tasks.items())
+  lines = [f"| variant | {head} | beam-4 decode time × mha | K/V cache × mha | train speed × mha |",
+           "|---|" + "---|" * (len(tasks) + 3)]
+  for v in variants:
+    task_cells = " | ".join(cell(c.get(v)) for _, _, c in tasks.values())
+    lines.append(f"| {v} | {task_cells} | {ratio(costs, v, COST, invert=True)} | "
+                 f"{ratio(costs, v, 'cache_bytes_per_source_token_ratio')} | "
+                 f"{ratio(costs, v, 'train_tgt_tokens_per_s_ratio')} |")
+  return "\n".join([
+      "# Cross-attention variants against standard multi-head: quality and cost", "",
+      "Δ: the variant's main metric minus `mha`'s, mean over seeds, with the 95% interval of "
+      "the hierarchical bootstrap (seeds within each variant, then test examples, paired); the "
+      "verdict uses the Holm-adjusted p over the task's variants (`encdec report`). Costs: "
+      f"`benchmarks.variants` at {machine.get('src_len')}-token sources, config "
+      f"`{machine.get('config')}`, {machine.get('cpu_model')} ({machine.get('date')}).", "",
+      *lines, "", "![quality against decode cost](variants_quality_vs_cost.png)", "",
+      "Made by:", "", "```", commands, "```", ""])
+
+
+def named(values: list[str], form: str) -> dict[str, str]:
+  """["NAME=VALUE", ...] -> {NAME: VALUE}; a ConfigError for any other form."""
+  bad = [v for v in values if "=" not in v]
+  if bad:
+    raise ConfigError(f"expected {form}, got {bad[0]!r}")
+  return dict(v.split("=", 1) for v in values)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--sweep", action="append", required=True, metavar="NAME=DIR")
+  parser.add_argument("--metric", action="append", default=[], metavar="NAME=METRIC")
+  parser.add_argument("--cost", required=True, type=pathlib.Path)
+  parser.add_argument("--out", required=True, type=pathlib.Path)
+  parser.add_argument("--resamples", type=int, default=1000)
+  args = parser.parse_args(argv)
+  try:
+    sweeps, metrics = (named(args.sweep, "--sweep NAME=DIR"),
+                       named(args.metric, "--metric NAME=METRIC"))
+    if set(metrics) - set(sweeps):
+      raise ConfigError(f"--metric names no --sweep: {', '.join(set(metrics) - set(sweeps))}")
+    tasks = {name: task_comparisons(pathlib.Path(d), metrics.get(name), args.resamples)
+             for name, d in sweeps.items()}
+    costs, machine = read_costs(args.cost)
+  except ConfigError as e:
+    parser.exit(2, f"study_v2_summary: error: {e}\n")
+  args.out.mkdir(parents=True, exist_ok=True)
+  panels = {f"{name}: {main}": {v: (1 / costs[v][COST], c.delta, *c.ci, c.verdict ==
+                                    stats.VERDICTS[0])
+                                for v, c in comparisons.items()
+                                if c is not None and costs.get(v, {}).get(COST)}
+            for name, (main, _, comparisons) in tasks.items()}
+  plots.differences_vs_cost(panels, f"beam-4 decode time per token, × mha "
+                            f"({machine.get('src_len')}-token sources)",
+                            args.out / "variants_quality_vs_cost.png")
+  command = "python -m experiments.study_v2_summary " + " ".join(
+      [f"--sweep '{s}'" for s in args.sweep] + [f"--metric '{m}'" for m in args.metric]
+      + [f"--cost {args.cost}", f"--out {args.out}"])
+  (args.out / "variants_summary.md").write_text(markdown(tasks, costs, machine, command))
+  print(f"wrote {args.out / 'variants_summary.md'} and its figure")
+
+
+if __name__ == "__main__":
+  main()
