@@ -47,22 +47,9 @@ def predictions(run: discovery.RunResult, split: str) -> stats.Predictions:
 _read = functools.lru_cache(maxsize=None)(stats.read_predictions)
 
 
-def symbol_accuracy(prediction: str, reference: str) -> float:
-  """Share of positions where the prediction has the reference's symbol, over the longer of the
-  two: partial credit that shows where an output goes wrong (exact match is all or nothing)."""
-  longest = max(len(prediction), len(reference), 1)
-  return sum(a == b for a, b in zip(prediction, reference)) / longest
-
-
-def symbol_stats(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> np.ndarray:
-  """Per-example [100 × symbol accuracy (best reference), 1]: [N, 2], reduced by stats.ratio."""
-  return np.array([[100.0 * max(symbol_accuracy(p, r) for r in rs), 1.0]
-                   for p, rs in zip(preds, refs)])
-
-
 # Metric name -> (per-example statistics, reduce), as encdec.report.stats resamples them.
 METRICS = {"exact match": stats.statistic("exact", "exact_match"),
-           "symbol accuracy": (symbol_stats, stats.ratio)}
+           "symbol accuracy": stats.statistic("exact", "symbol_accuracy")}
 
 
 def per_example(runs: Sequence[discovery.RunResult], split: str, metric: str) -> np.ndarray:

@@ -8,10 +8,11 @@ multi-head cross-attention on the task's main metric, against its decode cost.
         --out experiments/results/cross_attention_study_v2
 
 Each --sweep NAME=DIR is a finished `variants` sweep (runs grouped by variant, several seeds
-each); --metric NAME=METRIC picks its main metric (default: `encdec report`'s). The differences, their 95% intervals and verdicts are `encdec report`'s (the
-hierarchical bootstrap over seeds, then test examples; Holm over the variants of a task). The
-cost is `benchmarks.variants`'s JSON: beam-4 decode time per token at long sources, the K/V
-cache per source token and train speed, each relative to `mha`, measured in one run.
+each); --metric NAME=METRIC picks its main metric (default: `encdec report`'s). The
+differences, their 95% intervals and verdicts are `encdec report`'s (the hierarchical
+bootstrap over seeds, then test examples; Holm over the variants of a task). The cost is
+`benchmarks.variants`'s JSON: beam-4 decode time per token at long sources, the K/V cache per
+source token and train speed, each relative to `mha`, measured in one run.
 
 Writes OUT/variants_summary.md (one row per variant, one column per task) and
 OUT/variants_quality_vs_cost.png (one panel per task).
@@ -75,7 +76,8 @@ def markdown(tasks: Mapping[str, tuple[str, int, dict]], costs: Mapping[str, Map
   head = " | ".join(f"{t}: Δ {main.split('/')[-1]} ({seeds} seeds, "
                     f"{'lower' if main.split('/')[-1] in render.LOWER_IS_BETTER else 'higher'}"
                     " is better)" for t, (main, seeds, _) in tasks.items())
-  lines = [f"| variant | {head} | beam-4 decode time × mha | K/V cache × mha | train speed × mha |",
+  lines = [f"| variant | {head} | beam-4 decode time × mha | K/V cache × mha "
+           "| train speed × mha |",
            "|---|" + "---|" * (len(tasks) + 3)]
   for v in variants:
     task_cells = " | ".join(cell(c.get(v)) for _, _, c in tasks.values())
