@@ -40,6 +40,8 @@ def base() -> ml_collections.ConfigDict:
   c.task = dict(name="copy")
   c.train = dict(num_steps=1000, batch_size=64, seed=0, accum_steps=1, label_smoothing=0.1,
                  pack=False, skip_nonfinite=False,
+                 bucket_width=0,    # > 0: length-bucketed batches padded to multiples of it
+                 bucket_window=64,  # global batches sorted by length together (pipeline.py)
                  cpu_unrolled_threefry=True,   # lower dropout's hash unrolled on CPU (threefry.py)
                  init_from="", init_from_step=0, init_mapping=())  # warm start: train/warm_start.py
   c.optim = dict(learning_rate=1e-3, schedule="rsqrt", warmup_steps=500, b1=0.9, b2=0.98,

@@ -129,6 +129,9 @@ def test_members_may_differ_in_seed_and_hyperparameters_only(tmp_path):
                            [tmp_path / "a", tmp_path / "b"])
   with pytest.raises(ConfigError, match="its own --workdir"):
     batched.BatchedTrainer([tiny(0), tiny(1)], [tmp_path / "a", tmp_path / "a"])
+  with pytest.raises(ConfigError, match="length-bucketed members draw batches of different"):
+    batched.BatchedTrainer([tiny(0, **{"train.bucket_width": 4}),
+                            tiny(1, **{"train.bucket_width": 4})], [tmp_path / "a", tmp_path / "b"])
   assert not (tmp_path / "a").exists()
 
 

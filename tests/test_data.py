@@ -342,19 +342,57 @@ def test_epochs_are_reshuffled_deterministically():
   assert rows == again
 
 
-@pytest.mark.parametrize("pack", [False, True])
-def test_iterator_state_save_and_restore(pack):
+@pytest.mark.parametrize("layout", [{}, {"pack": True}, {"bucket_width": 4, "bucket_window": 3}])
+def test_iterator_state_save_and_restore(layout):
   cfg, task = algo("sort", num_train=100)
-  it = pipeline.train_batches(task, cfg, batch_size=4, seed=7, pack=pack)
-  take(it, 5)
+  it = pipeline.train_batches(task, cfg, batch_size=4, seed=7, **layout)
+  take(it, 5)                                  # bucketed: into the second window
   state = json.loads(json.dumps(it.get_state()))               # survives JSON
   expected = take(it, 3)
-  fresh = pipeline.train_batches(task, cfg, batch_size=4, seed=7, pack=pack)
+  fresh = pipeline.train_batches(task, cfg, batch_size=4, seed=7, **layout)
   fresh.set_state(state)
   assert_batches_equal(take(fresh, 3), expected)
-  other = pipeline.train_batches(task, cfg, batch_size=8, seed=7, pack=pack)
+  other = pipeline.train_batches(task, cfg, batch_size=8, seed=7, **layout)
   with pytest.raises(ValueError, match="other data settings"):
     other.set_state(state)
+
+
+def test_bucketed_batches_hold_similar_lengths_each_example_once_per_epoch():
+  """64 examples of 1-16 symbols, batches of 8, windows of 4 batches: an epoch is 8 batches
+  holding every example once, each batch padded only to the next multiple of 4 past its
+  longest source; the same seed gives the same batches, and 2 processes split each batch."""
+  cfg, task = algo("reverse", num_train=64)
+  tok = task.src_tokenizer
+  everything = collections.Counter(task.train_source("train")[i]["src"] for i in range(64))
+  bucketed = pipeline.train_batches(task, cfg, batch_size=8, seed=1, bucket_width=4,
+                                    bucket_window=4)
+  epoch = take(bucketed, 8)
+  assert collections.Counter(tok.decode(r) for b in epoch for r in b["src"]) == everything
+  S, T = cfg.max_src_len + 1, cfg.max_tgt_len + 1
+  spreads = []
+  for batch in epoch:
+    lengths = (batch["src"] != PAD).sum(1)                         # symbols + EOS
+    width = batch["src"].shape[1]
+    assert width == min(-(-lengths.max() // 4) * 4, S)
+    assert batch["tgt_in"].shape[1] == batch["tgt_out"].shape[1] <= T
+    assert ((batch["src"] == EOS).sum(1) == 1).all()
+    assert ((batch["tgt_out"] == EOS).sum(1) == 1).all()
+    spreads.append(lengths.max() - lengths.min())
+  plain = take(pipeline.train_batches(task, cfg, batch_size=8, seed=1), 8)
+  plain_spreads = [np.ptp((b["src"] != PAD).sum(1)) for b in plain]
+  assert np.mean(spreads) < np.mean(plain_spreads) / 2               # sorted within windows
+  assert sum(b["src"].size for b in epoch) < 0.8 * sum(b["src"].size for b in plain)
+  again = take(pipeline.train_batches(task, cfg, batch_size=8, seed=1, bucket_width=4,
+                                      bucket_window=4), 8)
+  assert_batches_equal(again, epoch)
+  halves = [take(pipeline.train_batches(task, cfg, batch_size=8, seed=1, bucket_width=4,
+                                        bucket_window=4, shard_index=p, shard_count=2), 8)
+            for p in range(2)]
+  for whole, first, second in zip(epoch, *halves):
+    for k in whole:
+      np.testing.assert_array_equal(np.concatenate([first[k], second[k]]), whole[k])
+  with pytest.raises(ConfigError, match="train.pack and train.bucket_width"):
+    pipeline.train_batches(task, cfg, batch_size=8, seed=1, pack=True, bucket_width=4)
 
 
 def test_drop_counting(g2p_task, g2p_cfg):

@@ -64,8 +64,10 @@ def final_params(workdir):
 
 
 @pytest.mark.slow   # an integration run (> 10 s); the quick suite covers its parts
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-  cfg = small_run_config()
+@pytest.mark.parametrize("layout", [{}, {"train.pack": False, "train.bucket_width": 2,
+                                         "train.bucket_window": 4}], ids=["packed", "bucketed"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, layout):
+  cfg = small_run_config(**layout)
   loop.train(cfg, tmp_path / "straight")
   trainer = loop.Trainer(cfg, tmp_path / "interrupted")
   with pytest.raises(preemption.Preempted, match="preempted at step 22"):

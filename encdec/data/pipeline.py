@@ -21,6 +21,10 @@ Order of operations (each process builds the same chain on its own shard):
       -> unpacked: pad to S / T, batch b rows, keep every P-th batch from the process index:
          the global batch (P processes x b rows) is the same whatever the process count P
       -> packed: keep every P-th example, pack into rows of S / T, batch b rows
+      -> bucketed (bucket_width > 0): windows of `bucket_window` global batches sorted by
+         length, cut into batches, batch order shuffled per window; each global batch padded
+         to multiples of bucket_width (S' <= S, T' <= T, the same on every process); process p
+         takes rows p*b .. p*b+b-1
 
 The iterator is checkpointable: `get_state()` is a small JSON-serializable dict and, after
 `set_state(state)`, a fresh iterator yields exactly the batches the saved one would have.
@@ -66,18 +70,15 @@ def _encode_all(tokenizer, texts: list[str]) -> list[list[int]]:
   return batch(texts) if batch is not None else [tokenizer.encode(t) for t in texts]
 
 
-def fitting_indices(task, source, indices: np.ndarray, max_src_len: int,
-                    max_tgt_len: int) -> np.ndarray:
-  """The subset of `indices` whose tokenized source/target fit the max lengths (one pass)."""
-  keep = []
+def token_lengths(task, source, indices: np.ndarray) -> np.ndarray:
+  """[len(indices), 2]: the tokenized (source, target) lengths of those examples (one pass)."""
+  lengths = []
   for start in range(0, len(indices), _PASS_CHUNK):
-    chunk = indices[start:start + _PASS_CHUNK]
-    rows = [source[int(i)] for i in chunk]
+    rows = [source[int(i)] for i in indices[start:start + _PASS_CHUNK]]
     src = _encode_all(task.src_tokenizer, [r["src"] for r in rows])
     tgt = _encode_all(task.tgt_tokenizer, [r["tgt"] for r in rows])
-    keep.extend(int(i) for i, s, t in zip(chunk, src, tgt)
-                if len(s) <= max_src_len and len(t) <= max_tgt_len)
-  return np.asarray(keep, np.int64)
+    lengths.extend((len(s), len(t)) for s, t in zip(src, tgt))
+  return np.asarray(lengths, np.int64).reshape(-1, 2)
 
 
 class EncodeExample:
@@ -102,6 +103,61 @@ class PadExample:
 
   def __call__(self, ex: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: pad_to(v, self._lengths[k], self._pad_id) for k, v in ex.items()}
+
+
+class BucketedBatch:
+  """Global batch k --> its source indices [B], when batches are length-bucketed.
+
+  The shuffled stream is cut into windows of `window` global batches; within a window the
+  examples are sorted by (source, target) length and cut into batches, whose order is then
+  shuffled (by the seed and the window's index). So each batch holds examples of similar
+  length, every example still comes once per epoch, and batch k depends only on (seed, k).
+  """
+
+  def __init__(self, stream, lengths: np.ndarray, rows: int, window: int, seed: int):
+    self._stream, self._lengths, self._rows, self._window = stream, lengths, rows, window
+    self._seed = seed
+    self._cached: tuple[int, np.ndarray] | None = None   # (window index, its batches [W, B])
+
+  def _batches_of_window(self, w: int) -> np.ndarray:
+    cached = self._cached
+    if cached is not None and cached[0] == w:
+      return cached[1]
+    size = self._window * self._rows
+    indices = np.array([self._stream[w * size + j] for j in range(size)], np.int64)
+    lengths = self._lengths[indices]                                     # [W*B, 2]
+    by_length = indices[np.lexsort((lengths[:, 1], lengths[:, 0]))]    # sources, then targets
+    batches = by_length.reshape(self._window, self._rows)               # [W, B]
+    order = np.random.default_rng([self._seed % 2**32, w]).permutation(self._window)
+    batches = batches[order]
+    self._cached = (w, batches)     # grain's reader threads may race here: both compute alike
+    return batches
+
+  def __call__(self, k) -> np.ndarray:
+    return self._batches_of_window(int(k) // self._window)[int(k) % self._window]
+
+
+class PadBucketedBatch:
+  """Source indices of a global batch [B] --> this process's rows of it, padded to the
+  smallest multiple of `width` that holds the batch's longest source (target) with its EOS
+  (BOS), at most S (T). Every process computes the same widths from the whole batch."""
+
+  def __init__(self, task, source, lengths: np.ndarray, width: int, src_len: int,
+               tgt_len: int, rows: slice):
+    self._encode, self._lengths, self._width = EncodeExample(task, source), lengths, width
+    self._max = (src_len, tgt_len)
+    self._rows, self._pad_id = rows, special_tokens(task).pad
+
+  def widths(self, indices: np.ndarray) -> tuple[int, int]:
+    longest = self._lengths[indices].max(axis=0) + 1                    # + EOS / BOS
+    return tuple(int(min(-(-n // self._width) * self._width, most))
+                 for n, most in zip(longest, self._max))
+
+  def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    src_w, tgt_w = self.widths(indices)                                 # S', T'
+    pad = PadExample(src_w, tgt_w, self._pad_id)
+    examples = [pad(self._encode(i)) for i in indices[self._rows]]
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}  # {k: [b, S' or T']}
 
 
 class RenamePacked:
@@ -187,9 +243,13 @@ def _json_default(x):
 
 
 def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed: int,
-                  pack: bool = False, shard_index: int = 0, shard_count: int = 1
-                  ) -> TrainIterator:
-  """Endless, reshuffled-per-epoch batches of this process's shard (see module docstring)."""
+                  pack: bool = False, bucket_width: int = 0, bucket_window: int = 64,
+                  shard_index: int = 0, shard_count: int = 1) -> TrainIterator:
+  """Endless, reshuffled-per-epoch batches of this process's shard (see module docstring).
+
+  `bucket_width` > 0 (unpacked only): length bucketing, see BucketedBatch and PadBucketedBatch;
+  batches are then [b, S'] / [b, T'] with S' <= S, T' <= T multiples of `bucket_width` (or S, T).
+  """
   if shard_count < 1 or not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index={shard_index}, shard_count={shard_count}: need "
                      "0 <= shard_index < shard_count")
@@ -201,8 +261,15 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
   src_len, tgt_len = max_src + 1, max_tgt + 1                          # S, T
   pad_id = special_tokens(task).pad
 
+  if bucket_width < 0 or bucket_window < 1:
+    raise ConfigError(f"train.bucket_width={bucket_width} must be >= 0 and "
+                      f"train.bucket_window={bucket_window} >= 1")
+  if pack and bucket_width:
+    raise ConfigError("train.pack and train.bucket_width are two ways to cut padding; set one "
+                      "(train.bucket_width=0 or train.pack=False)")
   source = task.train_source(split)
-  keep = fitting_indices(task, source, np.arange(len(source)), max_src, max_tgt)
+  lengths = token_lengths(task, source, np.arange(len(source)))       # [N, 2]
+  keep = np.flatnonzero((lengths[:, 0] <= max_src) & (lengths[:, 1] <= max_tgt))
   num_dropped = len(source) - len(keep)
   logging.info("data %s/%s: dropped %d of %d examples longer than max_src_len=%d or "
                "max_tgt_len=%d", task.name, split, num_dropped, len(source), max_src, max_tgt)
@@ -222,6 +289,13 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
         num_packing_bins=max(rows, _MIN_PACKING_BINS), shuffle_bins=False
     ).map(RenamePacked(pad_id))
     ds = ds.batch(rows, drop_remainder=True)                            # {k: [b, S or T]}
+  elif bucket_width:
+    # Global batch k: B examples of similar length; process p takes rows p*b .. p*b+b-1.
+    ds = (grain.MapDataset.range(len(stream) // batch_size)
+          .map(BucketedBatch(stream, lengths, batch_size, bucket_window, seed))
+          .map(PadBucketedBatch(task, source, lengths, bucket_width, src_len, tgt_len,
+                                slice(shard_index * rows, (shard_index + 1) * rows)))
+          .to_iter_dataset(read))
   else:
     # Global batch k = blocks k*P .. k*P+P-1 of b consecutive examples; process p takes block
     # k*P+p. So the global batch, row for row, does not depend on the process count.
@@ -232,6 +306,8 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
                      max_src_len=max_src, max_tgt_len=max_tgt)
   if pack:  # packed positions depend on the process count; unpacked ones do not
     fingerprint["shard_count"] = shard_count
+  if bucket_width:
+    fingerprint.update(bucket_width=bucket_width, bucket_window=bucket_window)
   return TrainIterator(iter(ds), num_examples=len(source), num_dropped=num_dropped,
                        fingerprint=fingerprint)
 

@@ -117,6 +117,10 @@ class BatchedTrainer:
     if differ:
       raise ConfigError(f"batched runs may differ only in {', '.join(PER_MEMBER_KEYS)}; "
                         f"these differ: {', '.join(differ)}")
+    if cfgs[0].train.bucket_width:
+      raise ConfigError(f"train.bucket_width={cfgs[0].train.bucket_width}: length-bucketed "
+                        "members draw batches of different widths, and padding them to one "
+                        "would change their dropout masks; train them one by one (no --batch)")
     devices = parallel.make_mesh(cfgs[0].mesh).size
     if devices > 1 or jax.process_count() > 1:
       raise ConfigError(f"each member of a batch runs on one device (the config's mesh has "

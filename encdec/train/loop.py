@@ -110,7 +110,9 @@ class Trainer:
     self.learning_rate = optim.schedule(cfg.optim, cfg.train.num_steps)
     self.batches = pipeline.train_batches(
         self.task, cfg.task, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-        pack=cfg.train.pack, shard_index=jax.process_index(), shard_count=jax.process_count())
+        pack=cfg.train.pack, bucket_width=cfg.train.bucket_width,
+        bucket_window=cfg.train.bucket_window, shard_index=jax.process_index(),
+        shard_count=jax.process_count())
     self.checkpointer = checkpoint.Checkpointer(
         self.workdir, every_steps=cfg.checkpoint.every_steps, keep=cfg.checkpoint.keep,
         async_save=cfg.checkpoint.async_save, config=json.loads(cfg.to_json()))
