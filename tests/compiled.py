@@ -17,9 +17,10 @@ from encdec import decoding, model
 STRUCTURAL_VARIANTS = ("mha", "merged", "parallel", "shared_kv", "latent", "all_layers", "none")
 
 
-def structural_quick() -> list:
-  """Every registered variant as a pytest parameter, the non-structural ones marked slow."""
-  return [pytest.param(v, marks=() if v in STRUCTURAL_VARIANTS else pytest.mark.slow)
+def structural_quick(quick: tuple[str, ...] = STRUCTURAL_VARIANTS) -> list:
+  """Every registered variant as a pytest parameter, those outside `quick` (by default the
+  non-structural ones) marked slow."""
+  return [pytest.param(v, marks=() if v in quick else pytest.mark.slow)
           for v in sorted(model.CROSS_ATTENTION)]
 
 

@@ -43,7 +43,9 @@ def plotted(run, tmp_path, monkeypatch) -> list[dict]:
   return calls
 
 
-@pytest.mark.parametrize("variant", structural_quick())
+# Quick: maps over the source (mha), over the source and target prefix (merged), over latents
+# (latent), none to plot (none); the other variants are slow.
+@pytest.mark.parametrize("variant", structural_quick(("mha", "merged", "latent", "none")))
 def test_every_variant_plots_its_maps_or_says_why_not(variant, tmp_path, monkeypatch):
   run = tiny_run(cross_attention=variant)
   variant_cls = run.module.config.variant
