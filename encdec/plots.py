@@ -141,6 +141,7 @@ def differences_vs_cost(panels: Mapping[str, Mapping[str, tuple[float, float, fl
   """One panel per title: label -> (cost x, difference Δ, interval low, interval high, whether
   the difference is significant), Δ with its interval as a vertical bar; filled markers are
   significant, hollow ones not. x on a log scale (cost ratios), a line at Δ = 0."""
+  from matplotlib.ticker import FormatStrFormatter  # pylint: disable=import-outside-toplevel
   labels = sorted({label for points in panels.values() for label in points})
   colour = colours(labels)
   fig = _figure(5.0 * len(panels), 4.5)
@@ -152,6 +153,8 @@ def differences_vs_cost(panels: Mapping[str, Mapping[str, tuple[float, float, fl
       ax.annotate(label, (x, delta), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xscale("log")
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+      axis(FormatStrFormatter("%.1f"))        # ratios as 0.6, 0.8, 1.0, not 6 x 10^-1
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
