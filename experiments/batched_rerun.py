@@ -60,19 +60,10 @@ def compare(sequential_dir: pathlib.Path, batched_dir: pathlib.Path, metric: str
     differing = sorted(set(sequential) ^ set(batched))
     raise ConfigError(f"the sweeps hold different variants: {differing}")
   split, name, stat = stats.main_statistic(next(iter(sequential.values())).runs[0], metric)
-  pairs = []
-  for label, seq in sequential.items():
-    bat = batched[label]
-    test = None
-    if stat is not None:
-      a, b = stats.group_stats(seq, stat), stats.group_stats(bat, stat)
-      if a is not None and b is not None and a[0] == b[0]:
-        test = stats.compare(a[1], b[1], stat[1], resamples)
-    pairs.append(Pair(label, seed_values(seq, split, name), seed_values(bat, split, name), test))
-  adjusted = stats.holm({p.label: p.test.p_seeds if p.test else None for p in pairs})
-  for p in pairs:
-    if p.test is not None:
-      p.test = dataclasses.replace(p.test, p_seeds_holm=adjusted[p.label])
+  tests = stats.paired_tests({label: (seq, batched[label]) for label, seq in sequential.items()},
+                             stat, resamples)
+  pairs = [Pair(label, seed_values(seq, split, name), seed_values(batched[label], split, name),
+                tests[label]) for label, seq in sequential.items()]
   return f"{split}/{name}", pairs
 
 

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 from encdec import plots
 from encdec.errors import ConfigError
-from encdec.report import discovery, render, stats
+from encdec.report import render, stats
 
 COST = "decode_beam4_tokens_per_s_ratio"      # x: 1 / this = decode time per token vs mha
 
@@ -35,17 +35,10 @@ def task_comparisons(directory: pathlib.Path, metric: str | None, resamples: int
                      ) -> tuple[str, int, dict[str, stats.Comparison | None]]:
   """(main metric as split/name, seeds per variant (the fewest), variant -> its Comparison
   against the standard multi-head group) of a finished sweep."""
-  _, runs = discovery.load_runs(directory)
-  finished = [r for r in runs if r.step is not None]
-  if not finished:
-    raise ConfigError(f"no finished run in {directory}; run its `encdec sweep` first")
-  groups = discovery.group_runs(finished)
-  base = discovery.pick_baseline(groups, None)
-  split, name, stat = stats.main_statistic(base.runs[0], metric)
-  tests = stats.significance(groups, base, stat, resamples)
-  return (f"{split}/{name}", min(len(g.runs) for g in groups),
-          {g.runs[0].cfg.model.cross_attention: tests[g.label] for g in groups
-           if g is not base})
+  sweep = stats.against_baseline(directory, None, metric, resamples)
+  return (sweep.main, min(len(g.runs) for g in sweep.groups),
+          {g.runs[0].cfg.model.cross_attention: sweep.tests[g.label] for g in sweep.groups
+           if g is not sweep.baseline})
 
 
 def read_costs(path: pathlib.Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:

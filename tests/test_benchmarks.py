@@ -16,12 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))    # benchmarks/ is a folder of the repository, not installed
+from benchmarks import baseline_decoder, flops
+from encdec import decoding, model
+from encdec.errors import ConfigError
 
-from benchmarks import baseline_decoder, flops  # noqa: E402
-from encdec import decoding, model  # noqa: E402
-from encdec.errors import ConfigError  # noqa: E402
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 TINY = dict(src_vocab_size=12, tgt_vocab_size=10, d_model=8, num_heads=2, d_ff=16,
             num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0)

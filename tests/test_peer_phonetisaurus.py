@@ -4,17 +4,13 @@ train/decode on a tiny regular lexicon, our scoring and TSV format, resuming, th
 Tests that run the binaries skip when the optional `phonetisaurus` package is not installed."""
 import json
 import pathlib
-import sys
 
 import pytest
 
 from encdec import metrics
 from encdec.data import base
 from encdec.report import stats
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))    # experiments/ is a folder of the repository, not installed
-from experiments.peers import phonetisaurus_g2p as peer  # noqa: E402
+from experiments.peers import phonetisaurus_g2p as peer
 
 CONSONANTS = {"b": "B", "d": "D", "k": "K", "l": "L", "m": "M", "n": "N", "p": "P", "s": "S",
               "sh": "SH", "t": "T"}

@@ -11,19 +11,15 @@ encdec/model/cross_attention.py) against the model it builds, for every register
 import ast
 import math
 import pathlib
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))    # benchmarks/ is a folder of the repository, not installed
-
-from benchmarks import flops  # noqa: E402  pylint: disable=wrong-import-position
-from encdec import config, decoding, model  # noqa: E402  pylint: disable=wrong-import-position
-from encdec.model import cross_attention  # noqa: E402  pylint: disable=wrong-import-position
+from benchmarks import flops
+from encdec import config, decoding, model
+from encdec.model import cross_attention
 
 # head_dim 5 (H*D = 20 != d_model = 24), S != T != M, encoder and decoder depths differ: a
 # formula that mixes them up does not match.
@@ -32,6 +28,7 @@ CFG = dict(src_vocab_size=23, tgt_vocab_size=29, d_model=24, num_heads=4, head_d
            cross_kv_heads=2, cross_latents=3, cross_window=2)
 BATCH, SRC_LEN, TGT_LEN = 2, 7, 5
 VARIANTS = sorted(model.CROSS_ATTENTION)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def dot_flops(jaxpr) -> int:

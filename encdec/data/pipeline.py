@@ -70,11 +70,11 @@ def _encode_all(tokenizer, texts: list[str]) -> list[list[int]]:
   return batch(texts) if batch is not None else [tokenizer.encode(t) for t in texts]
 
 
-def token_lengths(task, source, indices: np.ndarray) -> np.ndarray:
-  """[len(indices), 2]: the tokenized (source, target) lengths of those examples (one pass)."""
+def token_lengths(task, source) -> np.ndarray:
+  """[N, 2]: the tokenized (source, target) lengths of every example of source (one pass)."""
   lengths = []
-  for start in range(0, len(indices), _PASS_CHUNK):
-    rows = [source[int(i)] for i in indices[start:start + _PASS_CHUNK]]
+  for start in range(0, len(source), _PASS_CHUNK):
+    rows = [source[i] for i in range(start, min(start + _PASS_CHUNK, len(source)))]
     src = _encode_all(task.src_tokenizer, [r["src"] for r in rows])
     tgt = _encode_all(task.tgt_tokenizer, [r["tgt"] for r in rows])
     lengths.extend((len(s), len(t)) for s, t in zip(src, tgt))
@@ -268,7 +268,7 @@ def train_batches(task, task_cfg, *, split: str = "train", batch_size: int, seed
     raise ConfigError("train.pack and train.bucket_width are two ways to cut padding; set one "
                       "(train.bucket_width=0 or train.pack=False)")
   source = task.train_source(split)
-  lengths = token_lengths(task, source, np.arange(len(source)))       # [N, 2]
+  lengths = token_lengths(task, source)                              # [N, 2]
   keep = np.flatnonzero((lengths[:, 0] <= max_src) & (lengths[:, 1] <= max_tgt))
   num_dropped = len(source) - len(keep)
   logging.info("data %s/%s: dropped %d of %d examples longer than max_src_len=%d or "

@@ -57,18 +57,9 @@ def write_report(directory: str | pathlib.Path, *, baseline: str | None = None,
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     raise ConfigError(f"{directory} is not a directory; pass the --workdir of `encdec sweep`")
-  manifest, runs = discovery.load_runs(directory)
-  finished = [r for r in runs if r.step is not None]
-  unfinished = [r.name for r in runs if r.step is None]
-  if not finished:
-    raise ConfigError(f"no finished run in {directory} (a finished run has "
-                      "eval/<final_split>-<num_steps>.json); run `encdec sweep` first")
-  groups = discovery.group_runs(finished)
-  base = discovery.pick_baseline(groups, baseline)
-  split, name, stat = stats.main_statistic(base.runs[0], metric)
-  main = f"{split}/{name}"
-  tests = stats.significance(groups, base, stat, resamples)
-  rows = [group_row(g, measure_speed) for g in groups]
+  sweep = stats.against_baseline(directory, baseline, metric, resamples)
+  split, main, base, manifest = sweep.split, sweep.main, sweep.baseline, sweep.manifest
+  rows = [group_row(g, measure_speed) for g in sweep.groups]
   columns = sorted({c for r in rows for c in r.scores},   # the main split first, main metric first
                    key=lambda c: (c.split("/")[0] != split, c.split("/")[0], c != main, c))
   figures = render.make_plots(directory, rows, main, base)
@@ -78,7 +69,7 @@ def write_report(directory: str | pathlib.Path, *, baseline: str | None = None,
   jobs_note = (f" (this sweep ran {jobs.group(1)} runs at a time, which lowers train tok/s)"
                if jobs and int(jobs.group(1)) > 1 else "")
   text = render.markdown(title, (manifest or {}).get("command", ""), rows, columns, main, base,
-                         tests, unfinished, figures, resamples, jobs_note)
+                         sweep.tests, sweep.unfinished, figures, resamples, jobs_note)
   path = directory / REPORT
   path.write_text(text)
   return path

@@ -16,6 +16,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from encdec import metrics as metrics_lib
+from encdec.errors import ConfigError
 from encdec.report import discovery
 
 SIGNIFICANCE = 0.05
@@ -230,21 +231,58 @@ def main_statistic(run: discovery.RunResult, metric: str | None
   return split, name, statistic(tasks.build(run.cfg.task).metric_family, name, signature)
 
 
-def significance(groups: Sequence[discovery.Group], baseline: discovery.Group,
+def paired_tests(pairs: Mapping[str, tuple[discovery.Group, discovery.Group]],
                  stat: Statistic | None, resamples: int) -> dict[str, Comparison | None]:
-  """Group label -> its Comparison on the main metric (`stat`: main_statistic's) against the
-  baseline, Holm-adjusted over every tested group; None where it cannot be tested (the
-  baseline's own entry too)."""
+  """Label -> the Comparison of a pair's second group against its first on the main metric
+  (`stat`: main_statistic's), Holm-adjusted over every tested pair; None where it cannot be
+  tested (a predictions TSV missing, or the groups decoded different examples)."""
   if stat is None:
-    return {g.label: None for g in groups}
-  base = group_stats(baseline, stat)
+    return {label: None for label in pairs}
+  per_group: dict[int, tuple[list[str], np.ndarray] | None] = {}   # id(group) -> group_stats
+
+  def examples(group: discovery.Group):
+    if id(group) not in per_group:
+      per_group[id(group)] = group_stats(group, stat)
+    return per_group[id(group)]
+
   out: dict[str, Comparison | None] = {}
-  for g in groups:
-    other = group_stats(g, stat) if g is not baseline else None
-    if base is None or other is None or other[0] != base[0]:
-      out[g.label] = None
-      continue
-    out[g.label] = compare(base[1], other[1], stat[1], resamples)
+  for label, (first, second) in pairs.items():
+    a, b = examples(first), examples(second)
+    tested = a is not None and b is not None and a[0] == b[0]
+    out[label] = compare(a[1], b[1], stat[1], resamples) if tested else None
   adjusted = holm({label: c.p_seeds if c else None for label, c in out.items()})
   return {label: c and dataclasses.replace(c, p_seeds_holm=adjusted[label])
           for label, c in out.items()}
+
+
+@dataclasses.dataclass
+class BaselineTests:
+  """A sweep directory's finished runs grouped, and every group tested against the baseline."""
+  manifest: dict | None                      # DIR/sweep.json, None for a plain directory
+  groups: list[discovery.Group]              # finished runs only
+  unfinished: list[str]                      # names of the runs without a final evaluation
+  baseline: discovery.Group
+  split: str                                 # the final split
+  metric: str                                # the main metric
+  tests: dict[str, Comparison | None]        # group label -> against the baseline (its own: None)
+
+  @property
+  def main(self) -> str:
+    return f"{self.split}/{self.metric}"
+
+
+def against_baseline(directory: pathlib.Path, baseline: str | None = None,
+                     metric: str | None = None, resamples: int = 1000) -> BaselineTests:
+  """Group DIR's finished runs, pick the baseline group (`baseline`: its label, else the
+  standard one) and the main metric, and test every other group against the baseline."""
+  manifest, runs = discovery.load_runs(directory)
+  finished = [r for r in runs if r.step is not None]
+  if not finished:
+    raise ConfigError(f"no finished run in {directory} (a finished run has "
+                      "eval/<final_split>-<num_steps>.json); run `encdec sweep` first")
+  groups = discovery.group_runs(finished)
+  base = discovery.pick_baseline(groups, baseline)
+  split, name, stat = main_statistic(base.runs[0], metric)
+  tests = paired_tests({g.label: (base, g) for g in groups if g is not base}, stat, resamples)
+  return BaselineTests(manifest, groups, [r.name for r in runs if r.step is None], base, split,
+                       name, {g.label: tests.get(g.label) for g in groups})
