@@ -194,6 +194,25 @@ def budget_curve_module():
   return budget_curve
 
 
+def test_study_architecture_arm_runs_the_best_variants_under_each_preset():
+  """`best` is mha and the 4 chosen variants, seed-major; `preset=` applies the preset's fields
+  over the study's model (its own position scheme replaces positions=alibi)."""
+  from encdec import config, model, sweep  # pylint: disable=import-outside-toplevel
+  from encdec.configs import cross_attention_study_v2 as study  # pylint: disable=import-outside-toplevel
+  runs = sweep.sweep_runs("cross_attention_study_v2:task=reverse", "best")
+  variants = ("mha",) + study.BEST
+  assert len(set(variants)) == 5 and set(variants) <= set(model.CROSS_ATTENTION)
+  assert runs[:5] == [{"model.cross_attention": v, "train.seed": 0} for v in variants]
+  assert [r["train.seed"] for r in runs] == [s for s in study.SEEDS for _ in variants]
+  plain = config.load("cross_attention_study_v2:task=reverse,positions=alibi")
+  assert (plain.model.position_encoding, plain.model.preset) == ("alibi", "")
+  for preset, positions, norm in (("vaswani", "sinusoidal", "post"),
+                                  ("t5_v1_1", "t5_relative", "pre"), ("modern", "rope", "pre")):
+    cfg = config.load(f"cross_attention_study_v2:task=reverse,positions=alibi,preset={preset}")
+    assert (cfg.model.position_encoding, cfg.model.norm) == (positions, norm)
+    assert cfg.model.d_model == plain.model.d_model and cfg.train == plain.train
+
+
 def test_study_summary_puts_each_variants_difference_beside_its_cost(tmp_path):
   """A variants sweep (mha 40/60% right, mqa 96/100%, gqa = mha) and a cost file: mqa's Δ is
   significant across seeds, gqa's is not; the costs are the inverse speed and the ratios."""

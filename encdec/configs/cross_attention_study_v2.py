@@ -19,6 +19,11 @@
         --sweep variants --workdir runs/study_v2/variants/reverse_alibi
     encdec report runs/study_v2/variants/reverse_alibi --metric symbol_accuracy
 
+    # the architecture arm: mha and the best 4 variants under each preset (one sweep each)
+    for p in vaswani t5_v1_1 modern; do
+      encdec sweep --config configs/cross_attention_study_v2.py:task=reverse,preset=$p \
+          --sweep best --workdir runs/study_v2/best/reverse_$p; done
+
 `budget` measures the curve the study's budget is chosen from: standard multi-head
 cross-attention trained to each of BUDGETS steps, each with its own full warm-up + cosine
 schedule (a budget's final quality, not a point on a longer run's curve).
@@ -28,6 +33,9 @@ report's baseline group, `base`), for a budget given on the command line (copy a
 in about 300 steps, so the transfer shows in fewer). Gheini et al. (2021) found
 cross-attention-only fine-tuning close to full fine-tuning for new language pairs; reverse ->
 copy keeps the vocabulary and the symbols' representations and changes only the alignment.
+`best`: `mha` and BEST, the 4 variants nearest to or above it in the length arm (none of them
+differs from `mha` across seeds there), to be run under each preset: does a variant's verdict
+depend on the architecture around it?
 """
 from encdec import config, model, sweep
 from encdec.configs import cross_attention_ablation
@@ -37,16 +45,22 @@ BUDGETS = (1000, 2000, 4000, 8000, 16000, 32000)
 ALGORITHMIC_SPLITS = ("test", "test_long", "test_longer")
 PLACEMENTS = ("all", "first", "last", "middle", "every:2", "every:3")
 PRETRAINED = "runs/study_v2/pretrain/reverse/seed={seed}"   # the pretrain sweep's runs
+# The length arm's (reverse, ALiBi) 4 best variants by mean symbol accuracy against mha: +1.3,
+# +0.0, -0.3, -0.5 points (experiments/results/cross_attention_study_v2/variants_summary.md).
+BEST = ("all_layers", "mqa", "gqa", "shared_kv")
 
 
 def get_config(arg=None):
   """task: as configs/cross_attention_ablation.py; final: the main split of an algorithmic task
   (default test_long, the first lengths beyond training; the other test splits are scored
   beside it); positions: model.position_encoding (the length arm uses alibi, the scheme that
-  extrapolates furthest in experiments/results/length_generalisation/)."""
-  arg = config.parse_arg(arg, task="g2p_cmudict", final="test_long", positions="sinusoidal")
+  extrapolates furthest in experiments/results/length_generalisation/); preset: model.preset
+  (applied over this file's model fields when the config is loaded, so its own position scheme
+  replaces `positions`)."""
+  arg = config.parse_arg(arg, task="g2p_cmudict", final="test_long", positions="sinusoidal",
+                         preset="")
   c = cross_attention_ablation.get_config(f"task={arg.task}")
-  c.model.position_encoding = arg.positions
+  c.model.update(position_encoding=arg.positions, preset=arg.preset)
   if arg.task != "g2p_cmudict":
     final = config.choose({s: s for s in ALGORITHMIC_SPLITS}, arg.final, "final")
     c.eval.update(final_split=final,
@@ -58,6 +72,13 @@ def get_config(arg=None):
   return c
 
 
+def seed_major(variants) -> list[sweep.Overrides]:
+  """Each variant once for seed 0, then seed 1, ...: an interrupted sweep already holds a
+  complete comparison at fewer seeds."""
+  return sweep.union(*(sweep.grid(seeds=(seed,), **{"model.cross_attention": list(variants)})
+                       for seed in SEEDS))
+
+
 def finetune() -> list[sweep.Overrides]:
   """Cross-attention only, everything, from scratch; seed by seed within each."""
   warm = sweep.grid(seeds=SEEDS, **{"train.init_from": [PRETRAINED],
@@ -67,11 +88,8 @@ def finetune() -> list[sweep.Overrides]:
 
 SWEEPS = {
     "budget": lambda: sweep.grid(**{"train.num_steps": list(BUDGETS)}),
-    # Every registered variant, seed-major (every variant once for seed 0, then seed 1, ...), so
-    # an interrupted sweep already holds a complete comparison at fewer seeds.
-    "variants": lambda: sweep.union(*(
-        sweep.grid(seeds=(seed,), **{"model.cross_attention": sorted(model.CROSS_ATTENTION)})
-        for seed in SEEDS)),
+    "variants": lambda: seed_major(sorted(model.CROSS_ATTENTION)),
+    "best": lambda: seed_major(("mha",) + BEST),
     # Fewer cross-attention layers, in a 6-layer decoder (standard multi-head).
     "placement": lambda: sweep.union(*(
         sweep.grid(seeds=(seed,), **{"model.num_decoder_layers": [6],
