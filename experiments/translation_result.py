@@ -42,7 +42,7 @@ def main() -> None:
       f"Commands: `{args.command}`; `encdec eval --workdir {args.workdir} --split test --beam "
       f"{args.beam} --plot-attention 3`; `encdec eval --workdir {args.workdir} --split test "
       f"--beam 1`; this page: `python -m experiments.translation_result {args.workdir} "
-      "--wall-time ... --hardware ...`.", "",
+      f"--name {args.name} --wall-time ... --hardware ...`.", "",
       f"- Hardware: {args.hardware}",
       f"- Training wall time: {args.wall_time}",
       f"- Model: transformer d_model {m['d_model']}, {m['num_heads']} heads, d_ff {m['d_ff']}, "
