@@ -19,10 +19,12 @@
         --sweep variants --workdir runs/study_v2/variants/reverse_alibi
     encdec report runs/study_v2/variants/reverse_alibi --metric symbol_accuracy
 
-    # the architecture arm: mha and the best 4 variants under each preset (one sweep each)
+    # the architecture arm: mha and the best 4 variants under each preset (one sweep each),
+    # positions kept at ALiBi (the presets' own schemes do not extrapolate: a floor)
     for p in vaswani t5_v1_1 modern; do
       encdec sweep --config configs/cross_attention_study_v2.py:task=reverse,preset=$p \
-          --sweep best --workdir runs/study_v2/best/reverse_$p; done
+          --sweep best --workdir runs/study_v2/best/reverse_alibi_$p \
+          --config.model.position_encoding=alibi; done
 
 `budget` measures the curve the study's budget is chosen from: standard multi-head
 cross-attention trained to each of BUDGETS steps, each with its own full warm-up + cosine
