@@ -15,6 +15,9 @@ from encdec import decoding, model
 # layers) or whether they read the source. Expensive per-variant tests run these in the quick
 # suite and the others (head counts, gates, windows: the same structure) in the slow one.
 STRUCTURAL_VARIANTS = ("mha", "merged", "parallel", "shared_kv", "latent", "all_layers", "none")
+# The quick suite's share of the cheap per-variant properties: the standard layout, one cache
+# for target and source (merged) and a cache that does not hold the source (latent).
+CORE_VARIANTS = ("mha", "merged", "latent")
 
 
 def structural_quick(quick: tuple[str, ...] = STRUCTURAL_VARIANTS) -> list:

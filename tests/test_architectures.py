@@ -37,7 +37,6 @@ QUICK = {
     ("rope", "mha"): dict(mlp="swiglu", mlp_bias=False, scan_layers=False),
     ("alibi", "mha"): dict(mlp="reglu", norm_type="rmsnorm", scan_layers=False),
     ("none", "mha"): dict(norm="post", embedding_norm=True, scan_layers=False),
-    ("rope", "merged"): dict(attention_bias=True),
 }
 SLOW = [(scheme, variant) for scheme in RELATIVE for variant in sorted(model.CROSS_ATTENTION)
         if (scheme, variant) not in QUICK]

@@ -142,6 +142,7 @@ def test_which_calls_go_to_jax():
   assert attention.jax_implementation("auto", q, k, serveable=True) is None   # CPU
 
 
+@pytest.mark.slow   # 14 s; the quick suite checks which calls go to JAX and its logits
 def test_cudnn_arguments_give_our_numbers(monkeypatch):
   """What the cuDNN call gets (mask and bias broadcast to [.., T, S], is_causal, GQA heads),
   run by jax.nn's XLA implementation instead: our numbers. (cuDNN itself needs a GPU.)"""

@@ -45,7 +45,7 @@ def plotted(run, tmp_path, monkeypatch) -> list[dict]:
 
 # Quick: maps over the source (mha), over the source and target prefix (merged), over latents
 # (latent), none to plot (none); the other variants are slow.
-@pytest.mark.parametrize("variant", structural_quick(("mha", "merged", "latent", "none")))
+@pytest.mark.parametrize("variant", structural_quick(("latent", "none")))
 def test_every_variant_plots_its_maps_or_says_why_not(variant, tmp_path, monkeypatch):
   run = tiny_run(cross_attention=variant)
   variant_cls = run.module.config.variant
@@ -70,9 +70,10 @@ def test_every_variant_plots_its_maps_or_says_why_not(variant, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("variant, placement, layers", [
-    ("mha", "first", (0,)), ("mha", "every:2", (1,)), ("gated", "last", (2,)),
-    ("merged", "0,2", (0, 2)), ("shared_kv", "middle", (1,)), ("latent", "1,2", (1, 2)),
-    ("parallel", "every:1", (0, 1, 2))])
+    ("mha", "every:2", (1,)), ("merged", "0,2", (0, 2))] + [
+    pytest.param(*case, marks=pytest.mark.slow) for case in [
+        ("mha", "first", (0,)), ("gated", "last", (2,)), ("shared_kv", "middle", (1,)),
+        ("latent", "1,2", (1, 2)), ("parallel", "every:1", (0, 1, 2))]])
 def test_only_layers_with_cross_attention_are_plotted_under_their_own_index(
     variant, placement, layers, tmp_path, monkeypatch):
   run = tiny_run(cross_attention=variant, cross_attention_layers=placement)

@@ -99,6 +99,7 @@ def tiny_model():
   return m, m.init(jax.random.key(0), src, src), src
 
 
+@pytest.mark.slow   # 17 s: PyTorch's transformer against ours, both compiled
 def test_baseline_reads_the_same_parameters(tiny_model):
   m, v, src = tiny_model
   np.testing.assert_allclose(baseline_decoder.baseline_for(m).apply(v, src, src),

@@ -118,6 +118,7 @@ def test_sentencepiece_training_is_deterministic_and_reserves_ids(tmp_path):
 
 # ------------------------------------------------------------------------------------- G2P
 
+@pytest.mark.slow   # 20 s: reads every CMUdict split
 def test_g2p_dev_and_test_follow_the_split_rule_and_are_disjoint(g2p_task):
   """The quick check (the train split, 90% of the words, is read by the slow test below)."""
   sets = {s: {w for w, _ in g2p_task.words(s)} for s in ("dev", "test")}

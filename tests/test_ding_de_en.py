@@ -142,6 +142,7 @@ def test_a_missing_file_is_one_line_naming_the_fix(tmp_path, capsys):
   assert status == 2 and stderr[-1].startswith("encdec train: error: Ding dictionary ")
 
 
+@pytest.mark.slow   # 25 s; the quick suite scores BLEU / chrF in test_metrics.py
 def test_two_training_steps_then_bleu_and_chrf(tiny, tmp_path):
   from encdec.train import loop  # pylint: disable=import-outside-toplevel
   task_cfg, _ = tiny

@@ -34,7 +34,8 @@ def test_committed_fixtures_are_what_the_script_makes(name):
       np.testing.assert_array_equal(saved[key], value.numpy(), err_msg=key)
   expected = np.load(FIXTURES / name / "expected.npz")
   for key, value in make_fixtures.reference(name, model).items():
-    np.testing.assert_allclose(value, expected[key], atol=1e-5, rtol=0, err_msg=key)
+    # rtol: PyTorch's float32 sums depend on its thread count (T5's unscaled logits reach ~8).
+    np.testing.assert_allclose(value, expected[key], atol=1e-5, rtol=1e-5, err_msg=key)
 
 
 # Configurations compared live only: (fixture spec to start from, config changes).

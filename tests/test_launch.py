@@ -302,7 +302,11 @@ def test_local_forwards_sigterm_to_every_process(tmp_path):
     lines.append(line)
     ready += line.endswith("] ready\n")
   proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=60)
+  try:
+    out, err = proc.communicate(timeout=60)
+  except subprocess.TimeoutExpired as e:
+    proc.kill()
+    pytest.fail(f"the launcher did not stop: {lines}, {e.stdout!r}, {e.stderr!r}")
   assert proc.returncode == 0, (out, err)
   assert "forwarding SIGTERM" in err
   assert "[p0] got SIGTERM, saving" in out and "[p1] got SIGTERM, saving" in out

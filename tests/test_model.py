@@ -117,6 +117,7 @@ def test_gradients_reach_every_parameter():
   assert not dead, f"no gradient reaches {dead}"
 
 
+@pytest.mark.slow   # 23 s: compiles the scanned model's gradient under each remat policy
 @pytest.mark.parametrize("remat, scan", [("dots", True),
                                          pytest.param("full", False, marks=pytest.mark.slow)])
 def test_remat_changes_memory_not_the_loss_or_gradients(remat, scan):

@@ -128,7 +128,7 @@ def assert_all_finite(tree) -> None:
 
 
 @pytest.mark.parametrize("after, error", [
-    (False, "non-finite loss or gradient at step 5;"),
+    pytest.param(False, "non-finite loss or gradient at step 5;", marks=pytest.mark.slow),
     (True, "non-finite parameters or optimizer state after step 6;")])
 def test_a_diverged_step_is_named_exactly_and_never_checkpointed(tmp_path, monkeypatch, after,
                                                                   error):

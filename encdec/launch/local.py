@@ -111,15 +111,14 @@ def _kill_groups(procs: Sequence[subprocess.Popen]) -> None:
 
 
 @contextlib.contextmanager
-def _forwarding_signals(procs: Sequence[subprocess.Popen]) -> Iterator[None]:
-  """While inside, SIGTERM / SIGINT to the launcher are sent on to every process."""
-  def forward(signum, frame):  # pylint: disable=unused-argument
-    print(f"[launch] forwarding {signal.Signals(signum).name} to the processes", file=sys.stderr,
-          flush=True)
-    _send(procs, signum)
+def _catching_signals(received: list[int]) -> Iterator[None]:
+  """While inside, SIGTERM / SIGINT to the launcher are appended to `received` (and nothing
+  else: the wait loop forwards them, so no process is signalled from inside a handler)."""
   signals = (signal.SIGTERM, signal.SIGINT)
   in_main_thread = threading.current_thread() is threading.main_thread()
-  previous = {s: signal.signal(s, forward) for s in signals} if in_main_thread else {}
+  def catch(signum, frame):  # pylint: disable=unused-argument
+    received.append(signum)
+  previous = {s: signal.signal(s, catch) for s in signals} if in_main_thread else {}
   try:
     yield
   finally:
@@ -127,10 +126,16 @@ def _forwarding_signals(procs: Sequence[subprocess.Popen]) -> Iterator[None]:
       signal.signal(signum, handler)
 
 
-def _wait(procs: Sequence[subprocess.Popen]) -> int:
-  """Wait for every process; on the first failure stop the others. Returns the exit status."""
-  failure, kill_at = None, None
+def _wait(procs: Sequence[subprocess.Popen], received: list[int]) -> int:
+  """Wait for every process, forwarding each signal in `received` to them; on the first failure
+  stop the others. Returns the exit status."""
+  failure, kill_at, forwarded = None, None, 0
   while True:
+    for signum in received[forwarded:]:
+      print(f"[launch] forwarding {signal.Signals(signum).name} to the processes", file=sys.stderr,
+            flush=True)
+      _send(procs, signum)
+      forwarded += 1
     codes = [p.poll() for p in procs]
     if failure is None:
       failed = next(((i, c) for i, c in enumerate(codes) if c), None)
@@ -151,23 +156,25 @@ def _wait(procs: Sequence[subprocess.Popen]) -> int:
 def run_processes(argvs: Sequence[Sequence[str]], env: Mapping[str, str]) -> int:
   """Start one process per argv (each in its own process group, so a terminal's Ctrl-C reaches
   them only through the launcher, once), stream their prefixed output, return the status."""
-  procs: list[subprocess.Popen] = []
-  try:
-    for argv in argvs:
-      procs.append(subprocess.Popen(list(argv), env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    errors="replace", start_new_session=True))
-  except OSError as e:
-    print(f"error: cannot start {shlex.join(argv)}: {e}", file=sys.stderr)
-    _kill_groups(procs)
-    return 127
-  lock = threading.Lock()
-  pumps = [threading.Thread(target=_pump, args=(p.stdout, f"[p{i}] ", lock), daemon=True)
-           for i, p in enumerate(procs)]
-  for pump in pumps:
-    pump.start()
-  with _forwarding_signals(procs):
-    status = _wait(procs)
+  received: list[int] = []
+  with _catching_signals(received):  # from before the first start: no signal is missed
+    procs: list[subprocess.Popen] = []
+    try:
+      for argv in argvs:
+        procs.append(subprocess.Popen(list(argv), env={**os.environ, **env},
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, errors="replace",
+                                      start_new_session=True))
+    except OSError as e:
+      print(f"error: cannot start {shlex.join(argv)}: {e}", file=sys.stderr)
+      _kill_groups(procs)
+      return 127
+    lock = threading.Lock()
+    pumps = [threading.Thread(target=_pump, args=(p.stdout, f"[p{i}] ", lock), daemon=True)
+             for i, p in enumerate(procs)]
+    for pump in pumps:
+      pump.start()
+    status = _wait(procs, received)
   for pump in pumps:
     pump.join()
   return status
