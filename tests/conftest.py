@@ -20,8 +20,10 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 # Compiling dominates the quick suite on CPU: XLA's backend optimisations off cut its time by a
-# quarter and change no result beyond rounding. The slow suite's training runs execute long
-# enough that the optimised code is faster (a 99%-accuracy run: 72 s against 100 s).
+# quarter and change no result beyond rounding. The slow suite keeps XLA's defaults: its long
+# training runs are faster optimised (a run to 99%: 72 s against 100 s), though one run of the
+# whole slow suite with these flags took 39 min against 47.5 min without (2026-12-01, 2-core
+# Zen 3; not the same commit): to measure again before changing.
 FAST_COMPILE_FLAGS = ["--xla_backend_optimization_level=0",
                       "--xla_llvm_disable_expensive_passes=true"]
 
