@@ -11,18 +11,15 @@ import pytest
 
 from encdec import decoding, model
 
-# Variants that differ in how they sit in the decoder (layout, shared K/V, latents, encoder
-# layers) or whether they read the source. Expensive per-variant tests run these in the quick
-# suite and the others (head counts, gates, windows: the same structure) in the slow one.
-STRUCTURAL_VARIANTS = ("mha", "merged", "parallel", "shared_kv", "latent", "all_layers", "none")
-# The quick suite's share of the cheap per-variant properties: the standard layout, one cache
-# for target and source (merged) and a cache that does not hold the source (latent).
+# The variants per-variant tests run in the quick suite: the standard layout, one cache for
+# target and source (merged) and a cache that does not hold the source (latent). The others
+# (shared or fewer K/V heads, gates, windows, layouts) run in the slow suite.
 CORE_VARIANTS = ("mha", "merged", "latent")
 
 
-def structural_quick(quick: tuple[str, ...] = STRUCTURAL_VARIANTS) -> list:
+def structural_quick(quick: tuple[str, ...] = CORE_VARIANTS) -> list:
   """Every registered variant as a pytest parameter, those outside `quick` (by default the
-  non-structural ones) marked slow."""
+  core ones) marked slow."""
   return [pytest.param(v, marks=() if v in quick else pytest.mark.slow)
           for v in sorted(model.CROSS_ATTENTION)]
 

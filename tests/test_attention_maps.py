@@ -43,8 +43,8 @@ def plotted(run, tmp_path, monkeypatch) -> list[dict]:
   return calls
 
 
-# Quick: maps over the source (mha), over the source and target prefix (merged), over latents
-# (latent), none to plot (none); the other variants are slow.
+# Quick: maps over latents (latent), none to plot (none); the other variants are slow (maps
+# over the source (mha) and over source and target prefix (merged) are plotted quick below).
 @pytest.mark.parametrize("variant", structural_quick(("latent", "none")))
 def test_every_variant_plots_its_maps_or_says_why_not(variant, tmp_path, monkeypatch):
   run = tiny_run(cross_attention=variant)

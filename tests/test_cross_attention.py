@@ -13,7 +13,7 @@ BASE = dict(src_vocab_size=23, tgt_vocab_size=29, d_model=32, num_heads=4, d_ff=
             num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0, tie_output=False,
             cross_kv_heads=2)
 # Every variant; the quick suite runs the core ones (tests/compiled.py), the slow one the rest.
-QUICK = structural_quick(CORE_VARIANTS)
+QUICK = structural_quick()
 SRC = jnp.array([[5, 6, 7, 8, 2, 0], [9, 10, 2, 0, 0, 0]], jnp.int32)      # [B=2, S=6]
 TGT = jnp.array([[1, 11, 12, 13, 14], [1, 15, 16, 0, 0]], jnp.int32)       # [B=2, T=5]
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from compiled import STRUCTURAL_VARIANTS
+from compiled import CORE_VARIANTS
 from encdec import decoding, model
 
 VARIANTS = sorted(model.CROSS_ATTENTION)
@@ -105,7 +105,7 @@ def assert_not_vacuous(forward, v, config, out):
 # test_searches_use_the_models_own_special_ids, and the core variants' beam rows are checked
 # quick in tests/test_cross_attention.py. The rest of the product is slow.
 QUICK_SEARCH = {"latent": "beam"}
-assert set(QUICK_SEARCH) <= set(STRUCTURAL_VARIANTS)
+assert set(QUICK_SEARCH) <= set(CORE_VARIANTS)
 
 
 def variant_search_cases():

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import pytest
 
 from benchmarks import flops
-from compiled import CORE_VARIANTS, structural_quick
+from compiled import structural_quick
 from encdec import config, decoding, model
 from encdec.model import cross_attention
 
@@ -110,7 +110,7 @@ def test_analytic_flops_hold_for_other_layer_builds_and_blocks(overrides):
   assert analytic == traced_forward_flops(model.build(cfg), BATCH, SRC_LEN, TGT_LEN)
 
 
-@pytest.mark.parametrize("variant", structural_quick(CORE_VARIANTS))
+@pytest.mark.parametrize("variant", structural_quick())
 def test_cache_bytes_are_the_cache_decoding_allocates(variant):
   cfg = {**CFG, "cross_attention": variant}
   variant_cls, schema_cfg = model.CROSS_ATTENTION[variant], flops.model_config(cfg)
