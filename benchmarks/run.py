@@ -126,7 +126,20 @@ def load_config(args, layers: int | None = None, **extra):
   layers = layers if layers is not None else args.layers
   if layers is not None:
     overrides.update({"model.num_encoder_layers": layers, "model.num_decoder_layers": layers})
-  return config_lib.load(args.config, overrides)
+  return with_task_vocabulary(config_lib.load(args.config, overrides))
+
+
+def with_task_vocabulary(cfg):
+  """`cfg` with vocabulary sizes the model can be built with: a config that takes them from its
+  task (0, as the study configs do) gets the task's (the benchmark feeds random tokens, so
+  nothing else of the task is used)."""
+  if cfg.model.src_vocab_size and cfg.model.tgt_vocab_size:
+    return cfg
+  values = assembly.model_config(cfg.model, tasks.build(cfg.task))
+  cfg = cfg.copy_and_resolve_references()
+  cfg.model.src_vocab_size = values["src_vocab_size"]
+  cfg.model.tgt_vocab_size = values["tgt_vocab_size"]
+  return cfg
 
 
 def random_tokens(rng: np.random.Generator, shape, vocab: int) -> np.ndarray:

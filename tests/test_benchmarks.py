@@ -393,6 +393,35 @@ def test_variant_benchmark_lists_every_registered_variant_after_mha():
   assert names[0] == "mha" and sorted(names) == sorted(model.CROSS_ATTENTION)
 
 
+def test_variant_benchmark_times_the_variants_in_alternating_rounds():
+  from benchmarks import variants  # pylint: disable=import-outside-toplevel
+  calls_made = []
+  calls = {v: {s: (lambda v=v, s=s: calls_made.append((v, s)) or np.zeros(1))
+               for s in ("decode_greedy", "decode_beam4")} for v in ("mha", "mqa", "gqa")}
+  seconds = variants.decode_rounds(calls, rounds=3)
+  forward = [(v, s) for v in ("mha", "mqa", "gqa") for s in ("decode_greedy", "decode_beam4")]
+  backward = [(v, s) for v in ("gqa", "mqa", "mha") for s in ("decode_greedy", "decode_beam4")]
+  assert calls_made == forward + backward + forward
+  assert all(len(t) == 3 for searches in seconds.values() for t in searches.values())
+  class Args:  # pylint: disable=too-few-public-methods
+    decode_batch, decode_len = 2, 5
+  speeds = variants.decode_speeds(Args, {"decode_greedy": [1.0, 0.1, 2.0]})
+  assert speeds["decode_greedy_tokens_per_s"] == pytest.approx(10.0)   # the median round
+
+
+def test_benchmarks_take_vocabulary_sizes_from_the_configs_task():
+  """The study configs leave the vocabulary sizes to the task (0); a model built from them as
+  they are could not embed a single token."""
+  from benchmarks import run  # pylint: disable=import-outside-toplevel
+  from encdec.data import tasks  # pylint: disable=import-outside-toplevel
+  cfg = run.load_config(run.parse_args(["--config", "cross_attention_study_v2:task=reverse"]))
+  task = tasks.build(cfg.task)
+  assert cfg.model.src_vocab_size == task.src_tokenizer.vocab_size > 0
+  assert cfg.model.tgt_vocab_size == task.tgt_tokenizer.vocab_size > 0
+  quick = run.load_config(run.parse_args(["--quick"]))
+  assert quick.model.src_vocab_size == run.QUICK_MODEL["model.src_vocab_size"]
+
+
 @pytest.mark.slow
 def test_variant_benchmark_quick_writes_ratios(tmp_path):
   out = tmp_path / "variants.json"
