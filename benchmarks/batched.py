@@ -28,8 +28,7 @@ if __name__ == "__main__":   # as benchmarks.run does: huge pages for XLA's buff
 import jax  # noqa: E402
 
 from benchmarks import run  # noqa: E402
-from encdec import assembly, decoding, threefry  # noqa: E402
-from encdec.data import tasks  # noqa: E402
+from encdec import decoding, threefry  # noqa: E402
 from encdec.train import batched, state as state_lib, step as step_lib  # noqa: E402
 
 ABLATION = "cross_attention_ablation:task=g2p_cmudict"
@@ -68,15 +67,9 @@ def decode_seconds(args, cfg, size: int) -> tuple[float, float]:
 
 
 def load_config(args, d_model: int):
-  """The config at `d_model` (d_ff = 4 d_model), with the task's vocabulary sizes where the
-  config leaves them to the task (random tokens need them)."""
-  overrides = {"model.d_model": d_model, "model.d_ff": 4 * d_model}
-  cfg = run.load_config(args, **overrides)
-  if cfg.model.src_vocab_size and cfg.model.tgt_vocab_size:
-    return cfg
-  model = assembly.build_model(cfg, tasks.build(cfg.task)).config
-  return run.load_config(args, **overrides, **{"model.src_vocab_size": model.src_vocab_size,
-                                               "model.tgt_vocab_size": model.tgt_vocab_size})
+  """The config at `d_model` (d_ff = 4 d_model; vocabulary sizes the task's where the config
+  leaves them to it, as run.load_config does)."""
+  return run.load_config(args, **{"model.d_model": d_model, "model.d_ff": 4 * d_model})
 
 
 def lone_step_seconds(args, cfg) -> float:

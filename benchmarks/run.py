@@ -122,10 +122,10 @@ def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argp
 # ----------------------------------------------------------------------------------- helpers
 def load_config(args, layers: int | None = None, **extra):
   overrides = dict(QUICK_MODEL) if args.quick else {}
-  overrides.update(extra)
   layers = layers if layers is not None else args.layers
   if layers is not None:
     overrides.update({"model.num_encoder_layers": layers, "model.num_decoder_layers": layers})
+  overrides.update(extra)                      # a caller's own settings win over --layers
   return with_task_vocabulary(config_lib.load(args.config, overrides))
 
 

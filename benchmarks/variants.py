@@ -12,6 +12,11 @@ where re-reading a per-source cache costs), and the train stage of benchmarks/ru
 `--src_len` tokens there too). Variants
 that need settings (GQA's K/V heads, latents) take the config's.
 
+`--placements all,first,...` compares instead where standard multi-head cross-attention sits
+(model.cross_attention_layers), the first placement the reference; `--set KEY=VALUE` overrides
+the config for every model compared (e.g. `--set model.num_decoder_layers=6`, the study's
+placement arm).
+
 Decoding is timed in rounds once every variant is compiled: each round calls every variant's
 searches once, in registry order and then reversed in the next round, so a drift of the
 machine's speed (a shared host, a warming cache) falls on all variants alike; the speed is the
@@ -36,7 +41,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import run  # noqa: E402
-from encdec import model, threefry  # noqa: E402
+from encdec import config as config_lib, model, threefry  # noqa: E402
+from encdec.errors import ConfigError  # noqa: E402
 from encdec.report import accounting  # noqa: E402
 
 REFERENCE = "mha"
@@ -48,11 +54,23 @@ def variants() -> list[str]:
   return [REFERENCE] + sorted(v for v in model.CROSS_ATTENTION if v != REFERENCE)
 
 
-def prepare(args, variant: str) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
-  """(the variant's costs measured once: cache bytes, parameters, train speed; its searches on
+def compared(placements: str) -> tuple[str, dict[str, dict[str, str]]]:
+  """(the config field compared, name -> its overrides, the reference first): every registered
+  variant, or with `placements` ("all,first,...") standard multi-head cross-attention in
+  those decoder layers (model.cross_attention_layers), the first of them the reference."""
+  if placements:
+    return "model.cross_attention_layers", {
+        p: {"model.cross_attention": REFERENCE, "model.cross_attention_layers": p}
+        for p in placements.split(",") if p}
+  return "model.cross_attention", {v: {"model.cross_attention": v} for v in variants()}
+
+
+def prepare(args, overrides: dict[str, Any]
+            ) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
+  """(the model's costs measured once: cache bytes, parameters, train speed; its searches on
   `decode_batch` random sources of `--src_len` tokens, compiled and called once)."""
-  cfg = run.load_config(args, **{"model.cross_attention": variant,
-                                 "task.max_src_len": max(args.src_len, 1)})
+  cfg = run.load_config(args, **args.fixed, **overrides,
+                        **{"task.max_src_len": max(args.src_len, 1)})
   train, module, params = run.bench_train(args, cfg)
   rng = np.random.default_rng(args.seed + 1)
   src = run.random_tokens(rng, (args.decode_batch, args.src_len), module.config.src_vocab_size)
@@ -88,14 +106,17 @@ def decode_speeds(args, seconds: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def with_ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-  ref = results[REFERENCE]
+  """Each result with `{key}_ratio`s to the first (the reference's)."""
+  ref = next(iter(results.values()))
   return {name: {**r, **{f"{k}_ratio": r[k] / ref[k] if ref[k] else None for k in RATIO_KEYS}}
           for name, r in results.items()}
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
-  lines = ["| variant | cache B / source token | × mha | greedy tok/s | × mha | beam-4 tok/s | "
-           "× mha | train tok/s | × mha | params |", "|---|---|---|---|---|---|---|---|---|---|"]
+def table(results: dict[str, dict[str, Any]], field: str = "model.cross_attention") -> str:
+  ref = f"× {next(iter(results))}"
+  lines = [f"| {field.split('.')[-1]} | cache B / source token | {ref} | greedy tok/s | {ref} | "
+           f"beam-4 tok/s | {ref} | train tok/s | {ref} | params |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in results.items():
     cells = [f"{r[k]:,.0f} | {r[f'{k}_ratio']:.2f}" if r[f"{k}_ratio"] is not None
              else f"{r[k]:,.0f} | n/a" for k in RATIO_KEYS]
@@ -106,24 +127,36 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 def main(argv=None) -> dict[str, Any]:
   parser = run.build_parser(__doc__.split("\n\n")[0])
   parser.add_argument("--src_len", type=int, default=256, help="source tokens per decoded source")
-  parser.add_argument("--only", default="", help="comma-separated variants (mha always runs)")
+  parser.add_argument("--only", default="", help="comma-separated names of those compared (the reference always runs)")
+  parser.add_argument("--placements", default="",
+                      help="compare these model.cross_attention_layers of standard multi-head "
+                           "cross-attention instead of the variants, the first the reference: "
+                           "e.g. all,first,last,middle,every:2,every:3")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a config override for every model, e.g. model.num_decoder_layers=6")
   args = run.parse_args(argv, parser)
+  try:
+    args.fixed = config_lib.parse_overrides(args.set, prefix="")
+  except ConfigError as e:
+    parser.error(str(e))
   threefry.unroll_on_cpu()
-  chosen = run.only(variants(), args.only, REFERENCE)
+  field, models = compared(args.placements)
+  chosen = run.only(models, args.only, next(iter(models)))
   results, calls = {}, {}
-  for variant in chosen:
-    print(f"[bench] {variant} ...", file=sys.stderr, flush=True)
-    results[variant], calls[variant] = prepare(args, variant)
-  print(f"[bench] decoding: {args.decode_repeats} rounds of every variant", file=sys.stderr,
+  for name, overrides in chosen.items():
+    print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+    results[name], calls[name] = prepare(args, overrides)
+  print(f"[bench] decoding: {args.decode_repeats} rounds of every model", file=sys.stderr,
         flush=True)
-  for variant, seconds in decode_rounds(calls, args.decode_repeats).items():
-    results[variant].update(decode_speeds(args, seconds))
+  for name, seconds in decode_rounds(calls, args.decode_repeats).items():
+    results[name].update(decode_speeds(args, seconds))
   results = with_ratios(results)
   out = {"benchmark": "encdec cross-attention variants", "quick": args.quick,
-         "config": args.config, "src_len": args.src_len, "decode_batch": args.decode_batch,
+         "config": args.config, "compared": field, "overrides": args.fixed,
+         "src_len": args.src_len, "decode_batch": args.decode_batch,
          "decode_len": args.decode_len, "steps": args.steps, **run.environment(),
          "variants": results}
-  return run.emit(out, table(results), args.json)
+  return run.emit(out, table(results, field), args.json)
 
 
 if __name__ == "__main__":

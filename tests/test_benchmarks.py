@@ -409,6 +409,19 @@ def test_variant_benchmark_times_the_variants_in_alternating_rounds():
   assert speeds["decode_greedy_tokens_per_s"] == pytest.approx(10.0)   # the median round
 
 
+def test_variant_benchmark_compares_placements_of_multi_head_cross_attention():
+  from benchmarks import variants  # pylint: disable=import-outside-toplevel
+  field, models = variants.compared("all,first,every:2")
+  assert field == "model.cross_attention_layers" and list(models) == ["all", "first", "every:2"]
+  assert models["every:2"] == {"model.cross_attention": "mha",
+                               "model.cross_attention_layers": "every:2"}
+  field, models = variants.compared("")
+  assert field == "model.cross_attention" and list(models) == variants.variants()
+  ratios = variants.with_ratios({"all": {k: 4.0 for k in variants.RATIO_KEYS},
+                                 "first": {k: 1.0 for k in variants.RATIO_KEYS}})
+  assert ratios["first"]["cache_bytes_per_source_token_ratio"] == 0.25   # against the first
+
+
 def test_benchmarks_take_vocabulary_sizes_from_the_configs_task():
   """The study configs leave the vocabulary sizes to the task (0); a model built from them as
   they are could not embed a single token."""
@@ -434,3 +447,18 @@ def test_variant_benchmark_quick_writes_ratios(tmp_path):
   assert results["mha"]["decode_beam4_tokens_per_s_ratio"] == 1.0
   # GQA with half the K/V heads caches half the bytes per source token.
   assert results["gqa"]["cache_bytes_per_source_token_ratio"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_variant_benchmark_quick_compares_placements(tmp_path):
+  out = tmp_path / "placements.json"
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.variants", "--quick", "--src_len", "16",
+                         "--placements", "all,first", "--set", "model.num_decoder_layers=4",
+                         "--json", str(out)], cwd=REPO, capture_output=True, text=True,
+                        timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(out.read_text())
+  assert result["compared"] == "model.cross_attention_layers"
+  assert result["overrides"] == {"model.num_decoder_layers": 4}
+  # Cross-attention in 1 of 4 decoder layers caches a quarter of the bytes.
+  assert result["variants"]["first"]["cache_bytes_per_source_token_ratio"] == pytest.approx(0.25)
