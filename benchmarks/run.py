@@ -130,13 +130,12 @@ def load_config(args, layers: int | None = None, **extra):
 
 
 def with_task_vocabulary(cfg):
-  """`cfg` with vocabulary sizes the model can be built with: a config that takes them from its
-  task (0, as the study configs do) gets the task's (the benchmark feeds random tokens, so
-  nothing else of the task is used)."""
+  """`cfg` (set in place) with vocabulary sizes the model can be built with: a config that takes
+  them from its task (0, as the study configs do) gets the task's (the benchmark feeds random
+  tokens, so nothing else of the task is used)."""
   if cfg.model.src_vocab_size and cfg.model.tgt_vocab_size:
     return cfg
   values = assembly.model_config(cfg.model, tasks.build(cfg.task))
-  cfg = cfg.copy_and_resolve_references()
   cfg.model.src_vocab_size = values["src_vocab_size"]
   cfg.model.tgt_vocab_size = values["tgt_vocab_size"]
   return cfg

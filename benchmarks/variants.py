@@ -127,7 +127,8 @@ def table(results: dict[str, dict[str, Any]], field: str = "model.cross_attentio
 def main(argv=None) -> dict[str, Any]:
   parser = run.build_parser(__doc__.split("\n\n")[0])
   parser.add_argument("--src_len", type=int, default=256, help="source tokens per decoded source")
-  parser.add_argument("--only", default="", help="comma-separated names of those compared (the reference always runs)")
+  parser.add_argument("--only", default="",
+                      help="comma-separated names of those compared (the reference always runs)")
   parser.add_argument("--placements", default="",
                       help="compare these model.cross_attention_layers of standard multi-head "
                            "cross-attention instead of the variants, the first the reference: "
