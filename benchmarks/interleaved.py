@@ -19,7 +19,9 @@ so drift hits both. Stages:
    classed with the compiled HLO: a fusion holding a dot is a GEMM; summed over XLA's worker
    threads), torch's from torch.profiler (self CPU time per aten op, its intra-op threads
    inside). Per class: the seconds and the share of all profiled op time; the markdown shows
-   share × the median step, the class's part of the step.
+   share × the median step, the class's part of the step. encdec's non-GEMM ops are also
+   grouped by the JAX operation they come from (ORIGINS: dropout, attention layouts, norms,
+   the optimizer, ...).
 4. **MFU** of both train steps (analytic model FLOPs, benchmarks/flops.py) against (a) the best
    GEMM rate any library reached here, (b) the CPU's nominal peak (encdec/machine.py:
    cores × FMA lanes × 2 × clock), (c) XLA's own best GEMM.
@@ -261,6 +263,41 @@ def classify_xla_ops(name: str, ops: set[str]) -> str:
   return "elementwise"
 
 
+# Where encdec's non-GEMM op time comes from: the first pattern matching the JAX operation an op
+# was lowered from (its op_name). The optimizer's ops carry a bare primitive name ("add", "div"):
+# optax's update runs outside the model's named scopes.
+ORIGINS = (
+    ("dropout and ReLU masks (forward and backward)", r"Dropout|dropout|mlp/select_n"),
+    ("norms", r"/norm/|final_norm"),
+    ("attention layouts (QKV slices, head transposes)",
+     r"qkv|attention.*(squeeze|slice|transpose|reshape|pad|add_any|->)"),
+    ("attention masks", r"attention.*select_n"),
+    ("attention softmax", r"attention.*/(div|reduce_max|reduce_sum|exp|sub)"),
+    ("tied output projection", r"tgt_embed|decoder/div"),
+    ("parameter layout copies", r"^state\.params"),
+    ("optimizer (AdamW, clipping)", r"^(add|div|mul|multiply|sqrt|rsqrt|sub|subtract|select)$"),
+    ("positions", r"/positions/"),
+    ("residual adds", r"_residual/add$"),
+)
+
+
+def origin(source: str) -> str:
+  """The ORIGINS name for an op lowered from JAX operation `source`, else "other"."""
+  return next((name for name, pattern in ORIGINS if re.search(pattern, source)), "other")
+
+
+def non_gemm_by_origin(per_op: dict[str, float], classes: dict[str, str],
+                       sources: dict[str, str]) -> dict[str, Any]:
+  """{origin: (seconds per step, share of all profiled op time)} over the ops that are not
+  GEMMs, largest first."""
+  total = sum(per_op.values())
+  seconds = collections.Counter()
+  for op, s in per_op.items():
+    if classes.get(op) != "matmul":
+      seconds[origin(sources.get(op, op))] += s
+  return {name: [s, s / total] for name, s in seconds.most_common()}
+
+
 def xla_profile(compiled, batch, rng, holder, steps: int) -> dict[str, Any]:
   """Seconds per op class (summed over XLA's worker threads) over `steps` traced steps."""
   from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
@@ -279,8 +316,10 @@ def xla_profile(compiled, batch, rng, holder, steps: int) -> dict[str, Any]:
           stats = dict(event.stats)
           if "hlo_op" in stats:
             per_op[stats["hlo_op"]] += event.duration_ns / 1e9 / steps
-  return summarise_ops(per_op, lambda op: classes.get(op, "other"),
-                       hlo_op_sources(compiled.as_text()))
+  sources = hlo_op_sources(compiled.as_text())
+  summary = summarise_ops(per_op, lambda op: classes.get(op, "other"), sources)
+  summary["non_gemm_by_origin"] = non_gemm_by_origin(per_op, classes, sources)
+  return summary
 
 
 _TORCH_CLASSES = (
@@ -367,6 +406,9 @@ def markdown(r: dict[str, Any]) -> str:
     cells = [f"{r[f'{system}_step_s_median'] * share:.3f} ({share:.0%})" for system in
              ("encdec", "torch") for share in [r[f"profile_{system}"]["share_by_class"][cls]]]
     lines.append(f"| {cls} | {cells[0]} | {cells[1]} |")
+  lines += ["", "| encdec's non-GEMM op time by origin | seconds of the step | share |", "|---|---|---|"]
+  for name, (_, share) in r["profile_encdec"]["non_gemm_by_origin"].items():
+    lines.append(f"| {name} | {r['encdec_step_s_median'] * share:.3f} | {share:.1%} |")
   return "\n".join(lines)
 
 

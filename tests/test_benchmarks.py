@@ -304,6 +304,30 @@ def test_xla_ops_are_classed_by_what_their_fusion_computes():
   assert interleaved.classify_torch_op("aten::gelu") == "elementwise"
 
 
+def test_non_gemm_time_is_grouped_by_the_operation_it_comes_from():
+  from benchmarks import interleaved  # pylint: disable=import-outside-toplevel
+  enc = "jvp(EncoderDecoder)/EncoderDecoder.encode/encoder/layer_0/"
+  sources = {"f1": enc + "mlp_residual/mlp/Dropout_0/jit(_where)/select_n",
+             "f2": enc + "attention_residual/self_attention/qkv/squeeze",
+             "f3": enc + "attention_residual/norm/mul",
+             "f4": "add",                                             # optax's update: bare
+             "f5": enc + "attention_residual/self_attention/reduce_max",
+             "f6": enc + "attention_residual/self_attention/jit(_where)/select_n",
+             "f7": "state.params['decoder']['layer_1']['cross_attention']['kv']['kernel']",
+             "dot": enc + "mlp_residual/mlp/wi/dot_general", "f8": "something_new"}
+  expected = {"f1": "dropout and ReLU masks (forward and backward)",
+              "f2": "attention layouts (QKV slices, head transposes)", "f3": "norms",
+              "f4": "optimizer (AdamW, clipping)", "f5": "attention softmax",
+              "f6": "attention masks", "f7": "parameter layout copies", "f8": "other"}
+  for op, name in expected.items():
+    assert interleaved.origin(sources[op]) == name, op
+  per_op = {"f1": 2.0, "f2": 1.0, "f4": 0.5, "f8": 0.25, "dot": 6.25}
+  classes = {op: "elementwise" for op in per_op} | {"dot": "matmul"}
+  out = interleaved.non_gemm_by_origin(per_op, classes, sources)
+  assert list(out) == [expected["f1"], expected["f2"], expected["f4"], "other"]  # largest first
+  assert out[expected["f1"]] == [2.0, 0.2]        # seconds, share of all op time (GEMMs too)
+
+
 def test_mfu_is_against_each_peak():
   from benchmarks import interleaved  # pylint: disable=import-outside-toplevel
   r = {"gemm_gflops": {"a": {"xla": [100.0, 120.0], "torch": [150.0, 90.0]}},
@@ -358,6 +382,8 @@ def test_interleaved_quick_writes_every_section(tmp_path):
     by_class = r[f"profile_{system}"]["seconds_per_step_by_class"]
     assert by_class["matmul"] > 0, by_class
     assert 0 < r[f"{system}_mfu_vs_best_gemm"] < 1.5
+  origins = r["profile_encdec"]["non_gemm_by_origin"]
+  assert "dropout and ReLU masks (forward and backward)" in origins, origins
   assert "| encdec |" in proc.stdout
 
 
