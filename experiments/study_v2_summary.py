@@ -14,19 +14,29 @@ bootstrap over seeds, then test examples; Holm over the variants of a task). The
 `benchmarks.variants`'s JSON: beam-4 decode time per token at long sources, the K/V cache per
 source token and train speed, each relative to `mha`, measured in one run.
 
+Given two or more sweeps, the page also asks whether a variant's difference depends on the
+column (the architecture arm: one sweep per preset, the same test set): for each variant and
+each pair of columns, Δ_A − Δ_B with its 95% interval and a two-sided p, Holm-adjusted over all
+of them. Both Δs come from the same bootstrap resamples of the test examples (paired; seeds are
+resampled within each column), so the interval carries both columns' seed spread.
+
 Writes OUT/variants_summary.md (one row per variant, one column per task) and
 OUT/variants_quality_vs_cost.png (one panel per task).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import pathlib
 from typing import Any, Mapping
 
+import numpy as np
+
 from encdec import plots
 from encdec.errors import ConfigError
-from encdec.report import render, stats
+from encdec.report import discovery, render, stats
 
 COST = "decode_beam4_tokens_per_s_ratio"      # x: 1 / this = decode time per token vs mha
 
@@ -39,6 +49,64 @@ def task_comparisons(directory: pathlib.Path, metric: str | None, resamples: int
   return (sweep.main, min(len(g.runs) for g in sweep.groups),
           {g.runs[0].cfg.model.cross_attention: sweep.tests[g.label] for g in sweep.groups
            if g is not sweep.baseline})
+
+
+def bootstrap_differences(directory: pathlib.Path, metric: str | None, resamples: int
+                          ) -> tuple[list[str], dict[str, tuple[float, np.ndarray]]] | None:
+  """(the test examples, variant -> (observed Δ against mha, Δ of each bootstrap resample [R]))
+  of a finished sweep: `encdec report`'s hierarchical bootstrap with its fixed resampling seed,
+  so two sweeps on the same examples draw the same examples in each resample. None when a
+  predictions file is missing."""
+  _, runs = discovery.load_runs(directory)
+  groups = discovery.group_runs([r for r in runs if r.step is not None])
+  baseline = discovery.pick_baseline(groups, None)
+  _, _, stat = stats.main_statistic(baseline.runs[0], metric)
+  base = stats.group_stats(baseline, stat) if stat else None
+  if base is None:
+    return None
+  out = {}
+  for group in groups:
+    other = stats.group_stats(group, stat)
+    if group is baseline or other is None or other[0] != base[0]:
+      continue
+    out[group.runs[0].cfg.model.cross_attention] = stats.bootstrap_deltas(
+        base[1], other[1], stat[1], resamples, resample_seeds=True)
+  return base[0], out
+
+
+def interactions(columns: Mapping[str, tuple[list[str], dict[str, tuple[float, np.ndarray]]]]
+                 ) -> dict[tuple[str, str, str], stats.Comparison]:
+  """(variant, column A, column B) -> Δ_A − Δ_B for every variant in both columns of every pair
+  of columns that scored the same test examples; p two-sided, Holm over all of them."""
+  out = {}
+  for (a, (examples_a, deltas_a)), (b, (examples_b, deltas_b)) in itertools.combinations(
+      columns.items(), 2):
+    if examples_a != examples_b:
+      continue
+    for variant in sorted(set(deltas_a) & set(deltas_b)):
+      difference = deltas_a[variant][1] - deltas_b[variant][1]                 # [R]
+      low, high = np.percentile(difference, [2.5, 97.5])
+      out[(variant, a, b)] = stats.Comparison(
+          deltas_a[variant][0] - deltas_b[variant][0], (float(low), float(high)),
+          stats.two_sided_p(difference), p_examples=1.0, mde=float("nan"))
+  adjusted = stats.holm({key: c.p_seeds for key, c in out.items()})
+  return {key: dataclasses.replace(c, p_seeds_holm=adjusted[key]) for key, c in out.items()}
+
+
+def interaction_lines(found: Mapping[tuple[str, str, str], stats.Comparison]) -> list[str]:
+  if not found:
+    return []
+  lines = ["## Does a variant's difference depend on the column?", "",
+           "Δ_A − Δ_B: the variant's Δ against `mha` in column A minus its Δ in column B, with "
+           "the 95% interval of the paired bootstrap (the same test examples in each resample, "
+           "each column's seeds resampled within it); p two-sided, Holm-adjusted over every "
+           "row. A significant row: the variant's difference from `mha` depends on the column.", "",
+           "| variant | A − B | Δ_A − Δ_B [95% interval] | p (Holm) |", "|---|---|---|---|"]
+  for (variant, a, b), c in found.items():
+    verdict = " significant" if c.p_seeds_holm < stats.SIGNIFICANCE else ""
+    lines.append(f"| {variant} | {a} − {b} | {c.delta:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}] "
+                 f"| {render.p_value(c.p_seeds_holm)}{verdict} |")
+  return lines + [""]
 
 
 def read_costs(path: pathlib.Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -64,8 +132,9 @@ def ratio(costs: Mapping[str, Mapping[str, Any]], variant: str, key: str, invert
 
 
 def markdown(tasks: Mapping[str, tuple[str, int, dict]], costs: Mapping[str, Mapping[str, Any]],
-             machine: Mapping[str, Any], commands: str) -> str:
-  variants = sorted({v for _, _, c in tasks.values() for v in c} | (set(costs) - {"mha"}))
+             machine: Mapping[str, Any], commands: str,
+             found: Mapping[tuple[str, str, str], stats.Comparison]) -> str:
+  variants = sorted({v for _, _, c in tasks.values() for v in c})
   head = " | ".join(f"{t}: Δ {main.split('/')[-1]} ({seeds} seeds, "
                     f"{'lower' if main.split('/')[-1] in render.LOWER_IS_BETTER else 'higher'}"
                     " is better)" for t, (main, seeds, _) in tasks.items())
@@ -85,7 +154,7 @@ def markdown(tasks: Mapping[str, tuple[str, int, dict]], costs: Mapping[str, Map
       f"`benchmarks.variants` at {machine.get('src_len')}-token sources, config "
       f"`{machine.get('config')}`, {machine.get('cpu_model')} ({machine.get('date')}).", "",
       *lines, "", "![quality against decode cost](variants_quality_vs_cost.png)", "",
-      "Made by:", "", "```", commands, "```", ""])
+      *interaction_lines(found), "Made by:", "", "```", commands, "```", ""])
 
 
 def named(values: list[str], form: str) -> dict[str, str]:
@@ -112,6 +181,10 @@ def main(argv=None) -> None:
     tasks = {name: task_comparisons(pathlib.Path(d), metrics.get(name), args.resamples)
              for name, d in sweeps.items()}
     costs, machine = read_costs(args.cost)
+    differences = {name: bootstrap_differences(pathlib.Path(d), metrics.get(name),
+                                               args.resamples)
+                   for name, d in sweeps.items()} if len(sweeps) > 1 else {}
+    found = interactions({k: v for k, v in differences.items() if v is not None})
   except ConfigError as e:
     parser.exit(2, f"study_v2_summary: error: {e}\n")
   args.out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +199,7 @@ def main(argv=None) -> None:
   command = "python -m experiments.study_v2_summary " + " ".join(
       [f"--sweep '{s}'" for s in args.sweep] + [f"--metric '{m}'" for m in args.metric]
       + [f"--cost {args.cost}", f"--out {args.out}"])
-  (args.out / "variants_summary.md").write_text(markdown(tasks, costs, machine, command))
+  (args.out / "variants_summary.md").write_text(markdown(tasks, costs, machine, command, found))
   print(f"wrote {args.out / 'variants_summary.md'} and its figure")
 
 

@@ -213,19 +213,24 @@ def test_study_architecture_arm_runs_the_best_variants_under_each_preset():
     assert cfg.model.d_model == plain.model.d_model and cfg.train == plain.train
 
 
-def test_study_summary_puts_each_variants_difference_beside_its_cost(tmp_path):
-  """A variants sweep (mha 40/60% right, mqa 96/100%, gqa = mha) and a cost file: mqa's Δ is
-  significant across seeds, gqa's is not; the costs are the inverse speed and the ratios."""
+def write_variants_sweep(directory: pathlib.Path, correct: dict[str, tuple[int, ...]]) -> None:
+  """A finished variants sweep: variant -> examples right (of 50) per seed."""
   from test_report import write_run  # pylint: disable=import-outside-toplevel
   runs = {}
-  for variant, per_seed in {"mha": (20, 30), "mqa": (48, 50), "gqa": (20, 30)}.items():
+  for variant, per_seed in correct.items():
     for seed, c in enumerate(per_seed):
       name = f"cross_attention={variant}.seed={seed}"
       runs[name] = {"model.cross_attention": variant, "train.seed": seed}
-      write_run(tmp_path / "sweep" / name, runs[name], c, 100.0)
-  (tmp_path / "sweep" / "sweep.json").write_text(json.dumps({
+      write_run(directory / name, runs[name], c, 100.0)
+  (directory / "sweep.json").write_text(json.dumps({
       "config": "algorithmic:task=copy", "sweep": "variants", "overrides": {}, "runs": runs,
       "command": "encdec sweep --workdir sweep"}))
+
+
+def test_study_summary_puts_each_variants_difference_beside_its_cost(tmp_path):
+  """A variants sweep (mha 40/60% right, mqa 96/100%, gqa = mha) and a cost file: mqa's Δ is
+  significant across seeds, gqa's is not; the costs are the inverse speed and the ratios."""
+  write_variants_sweep(tmp_path / "sweep", {"mha": (20, 30), "mqa": (48, 50), "gqa": (20, 30)})
   ratios = {"mha": (1.0, 1.0, 1.0), "mqa": (1.25, 0.125, 1.1), "gqa": (1.1, 0.5, 0.98)}
   (tmp_path / "cost.json").write_text(json.dumps({
       "src_len": 256, "config": "bench", "cpu_model": "test CPU", "date": "2026-12-01",
@@ -245,7 +250,36 @@ def test_study_summary_puts_each_variants_difference_beside_its_cost(tmp_path):
   assert rows["mqa"][2:] == ["0.80", "0.12", "1.10"]
   assert "mha" not in rows
   assert (tmp_path / "out" / "variants_quality_vs_cost.png").stat().st_size > 10_000
+  assert "depend on the column" not in text                       # one column: no such table
   failed = subprocess.run(command[:-6] + ["--metric", "typo=wer", *command[-6:]], cwd=ROOT,
                           capture_output=True, text=True)
   assert failed.returncode == 2 and "--metric names no --sweep: typo" in failed.stderr
   assert "Traceback" not in failed.stderr
+
+
+def test_study_summary_tells_whether_a_variants_difference_depends_on_the_column(tmp_path):
+  """Two columns on the same examples: mqa far above mha in one and equal to it in the other
+  (its verdict depends on the column), gqa equal to mha in both (it does not)."""
+  write_variants_sweep(tmp_path / "a", {"mha": (20, 30), "mqa": (48, 50), "gqa": (20, 30)})
+  write_variants_sweep(tmp_path / "b", {"mha": (20, 30), "mqa": (20, 30), "gqa": (20, 30)})
+  ratios = {"decode_beam4_tokens_per_s_ratio": 1.0, "cache_bytes_per_source_token_ratio": 1.0,
+            "train_tgt_tokens_per_s_ratio": 1.0}
+  (tmp_path / "cost.json").write_text(json.dumps({"variants": {
+      v: ratios for v in ("mha", "mqa", "gqa", "mla")}}))
+  subprocess.run([sys.executable, "-m", "experiments.study_v2_summary",
+                  "--sweep", f"A={tmp_path / 'a'}", "--sweep", f"B={tmp_path / 'b'}",
+                  "--metric", "A=symbol_accuracy", "--metric", "B=symbol_accuracy",
+                  "--cost", str(tmp_path / "cost.json"), "--out", str(tmp_path / "out"),
+                  "--resamples", "300"], check=True, cwd=ROOT, capture_output=True)
+  text = (tmp_path / "out" / "variants_summary.md").read_text()
+  rows = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[3:5]
+          for line in text.split("depend on the column?")[1].splitlines()
+          if line.startswith("| ") and "−" in line and "variant" not in line}
+  assert set(rows) == {("mqa", "A − B"), ("gqa", "A − B")}
+  assert rows[("mqa", "A − B")][0].strip().startswith("+") and "significant" in rows[
+      ("mqa", "A − B")][1]
+  assert rows[("gqa", "A − B")][0].strip().startswith("+0.00 [+0.00, +0.00]")
+  assert "significant" not in rows[("gqa", "A − B")][1]
+  variant_rows = [line.split("|")[1].strip() for line in text.splitlines()
+                  if line.startswith("| ") and "−" not in line.split("|")[2]]
+  assert "mla" not in variant_rows      # a costed variant no sweep ran gets no row
