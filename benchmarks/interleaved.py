@@ -406,7 +406,8 @@ def markdown(r: dict[str, Any]) -> str:
     cells = [f"{r[f'{system}_step_s_median'] * share:.3f} ({share:.0%})" for system in
              ("encdec", "torch") for share in [r[f"profile_{system}"]["share_by_class"][cls]]]
     lines.append(f"| {cls} | {cells[0]} | {cells[1]} |")
-  lines += ["", "| encdec's non-GEMM op time by origin | seconds of the step | share |", "|---|---|---|"]
+  lines += ["", "| encdec's non-GEMM op time by origin | seconds of the step | share |",
+            "|---|---|---|"]
   for name, (_, share) in r["profile_encdec"]["non_gemm_by_origin"].items():
     lines.append(f"| {name} | {r['encdec_step_s_median'] * share:.3f} | {share:.1%} |")
   return "\n".join(lines)

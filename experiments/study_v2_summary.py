@@ -36,38 +36,43 @@ import numpy as np
 
 from encdec import plots
 from encdec.errors import ConfigError
-from encdec.report import discovery, render, stats
+from encdec.report import render, stats
 
 COST = "decode_beam4_tokens_per_s_ratio"      # x: 1 / this = decode time per token vs mha
 
 
-def task_comparisons(directory: pathlib.Path, metric: str | None, resamples: int
+def task_comparisons(sweep: stats.BaselineTests
                      ) -> tuple[str, int, dict[str, stats.Comparison | None]]:
   """(main metric as split/name, seeds per variant (the fewest), variant -> its Comparison
-  against the standard multi-head group) of a finished sweep."""
-  sweep = stats.against_baseline(directory, None, metric, resamples)
+  against the standard multi-head group) of a finished sweep, tested by `encdec report`."""
   return (sweep.main, min(len(g.runs) for g in sweep.groups),
           {g.runs[0].cfg.model.cross_attention: sweep.tests[g.label] for g in sweep.groups
            if g is not sweep.baseline})
 
 
-def bootstrap_differences(directory: pathlib.Path, metric: str | None, resamples: int
+@dataclasses.dataclass(frozen=True)
+class Interaction:
+  """A variant's Δ against mha in one column minus its Δ in another."""
+  delta: float
+  ci: tuple[float, float]          # 95% percentile interval of the bootstrap differences
+  p: float                         # two-sided
+  p_holm: float | None = None      # Holm-adjusted over every interaction on the page
+
+
+def bootstrap_differences(sweep: stats.BaselineTests, metric: str | None, resamples: int
                           ) -> tuple[list[str], dict[str, tuple[float, np.ndarray]]] | None:
   """(the test examples, variant -> (observed Δ against mha, Δ of each bootstrap resample [R]))
-  of a finished sweep: `encdec report`'s hierarchical bootstrap with its fixed resampling seed,
+  of a tested sweep: `encdec report`'s hierarchical bootstrap with its fixed resampling seed,
   so two sweeps on the same examples draw the same examples in each resample. None when a
   predictions file is missing."""
-  _, runs = discovery.load_runs(directory)
-  groups = discovery.group_runs([r for r in runs if r.step is not None])
-  baseline = discovery.pick_baseline(groups, None)
-  _, _, stat = stats.main_statistic(baseline.runs[0], metric)
-  base = stats.group_stats(baseline, stat) if stat else None
+  _, _, stat = stats.main_statistic(sweep.baseline.runs[0], metric)
+  base = stats.group_stats(sweep.baseline, stat) if stat else None
   if base is None:
     return None
   out = {}
-  for group in groups:
+  for group in sweep.groups:
     other = stats.group_stats(group, stat)
-    if group is baseline or other is None or other[0] != base[0]:
+    if group is sweep.baseline or other is None or other[0] != base[0]:
       continue
     out[group.runs[0].cfg.model.cross_attention] = stats.bootstrap_deltas(
         base[1], other[1], stat[1], resamples, resample_seeds=True)
@@ -75,7 +80,7 @@ def bootstrap_differences(directory: pathlib.Path, metric: str | None, resamples
 
 
 def interactions(columns: Mapping[str, tuple[list[str], dict[str, tuple[float, np.ndarray]]]]
-                 ) -> dict[tuple[str, str, str], stats.Comparison]:
+                 ) -> dict[tuple[str, str, str], Interaction]:
   """(variant, column A, column B) -> Δ_A − Δ_B for every variant in both columns of every pair
   of columns that scored the same test examples; p two-sided, Holm over all of them."""
   out = {}
@@ -86,26 +91,26 @@ def interactions(columns: Mapping[str, tuple[list[str], dict[str, tuple[float, n
     for variant in sorted(set(deltas_a) & set(deltas_b)):
       difference = deltas_a[variant][1] - deltas_b[variant][1]                 # [R]
       low, high = np.percentile(difference, [2.5, 97.5])
-      out[(variant, a, b)] = stats.Comparison(
-          deltas_a[variant][0] - deltas_b[variant][0], (float(low), float(high)),
-          stats.two_sided_p(difference), p_examples=1.0, mde=float("nan"))
-  adjusted = stats.holm({key: c.p_seeds for key, c in out.items()})
-  return {key: dataclasses.replace(c, p_seeds_holm=adjusted[key]) for key, c in out.items()}
+      out[(variant, a, b)] = Interaction(deltas_a[variant][0] - deltas_b[variant][0],
+                                         (float(low), float(high)), stats.two_sided_p(difference))
+  adjusted = stats.holm({key: c.p for key, c in out.items()})
+  return {key: dataclasses.replace(c, p_holm=adjusted[key]) for key, c in out.items()}
 
 
-def interaction_lines(found: Mapping[tuple[str, str, str], stats.Comparison]) -> list[str]:
+def interaction_lines(found: Mapping[tuple[str, str, str], Interaction]) -> list[str]:
   if not found:
     return []
   lines = ["## Does a variant's difference depend on the column?", "",
            "Δ_A − Δ_B: the variant's Δ against `mha` in column A minus its Δ in column B, with "
            "the 95% interval of the paired bootstrap (the same test examples in each resample, "
            "each column's seeds resampled within it); p two-sided, Holm-adjusted over every "
-           "row. A significant row: the variant's difference from `mha` depends on the column.", "",
+           "row. A significant row: the variant's difference from `mha` depends on the "
+           "column.", "",
            "| variant | A − B | Δ_A − Δ_B [95% interval] | p (Holm) |", "|---|---|---|---|"]
   for (variant, a, b), c in found.items():
-    verdict = " significant" if c.p_seeds_holm < stats.SIGNIFICANCE else ""
+    verdict = " significant" if c.p_holm < stats.SIGNIFICANCE else ""
     lines.append(f"| {variant} | {a} − {b} | {c.delta:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}] "
-                 f"| {render.p_value(c.p_seeds_holm)}{verdict} |")
+                 f"| {render.p_value(c.p_holm)}{verdict} |")
   return lines + [""]
 
 
@@ -133,7 +138,7 @@ def ratio(costs: Mapping[str, Mapping[str, Any]], variant: str, key: str, invert
 
 def markdown(tasks: Mapping[str, tuple[str, int, dict]], costs: Mapping[str, Mapping[str, Any]],
              machine: Mapping[str, Any], commands: str,
-             found: Mapping[tuple[str, str, str], stats.Comparison]) -> str:
+             found: Mapping[tuple[str, str, str], Interaction]) -> str:
   variants = sorted({v for _, _, c in tasks.values() for v in c})
   head = " | ".join(f"{t}: Δ {main.split('/')[-1]} ({seeds} seeds, "
                     f"{'lower' if main.split('/')[-1] in render.LOWER_IS_BETTER else 'higher'}"
@@ -178,12 +183,12 @@ def main(argv=None) -> None:
                        named(args.metric, "--metric NAME=METRIC"))
     if set(metrics) - set(sweeps):
       raise ConfigError(f"--metric names no --sweep: {', '.join(set(metrics) - set(sweeps))}")
-    tasks = {name: task_comparisons(pathlib.Path(d), metrics.get(name), args.resamples)
-             for name, d in sweeps.items()}
+    tested = {name: stats.against_baseline(pathlib.Path(d), None, metrics.get(name),
+                                           args.resamples) for name, d in sweeps.items()}
+    tasks = {name: task_comparisons(sweep) for name, sweep in tested.items()}
     costs, machine = read_costs(args.cost)
-    differences = {name: bootstrap_differences(pathlib.Path(d), metrics.get(name),
-                                               args.resamples)
-                   for name, d in sweeps.items()} if len(sweeps) > 1 else {}
+    differences = {name: bootstrap_differences(sweep, metrics.get(name), args.resamples)
+                   for name, sweep in tested.items()} if len(sweeps) > 1 else {}
     found = interactions({k: v for k, v in differences.items() if v is not None})
   except ConfigError as e:
     parser.exit(2, f"study_v2_summary: error: {e}\n")
