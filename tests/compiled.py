@@ -7,6 +7,7 @@ recompiles the same program many times; tests share one `Compiled` per configura
 import functools
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from encdec import decoding, model
@@ -38,3 +39,14 @@ class Compiled:
 
   def __getattr__(self, name):
     return getattr(self.module, name)
+
+
+def cached_log_probs(m: Compiled, v, src, tgt, beams: int = 1):
+  """Teacher-forced decoding of tgt [B*beams, T] one step at a time from the decode-mode cache
+  (rows b*beams + g share source b): log-probabilities [B*beams, T, V]."""
+  cache = m.init_cache(v, src, max_len=tgt.shape[1], beams=beams)
+  steps = []
+  for t in range(tgt.shape[1]):
+    step, cache = m.decode_step(v, cache, src, tgt[:, t], jnp.array(t))
+    steps.append(step)
+  return jnp.stack(steps, axis=1)

@@ -78,7 +78,7 @@ def visible(params):
 
 def cached_log_probs(m, v, src, tgt, beams):
   """Step-by-step decoding of tgt [B*beams, T] (rows b*beams + g share source b), as
-  tests/test_cross_attention.py's helper but as a scan: [B*G, T, V]."""
+  compiled.cached_log_probs but one scan over the module's functions: [B*G, T, V]."""
   cache = decoding.init_cache(m, v, src, max_len=tgt.shape[1], beams=beams)
 
   def step(cache, inputs):

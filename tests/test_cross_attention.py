@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from compiled import CORE_VARIANTS, Compiled, structural_quick
+from compiled import CORE_VARIANTS, Compiled, cached_log_probs, structural_quick
 from encdec import model
 
 BASE = dict(src_vocab_size=23, tgt_vocab_size=29, d_model=32, num_heads=4, d_ff=64,
@@ -44,16 +44,6 @@ def test_padding_invariant(variant):
   logits = m.apply(v, SRC, TGT)
   padded = m.apply(v, jnp.pad(SRC, [(0, 0), (0, 3)]), jnp.pad(TGT, [(0, 0), (0, 2)]))
   np.testing.assert_allclose(logits, padded[:, :TGT.shape[1]], atol=1e-5)
-
-
-def cached_log_probs(m, v, src, tgt, beams=1):
-  """Step-by-step decoding of tgt [B*beams, T] (rows b*beams + g share source b): [B*G, T, V]."""
-  cache = m.init_cache(v, src, max_len=tgt.shape[1], beams=beams)
-  steps = []
-  for t in range(tgt.shape[1]):
-    step, cache = m.decode_step(v, cache, src, tgt[:, t], jnp.array(t))
-    steps.append(step)
-  return jnp.stack(steps, axis=1)
 
 
 @pytest.mark.parametrize("variant", QUICK)

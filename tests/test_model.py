@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from compiled import Compiled
+from compiled import Compiled, cached_log_probs
 from encdec import decoding, model
 from encdec.errors import ConfigError
 
@@ -61,21 +61,11 @@ def test_decoder_reads_the_source():
   assert not np.allclose(m.apply(v, src, tgt)[0], m.apply(v, other, tgt)[0], atol=1e-4)
 
 
-def teacher_forced_cached_logits(m, v, src, tgt):
-  """Logits from the decode-mode cache, one step at a time: [B, T, V]."""
-  cache = m.init_cache(v, src, max_len=tgt.shape[1])
-  steps = []
-  for t in range(tgt.shape[1]):
-    log_probs, cache = m.decode_step(v, cache, src, tgt[:, t], jnp.array(t))
-    steps.append(log_probs)
-  return jnp.stack(steps, axis=1)
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cached_decoding_equals_full_forward(variant):
   m, v, src, tgt = make(**VARIANTS[variant])
   full = jax.nn.log_softmax(m.apply(v, src, tgt))
-  cached = teacher_forced_cached_logits(m, v, src, tgt)
+  cached = cached_log_probs(m, v, src, tgt)
   np.testing.assert_allclose(full[0], cached[0], atol=1e-4)
   np.testing.assert_allclose(full[1, :3], cached[1, :3], atol=1e-4)  # real positions of row 1
 
