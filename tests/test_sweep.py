@@ -174,6 +174,37 @@ def test_failed_runs_do_not_stop_the_others(config_file, tmp_path, capsys, monke
   assert out.count("[sweep] skip") == 2 and "start seed=1" in out and "start seed=0" not in out
 
 
+def test_cpu_slots_split_the_cpus_into_disjoint_shares():
+  assert jobs.cpu_slots([0, 1], 2) == [{0}, {1}]
+  assert jobs.cpu_slots([0, 1, 2, 3, 4], 2) == [{0, 1, 2}, {3, 4}]
+  assert jobs.cpu_slots([4, 5, 6, 7], 3) == [{4, 5}, {6}, {7}]
+  assert jobs.cpu_slots([0, 1], 3) == [] and jobs.cpu_slots([0, 1], 1) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and 2 CPUs")
+def test_parallel_runs_are_bound_to_disjoint_cpus_and_the_sweep_shows_its_eta(config_file, tmp_path, capsys, monkeypatch):
+  """Stand-ins for `encdec train` that overlap in time record the CPUs they may use."""
+  fake = tmp_path / "fake_train.py"
+  fake.write_text("import os, pathlib, sys, time\n"
+                  "path = pathlib.Path(sys.argv[1]); path.parent.mkdir(parents=True)\n"
+                  "path.write_text(' '.join(map(str, sorted(os.sched_getaffinity(0)))))\n"
+                  "time.sleep(1)\n")
+  monkeypatch.setattr(jobs, "local_argv",
+                      lambda run: [sys.executable, str(fake), str(run.final_eval)])
+  workdir = tmp_path / "s"
+  assert cli.main(["sweep", "--config", config_file, "--sweep", "three", "--workdir",
+                   str(workdir), "--jobs", "2"]) == 0, capsys.readouterr()
+  seen = [set(map(int, next((workdir / f"seed={s}" / "eval").iterdir()).read_text().split()))
+          for s in (0, 1, 2)]
+  ours = set(os.sched_getaffinity(0))
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == ours   # the first two ran together
+  assert seen[2] in (seen[0], seen[1])                          # the third took a freed share
+  out = capsys.readouterr().out
+  assert out.count(" on CPUs ") == 3
+  assert "1/3 done" in out and "; ETA " in out.split("3/3 done")[0]     # the sweep's ETA
+
+
 @pytest.mark.parametrize("user_cache", [None, "/elsewhere/jax_cache"])
 def test_runs_share_a_compilation_cache_in_the_sweep_directory(config_file, tmp_path, capsys,
                                                                monkeypatch, user_cache):

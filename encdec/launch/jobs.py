@@ -3,6 +3,9 @@
 `--launcher local`: up to `--jobs` `encdec train` subprocesses at a time on this machine, each
 writing WORKDIR/<name>/train.log, sharing JAX's persistent compilation cache in the sweep
 directory; SIGTERM / SIGINT are passed on to the running ones (they save a checkpoint and exit).
+With several jobs on Linux, each running run is bound to its own share of this process's CPUs
+(`cpu_slots`): XLA sizes its thread pool by the CPUs a process may use, so the runs neither
+oversubscribe the cores nor migrate between them.
 `--launcher slurm | tpu_vm`: each run handed to that launcher's `main` (encdec.launch.slurm,
 encdec.launch.tpu_vm), one after another, with the user's `--launcher-args` plus the flags the
 launcher asks for per run (`sweep_args`); a run whose job is still queued or running from an
@@ -26,6 +29,7 @@ from typing import Any, Sequence
 
 from encdec.errors import ConfigError
 from encdec.launch import slurm, tpu_vm
+from encdec.train import progress
 
 CLUSTER = {"slurm": slurm, "tpu_vm": tpu_vm}   # launcher name --> module with main, sweep_args
 LAUNCHERS = ("local", *CLUSTER)
@@ -64,14 +68,28 @@ def local_env(run: Run) -> dict[str, str]:
   return env
 
 
-def _start(run: Run) -> subprocess.Popen:
+def cpu_slots(cpus: Sequence[int], jobs: int) -> list[frozenset[int]]:
+  """`cpus` split into `jobs` contiguous shares as equal as they come (the first ones one CPU
+  larger); [] when there are fewer CPUs than jobs (the runs then share all of them)."""
+  if jobs < 2 or len(cpus) < jobs:
+    return []
+  size, extra = divmod(len(cpus), jobs)
+  bounds = [i * size + min(i, extra) for i in range(jobs + 1)]
+  return [frozenset(cpus[bounds[i]:bounds[i + 1]]) for i in range(jobs)]
+
+
+def _start(run: Run, cpus: frozenset[int] | None) -> subprocess.Popen:
   """Start `encdec train` for `run` in its own session (a terminal's Ctrl-C reaches it only
-  through the sweep), appending its output to WORKDIR/<name>/train.log."""
+  through the sweep), bound to `cpus` (None: not bound), appending its output to
+  WORKDIR/<name>/train.log."""
   run.workdir.mkdir(parents=True, exist_ok=True)
+  bind = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
   with (run.workdir / "train.log").open("a") as log:
     proc = subprocess.Popen(local_argv(run), stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True, env=local_env(run))
-  _print(f"start {run.name} (log: {run.workdir / 'train.log'})")
+                            stderr=subprocess.STDOUT, start_new_session=True, env=local_env(run),
+                            preexec_fn=bind)
+  where = "" if cpus is None else f" on CPUs {','.join(map(str, sorted(cpus)))}"
+  _print(f"start {run.name}{where} (log: {run.workdir / 'train.log'})")
   return proc
 
 
@@ -79,14 +97,18 @@ def run_local(runs: Sequence[Run], jobs: int) -> list[Outcome]:
   """Run up to `jobs` `encdec train` processes at once; output to WORKDIR/<name>/train.log.
 
   SIGTERM / SIGINT stop new runs from starting and are passed on to the running ones, which
-  save a checkpoint and exit (the next `encdec sweep` resumes them).
+  save a checkpoint and exit (the next `encdec sweep` resumes them). With `jobs` > 1, each
+  running run holds one of `cpu_slots` of this process's CPUs.
   """
   pending, running, outcomes, stopping = list(runs), {}, [], []
+  began = time.monotonic()
+  ours = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+  free = cpu_slots(ours, jobs)                                  # shares not held by a run
 
   def stop(signum, frame):  # pylint: disable=unused-argument
     stopping.append(signum)
     _print(f"{signal.Signals(signum).name}: no new runs; stopping the {len(running)} running")
-    for proc, _, _ in running.values():
+    for proc, *_ in running.values():
       if proc.poll() is None:
         proc.send_signal(signum)
 
@@ -94,19 +116,24 @@ def run_local(runs: Sequence[Run], jobs: int) -> list[Outcome]:
   try:
     while running or (pending and not stopping):
       while pending and len(running) < jobs and not stopping:
-        run = pending.pop(0)
-        running[run.name] = (_start(run), run, time.monotonic())
-      for name, (proc, run, start) in list(running.items()):
+        run, cpus = pending.pop(0), (free.pop(0) if free else None)
+        running[run.name] = (_start(run, cpus), run, time.monotonic(), cpus)
+      for name, (proc, run, start, cpus) in list(running.items()):
         if proc.poll() is None:
           continue
         del running[name]
+        if cpus is not None:
+          free.append(cpus)
         code = proc.returncode
         status = "failed" if code else ("finished" if run.finished else "incomplete")
         outcomes.append(Outcome(name, status, code, time.monotonic() - start))
         failed = sum(o.status != "finished" for o in outcomes)
+        left = len(runs) - len(outcomes)       # at the sweep's pace so far: wall time per run
+        eta_s = (time.monotonic() - began) / len(outcomes) * left
+        eta = f"; ETA {progress.format_duration(eta_s)}" if left else ""
         _print(f"{len(outcomes)}/{len(runs)} done, {failed} failed or incomplete: {name} "
                f"{status}" + (f" (exit {code})" if code else "") +
-               f" in {outcomes[-1].seconds:.0f}s")
+               f" in {outcomes[-1].seconds:.0f}s{eta}")
       time.sleep(POLL_S)
   finally:
     for signum, handler in previous.items():
