@@ -146,16 +146,22 @@ def test_bad_launcher_arguments_fail_before_anything(config_file, tmp_path, caps
   assert not (tmp_path / "s").exists()
 
 
-def test_failed_runs_do_not_stop_the_others(config_file, tmp_path, capsys, monkeypatch):
-  """A stand-in for `encdec train` (no training): seed 1 fails, the others 'finish'."""
+def stand_in_for_train(monkeypatch, tmp_path, body: str, extra_args=lambda run: []) -> None:
+  """Runs start a script instead of `encdec train` (no training): `body` runs with `path`, the
+  run's final evaluation file (writing it marks the run finished), and `sys.argv[2:]`, the
+  run's `extra_args`."""
   fake = tmp_path / "fake_train.py"
-  fake.write_text("import pathlib, sys\n"
-                  "path, fail = pathlib.Path(sys.argv[1]), sys.argv[2] == 'fail'\n"
-                  "if fail: sys.exit(3)\n"
-                  "path.parent.mkdir(parents=True); path.write_text('{}')\n")
+  fake.write_text("import os, pathlib, sys, time\npath = pathlib.Path(sys.argv[1])\n" + body)
   monkeypatch.setattr(jobs, "local_argv", lambda run: [
-      sys.executable, str(fake), str(run.final_eval),
-      "fail" if run.overrides["train.seed"] == 1 else "ok"])
+      sys.executable, str(fake), str(run.final_eval), *extra_args(run)])
+
+
+def test_failed_runs_do_not_stop_the_others(config_file, tmp_path, capsys, monkeypatch):
+  """Seed 1 fails, the others 'finish'."""
+  stand_in_for_train(monkeypatch, tmp_path,
+                     "if sys.argv[2] == 'fail': sys.exit(3)\n"
+                     "path.parent.mkdir(parents=True); path.write_text('{}')\n",
+                     lambda run: ["fail" if run.overrides["train.seed"] == 1 else "ok"])
   workdir = tmp_path / "s"
   argv = ["sweep", "--config", config_file, "--sweep", "three", "--workdir", str(workdir),
           "--jobs", "2"]
@@ -183,15 +189,13 @@ def test_cpu_slots_split_the_cpus_into_disjoint_shares():
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs CPU affinity and 2 CPUs")
-def test_parallel_runs_are_bound_to_disjoint_cpus_and_the_sweep_shows_its_eta(config_file, tmp_path, capsys, monkeypatch):
+def test_parallel_runs_are_bound_to_disjoint_cpus_and_the_sweep_shows_its_eta(
+    config_file, tmp_path, capsys, monkeypatch):
   """Stand-ins for `encdec train` that overlap in time record the CPUs they may use."""
-  fake = tmp_path / "fake_train.py"
-  fake.write_text("import os, pathlib, sys, time\n"
-                  "path = pathlib.Path(sys.argv[1]); path.parent.mkdir(parents=True)\n"
-                  "path.write_text(' '.join(map(str, sorted(os.sched_getaffinity(0)))))\n"
-                  "time.sleep(1)\n")
-  monkeypatch.setattr(jobs, "local_argv",
-                      lambda run: [sys.executable, str(fake), str(run.final_eval)])
+  stand_in_for_train(monkeypatch, tmp_path,
+                     "path.parent.mkdir(parents=True)\n"
+                     "path.write_text(' '.join(map(str, sorted(os.sched_getaffinity(0)))))\n"
+                     "time.sleep(1)\n")
   workdir = tmp_path / "s"
   assert cli.main(["sweep", "--config", config_file, "--sweep", "three", "--workdir",
                    str(workdir), "--jobs", "2"]) == 0, capsys.readouterr()
@@ -213,12 +217,9 @@ def test_runs_share_a_compilation_cache_in_the_sweep_directory(config_file, tmp_
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", user_cache)
   else:
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
-  fake = tmp_path / "fake_train.py"
-  fake.write_text("import os, pathlib, sys\n"
-                  "path = pathlib.Path(sys.argv[1]); path.parent.mkdir(parents=True)\n"
-                  "path.write_text(os.environ['JAX_COMPILATION_CACHE_DIR'])\n")
-  monkeypatch.setattr(jobs, "local_argv",
-                      lambda run: [sys.executable, str(fake), str(run.final_eval)])
+  stand_in_for_train(monkeypatch, tmp_path,
+                     "path.parent.mkdir(parents=True)\n"
+                     "path.write_text(os.environ['JAX_COMPILATION_CACHE_DIR'])\n")
   workdir = tmp_path / "s"
   assert cli.main(["sweep", "--config", config_file, "--sweep", "three", "--workdir",
                    str(workdir)]) == 0, capsys.readouterr()
