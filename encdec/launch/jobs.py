@@ -35,6 +35,9 @@ CLUSTER = {"slurm": slurm, "tpu_vm": tpu_vm}   # launcher name --> module with m
 LAUNCHERS = ("local", *CLUSTER)
 COMPILATION_CACHE = "compilation_cache"
 POLL_S = 0.2
+# `python -c BIND CPUS ARGV...`: bind this process to CPUS (comma-separated), then become ARGV.
+BIND = ("import os, sys; os.sched_setaffinity(0, map(int, sys.argv[1].split(','))); "
+        "os.execv(sys.argv[2], sys.argv[2:])")
 
 Run = Any   # encdec.sweep.Run
 
@@ -78,16 +81,21 @@ def cpu_slots(cpus: Sequence[int], jobs: int) -> list[frozenset[int]]:
   return [frozenset(cpus[bounds[i]:bounds[i + 1]]) for i in range(jobs)]
 
 
+def bound(argv: Sequence[str], cpus: frozenset[int]) -> list[str]:
+  """`argv` run bound to `cpus`: a fresh interpreter binds itself and execs `argv`, which keeps
+  the binding (no `preexec_fn`, which is unsafe in a process that may hold JAX's threads)."""
+  return [sys.executable, "-c", BIND, ",".join(map(str, sorted(cpus))), *argv]
+
+
 def _start(run: Run, cpus: frozenset[int] | None) -> subprocess.Popen:
   """Start `encdec train` for `run` in its own session (a terminal's Ctrl-C reaches it only
   through the sweep), bound to `cpus` (None: not bound), appending its output to
   WORKDIR/<name>/train.log."""
   run.workdir.mkdir(parents=True, exist_ok=True)
-  bind = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+  argv = local_argv(run) if cpus is None else bound(local_argv(run), cpus)
   with (run.workdir / "train.log").open("a") as log:
-    proc = subprocess.Popen(local_argv(run), stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True, env=local_env(run),
-                            preexec_fn=bind)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True, env=local_env(run))
   where = "" if cpus is None else f" on CPUs {','.join(map(str, sorted(cpus)))}"
   _print(f"start {run.name}{where} (log: {run.workdir / 'train.log'})")
   return proc
