@@ -8,13 +8,20 @@ import os
 import pytest
 
 from encdec import cli, config
-from encdec.errors import DataError
+from encdec.errors import ConfigError, DataError
 from encdec.data import ding, tasks
 from encdec.data.builders import ding_de_en
 
 # Sentences whose German hashes into dev / test / train (pinned: the split rule is stable).
 DEV, TEST, TRAIN = (0, 10, 32), (17, 60, 88), (1, 2, 3, 4, 5, 6, 7, 8)
 HELD_OUT_BUT_SHORT = 99  # a test sentence, but another of its pairs is short: all train
+# Phrases whose German hashes into dev / test of the `phrases` configuration (pinned likewise).
+PHRASE_DEV, PHRASE_TEST = (3, 30), (13, 133)
+PHRASE_WITH_ALTERNATIVE = 230  # a dev phrase, but another of its pairs has a "/": all train
+
+
+def phrase(i):
+  return f"der graue Hund Nummer {i}", f"the grey dog number {i}"
 
 
 def sentence(i):
@@ -42,18 +49,30 @@ LINES = [
     "Der Hund Nummer 0 schläft heute im Garten! :: Dog zero sleeps in the garden today!",
     " :: ".join(sentence(HELD_OUT_BUT_SHORT)),
     f"der Hund Nummer {HELD_OUT_BUT_SHORT} schläft heute im Garten :: dog {HELD_OUT_BUT_SHORT}",
+    *(" :: ".join(phrase(i)) for i in PHRASE_DEV + PHRASE_TEST + (PHRASE_WITH_ALTERNATIVE,)),
+    f"{phrase(PHRASE_WITH_ALTERNATIVE)[0]} :: the grey dog/hound {PHRASE_WITH_ALTERNATIVE}",
 ]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  """(task config, task) of the tiny file, prepared in a temporary data dir."""
+def tiny_file(tmp_path_factory):
+  """The directory holding the tiny file (de-en); prepared data and vocabularies go there."""
   root = tmp_path_factory.mktemp("ding")
   (root / "de-en").write_text("\n".join(LINES) + "\n", encoding="utf-8")
+  return root
+
+
+def tiny_task(root, held_out):
+  """(task config, task) of the tiny file, held-out configuration `held_out`."""
   cfg = tasks.default_config("ding_de_en")
   cfg.update(path=str(root / "de-en"), data_dir=str(root / "tfds"), spm_dir=str(root / "spm"),
-             vocab_size=120)
+             vocab_size=120, held_out=held_out)
   return cfg, tasks.build(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_file):
+  return tiny_task(tiny_file, "sentences")
 
 
 def test_cleaning_removes_annotations_and_keeps_the_first_synonym():
@@ -106,6 +125,31 @@ def test_split_is_deterministic_and_disjoint_by_normalised_german(tiny, tmp_path
     assert again.eval_examples(split) == task.eval_examples(split)
   pairs = ding_de_en.read_pairs(cfg.path)
   assert as_sets(ding_de_en.split_pairs(pairs)) == as_sets(ding_de_en.split_pairs(pairs[::-1]))
+
+
+def test_the_phrases_configuration_holds_out_phrases_and_trains_on_sentences(tiny_file, tiny):
+  _, task = tiny_task(tiny_file, "phrases")
+  pairs = {s: [(ex["src"], ex["tgt"]) for ex in task.train_source(s)] for s in task.splits}
+  assert set(pairs["dev"]) == {phrase(i) for i in PHRASE_DEV}
+  assert set(pairs["test"]) == {phrase(i) for i in PHRASE_TEST}
+  assert phrase(PHRASE_WITH_ALTERNATIVE) in pairs["train"]     # its group has a "/" pair
+  for split in ("dev", "test"):
+    assert all(ding_de_en.is_phrase_pair(de, en) for de, en in pairs[split])
+  # The sentences configuration's held-out sentences are train here, and the other way round;
+  # words and phrases no configuration holds out are train in both.
+  _, sentences = tiny
+  held_out = {s: {e.src for e in sentences.eval_examples(s)} for s in ("dev", "test")}
+  assert held_out["dev"] | held_out["test"] <= {de for de, _ in pairs["train"]}
+  assert {phrase(i) for i in PHRASE_DEV + PHRASE_TEST} <= {
+      (ex["src"], ex["tgt"]) for ex in sentences.train_source("train")}
+  assert set(pairs["train"]) & {(ex["src"], ex["tgt"]) for ex in sentences.train_source(
+      "train")} >= {("Hund", "dog"), ("Katze", "cat")}
+
+
+def test_an_unknown_held_out_configuration_is_one_line(tiny_file):
+  with pytest.raises(ConfigError, match=r"^unknown task.held_out 'phrase'; valid: "
+                                        r"sentences, phrases$"):
+    tiny_task(tiny_file, "phrase")
 
 
 def as_sets(by_split):
@@ -169,14 +213,28 @@ def test_packaged_config_sizes():
 @pytest.mark.skipif(not os.path.isfile(ding.DEFAULT_PATH),
                     reason="the Ding dictionary is not installed (apt-get install trans-de-en)")
 def test_counts_on_the_installed_dictionary(tmp_path):
-  """Prepares the real file (about 20 s); the counts are in the builder's docstring."""
-  counts = {split: ding.read_split(ding.DEFAULT_PATH, str(tmp_path), split)
-            for split in ("train", "validation", "test")}
-  pairs = {split: sum(len(ens) for _, ens in rows) for split, rows in counts.items()}
-  assert 300_000 < pairs["train"] < 450_000
-  assert 800 <= len(counts["validation"]) <= 1_200 and 800 <= len(counts["test"]) <= 1_200
-  sentences = collections.Counter(
-      split for split, rows in counts.items() for de, ens in rows for en in ens
-      if ding_de_en.is_sentence_pair(de, en))
-  assert 14_000 <= sum(sentences.values()) <= 22_000
-  assert sentences["validation"] == pairs["validation"] and sentences["test"] == pairs["test"]
+  """Prepares the real file twice (about 20 s each); the counts are in the builder's docstring."""
+  counts = {(held_out, split): ding.read_split(ding.DEFAULT_PATH, str(tmp_path), held_out, split)
+            for held_out in ("sentences", "phrases") for split in ("train", "validation", "test")}
+  pairs = {key: sum(len(ens) for _, ens in rows) for key, rows in counts.items()}
+  kinds = collections.Counter(
+      (key, "sentence" if ding_de_en.is_sentence_pair(de, en) else
+       "phrase" if ding_de_en.is_phrase_pair(de, en) else "other")
+      for key, rows in counts.items() for de, ens in rows for en in ens)
+  for held_out, kind in (("sentences", "sentence"), ("phrases", "phrase")):
+    assert 300_000 < pairs[held_out, "train"] < 450_000
+    for split in ("validation", "test"):
+      assert 800 <= len(counts[held_out, split]) <= 1_300, (held_out, split)
+      assert kinds[(held_out, split), kind] == pairs[held_out, split], (held_out, split)
+  assert 14_000 <= sum(kinds[(held_out, split), "sentence"]
+                       for held_out, split in pairs if held_out == "sentences") <= 22_000
+  assert kinds[("phrases", "train"), "sentence"] == sum(
+      kinds[("sentences", split), "sentence"] for split in ("train", "validation", "test"))
+
+
+def test_the_cross_attention_study_translates_held_out_phrases():
+  cfg = config.load("cross_attention_study_v2:task=ding_de_en")
+  assert cfg.task.name == "ding_de_en" and cfg.task.held_out == "phrases"
+  assert cfg.train.bucket_width > 0 and not cfg.train.pack         # every variant, same batches
+  assert cfg.eval.final_split == "test" and cfg.eval.extra_final_splits == ""
+  assert cfg.model.dropout_rate > 0 and cfg.train.label_smoothing > 0     # real data, as g2p

@@ -63,7 +63,7 @@ def get_config(arg=None):
                          preset="")
   c = cross_attention_ablation.get_config(f"task={arg.task}")
   c.model.update(position_encoding=arg.positions, preset=arg.preset)
-  if arg.task != "g2p_cmudict":
+  if arg.task not in cross_attention_ablation.REAL:
     final = config.choose({s: s for s in ALGORITHMIC_SPLITS}, arg.final, "final")
     c.eval.update(final_split=final,
                   extra_final_splits=",".join(s for s in ALGORITHMIC_SPLITS if s != final))

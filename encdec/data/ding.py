@@ -8,7 +8,9 @@ TFDS builder in builders/ding_de_en.py (cleaning, synonym rule, split rule and c
 there), prepared on first use (about 20 s) into `data_dir`/ding_de_en-<hash of the file> and
 read with `as_data_source()`; a new Ding release or another file is prepared afresh. Splits:
 train (words, phrases and sentences) / dev (the builder's "validation") / test, disjoint by
-normalised German; dev and test hold only sentence pairs (>= 4 words on both sides).
+normalised German. `task.held_out` picks the builder's configuration, what dev and test hold:
+"sentences" (the default: sentence pairs, >= 4 words on both sides, about 1,000 each) or
+"phrases" (dictionary phrases of 2-6 German words, about 1,000 each; sentences are then train).
 
 Vocabulary: one sentencepiece model shared by German and English, trained on at most
 `spm_max_sentences` evenly spaced train pairs (deterministic), cached in `spm_dir` under a name
@@ -21,7 +23,7 @@ from __future__ import annotations
 import functools
 import pathlib
 
-from encdec.errors import DataError
+from encdec.errors import ConfigError, DataError
 from encdec.data import base, parallel_text
 from encdec.data.tokenizers import cached_sentencepiece
 
@@ -43,8 +45,9 @@ def file_hash(path: str) -> str:
   return parallel_text.file_digest([str(source_file(path))])
 
 
-def prepared_builder(path: str, data_dir: str):
-  """The ding_de_en builder of the file at `path`, prepared in `data_dir` if needed.
+def prepared_builder(path: str, data_dir: str, held_out: str):
+  """The ding_de_en builder (configuration `held_out`) of the file at `path`, prepared in
+  `data_dir` if needed.
 
   Each file (by content hash) has its own directory; preparation holds a file lock there
   (base.prepared), so runs started together (a sweep) prepare it once.
@@ -53,14 +56,15 @@ def prepared_builder(path: str, data_dir: str):
   src = source_file(path)
   root = pathlib.Path(base.expand(data_dir)) / f"ding_de_en-{file_hash(path)[:12]}"
   make = functools.partial(ding_de_en.DingDeEn, path=str(src), data_dir=str(root),
-                           file_format="array_record")
+                           config=held_out, file_format="array_record")
   return base.prepared(make, root / ".lock", "about 20 s")
 
 
 @functools.lru_cache(maxsize=8)
-def read_split(path: str, data_dir: str, split: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def read_split(path: str, data_dir: str, held_out: str, split: str
+               ) -> tuple[tuple[str, tuple[str, ...]], ...]:
   """((German, English texts), ...) of a TFDS split, in stored order (cached)."""
-  source = prepared_builder(path, data_dir).as_data_source(split)
+  source = prepared_builder(path, data_dir, held_out).as_data_source(split)
   rows = source.__getitems__(list(range(len(source))))
   return tuple((base.decode_text(r["de"]), tuple(base.decode_text(e) for e in r["en"]))
                for r in rows)
@@ -77,6 +81,7 @@ class DingDeEnTask:
   def default_config() -> dict:
     return dict(
         path=DEFAULT_PATH,                 # the Ding file (apt-get install trans-de-en)
+        held_out="sentences",              # dev/test: "sentences" or "phrases" (2-6 words)
         data_dir=base.default_data_dir(),  # TFDS data_dir (~ expanded at use)
         spm_dir=base.default_data_dir() + "/encdec_spm",  # sentencepiece cache
         vocab_size=8000, spm_model_type="unigram", spm_character_coverage=1.0,
@@ -85,20 +90,24 @@ class DingDeEnTask:
     )
 
   def __init__(self, cfg):
+    from encdec.data.builders import ding_de_en  # pylint: disable=import-outside-toplevel (TFDS)
+    if cfg.held_out not in ding_de_en.HELD_OUT:
+      raise ConfigError(f"unknown task.held_out {cfg.held_out!r}; valid: "
+                        f"{', '.join(ding_de_en.HELD_OUT)}")
     self.cfg = cfg
     self.src_tokenizer = self.tgt_tokenizer = self._tokenizer()
 
   def texts(self, split: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """((German, English texts), ...) of `split`."""
     base.check_split(self, split)
-    return read_split(self.cfg.path, self.cfg.data_dir, TFDS_SPLITS[split])
+    return read_split(self.cfg.path, self.cfg.data_dir, self.cfg.held_out, TFDS_SPLITS[split])
 
   def _tokenizer(self):
     from encdec.data.builders import ding_de_en  # pylint: disable=import-outside-toplevel (TFDS)
     cfg = self.cfg
     pairs = parallel_text.evenly_spaced(
         [(de, en) for de, ens in self.texts("train") for en in ens], cfg.spm_max_sentences)
-    key = (file_hash(cfg.path), str(ding_de_en.DingDeEn.VERSION), len(pairs))
+    key = (file_hash(cfg.path), str(ding_de_en.DingDeEn.VERSION), cfg.held_out, len(pairs))
     return cached_sentencepiece(cfg.spm_dir, "ding_de_en-shared", key,
                                 lambda: [t for p in pairs for t in p], cfg.vocab_size,
                                 model_type=cfg.spm_model_type,

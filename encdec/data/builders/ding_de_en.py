@@ -24,39 +24,50 @@ A pair whose side is empty after cleaning is dropped, and so is a line whose sid
 numbers of alternatives (none in the Debian file); exact duplicate pairs are kept once.
 
 Split (deterministic, by German; no German text in two splits): texts are grouped by their
-normalised German (`german_key`: casefolded, letters and digits only), and a group is a
-*sentence group* when every pair in it is a sentence pair (`is_sentence_pair`: the German
-starts with a capital letter or digit and ends with . ! or ?, both sides have at least
-`MIN_WORDS` words, and neither holds a `/`-alternative, so references are clean). The bucket
-of a sentence group is `int(md5(key).hexdigest(), 16) % 100`: buckets 0-87 -> train, 88-93 ->
-validation ("dev"), 94-99 -> test (`SPLIT_BUCKETS`). Every other group (words, phrases, and
-sentences with a `/`-alternative or under MIN_WORDS words) is train.
+normalised German (`german_key`: casefolded, letters and digits only). Two configurations decide
+which groups may be held out (`HELD_OUT`); a group is held out when every pair in it passes the
+configuration's test, and its bucket `int(md5(key).hexdigest(), 16) % modulus` sends it to
+validation ("dev"), test or train. Every other group is train.
+
+* `sentences` (the default; version 1.0.0's split): sentence pairs (`is_sentence_pair`: the
+  German starts with a capital letter or digit and ends with . ! or ?, both sides have at least
+  `MIN_WORDS` words, and neither holds a `/`-alternative, so references are clean); buckets
+  0-87 of 100 -> train, 88-93 -> validation, 94-99 -> test.
+* `phrases`: dictionary phrases (`is_phrase_pair`: 2-6 German words, no `/`-alternative, not a
+  sentence pair), e.g. "ein signiertes Exemplar des Buches" -> "a signed copy of the book";
+  buckets 970-984 of 1000 -> validation, 985-999 -> test, the rest and every sentence -> train.
+  Short held-out texts a small model can learn: the study's translation task at its scale.
 
 Counts on Debian's trans-de-en 1.9-6 (Ding devel 2023-01-30): 206,233 entries, 391,763 aligned
 sub-pairs, 391,699 non-empty after cleaning, 388,349 after dedupe, of which 16,286 sentence
 pairs (about 19k with the `/`-alternatives, which stay in train):
 
-    split        German texts   pairs     sentence pairs
-    train        326,814        386,367   14,304
-    validation   998            1,002     1,002
-    test         975            980       980
+    config      split        German texts   pairs     held-out kind
+    sentences   train        326,814        386,367   (14,304 sentence pairs)
+    sentences   validation   998            1,002     sentence pairs
+    sentences   test         975            980       sentence pairs
+    phrases     train        326,479        385,905   (all 16,286 sentence pairs)
+    phrases     validation   1,132          1,197     phrase pairs (2.9 / 3.1 words a side)
+    phrases     test         1,176          1,247     phrase pairs (2.9 / 3.1 words a side)
 
-Preparation takes about 20 s (2 CPU cores).
+Preparation takes about 20 s a configuration (2 CPU cores).
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import re
 import unicodedata
+from typing import Callable
 
 import tensorflow_datasets as tfds
 
 from encdec.errors import DataError
 from encdec.data.ding import DEFAULT_PATH
 
-MIN_WORDS = 4
-SPLIT_BUCKETS = {"train": range(0, 88), "validation": range(88, 94), "test": range(94, 100)}
+MIN_WORDS = 4               # a held-out sentence pair: at least this many words a side
+PHRASE_WORDS = range(2, 7)  # a held-out phrase: this many German words
 
 # Innermost bracketed annotations ({...} [...] (...) <...>), removed until none is left (nested).
 _ANNOTATION = re.compile(r"\{[^{}]*\}|\[[^\[\]]*\]|\([^()]*\)|<[^<>]*>")
@@ -114,32 +125,65 @@ def is_sentence_pair(de: str, en: str) -> bool:
           and min(len(de.split()), len(en.split())) >= MIN_WORDS and "/" not in de + en)
 
 
-def bucket_split(key: str) -> str:
-  """The split ("train" / "validation" / "test") of a sentence group; stable across runs."""
-  bucket = int(hashlib.md5(key.encode("utf-8")).hexdigest(), 16) % 100
-  return next(name for name, buckets in SPLIT_BUCKETS.items() if bucket in buckets)
+def is_phrase_pair(de: str, en: str) -> bool:
+  """Whether a pair may be held out as a phrase: PHRASE_WORDS German words, no `/`-alternative
+  on either side, not a sentence pair."""
+  return (len(de.split()) in PHRASE_WORDS and "/" not in de + en
+          and not is_sentence_pair(de, en))
 
 
-def split_pairs(pairs: list[tuple[str, str]]) -> dict[str, dict[str, list[str]]]:
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+  """A configuration's held-out groups: those whose every pair passes `is_pair`, sent to
+  validation or test by their bucket md5(key) % modulus (any other bucket: train)."""
+  is_pair: Callable[[str, str], bool]
+  modulus: int
+  validation: range
+  test: range
+
+  def split(self, key: str) -> str:
+    """The split ("train" / "validation" / "test") of a held-out group; stable across runs."""
+    bucket = int(hashlib.md5(key.encode("utf-8")).hexdigest(), 16) % self.modulus
+    return ("validation" if bucket in self.validation else "test" if bucket in self.test
+            else "train")
+
+
+HELD_OUT = {
+    "sentences": HeldOut(is_sentence_pair, 100, validation=range(88, 94), test=range(94, 100)),
+    "phrases": HeldOut(is_phrase_pair, 1000, validation=range(970, 985), test=range(985, 1000)),
+}
+SPLITS = ("train", "validation", "test")
+
+
+def split_pairs(pairs: list[tuple[str, str]], held_out: HeldOut = HELD_OUT["sentences"]
+               ) -> dict[str, dict[str, list[str]]]:
   """{split: {German: [English, ...]}}: groups by `german_key` held out only when all of their
-  pairs are sentence pairs; German texts in first-seen order."""
+  pairs pass `held_out.is_pair`; German texts in first-seen order."""
   groups = collections.defaultdict(list)
   for de, en in pairs:
     groups[german_key(de)].append((de, en))
-  out = {name: {} for name in SPLIT_BUCKETS}
+  out = {name: {} for name in SPLITS}
   for key, group in groups.items():
-    held_out = all(is_sentence_pair(de, en) for de, en in group)
-    split = bucket_split(key) if held_out else "train"
+    split = (held_out.split(key) if all(held_out.is_pair(de, en) for de, en in group)
+             else "train")
     for de, en in group:
       out[split].setdefault(de, []).append(en)
   return out
 
 
 class DingDeEn(tfds.core.GeneratorBasedBuilder):
-  """Ding German -> English pairs, split by German (see module docstring). `path`: the file."""
+  """Ding German -> English pairs, split by German (see module docstring). `path`: the file;
+  `config`: which texts are held out, "sentences" or "phrases"."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release: first synonyms, annotations removed, md5 split."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release: first synonyms, annotations removed, md5 split.",
+                   "1.1.0": "Configurations: sentences (1.0.0's split, unchanged) and phrases."}
+  BUILDER_CONFIGS = [
+      tfds.core.BuilderConfig(name="sentences", description="held out: German sentences of "
+                              f">= {MIN_WORDS} words"),
+      tfds.core.BuilderConfig(name="phrases", description="held out: German phrases of "
+                              f"{PHRASE_WORDS.start}-{PHRASE_WORDS.stop - 1} words"),
+  ]
 
   def __init__(self, *, path: str = DEFAULT_PATH, **kwargs):
     self.path = path
@@ -157,11 +201,11 @@ class DingDeEn(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # The data is the installed file.
-    by_split = split_pairs(read_pairs(self.path))
+    by_split = split_pairs(read_pairs(self.path), HELD_OUT[self.builder_config.name])
     empty = [name for name, texts in by_split.items() if not texts]
     if empty:  # TFDS cannot write an empty split
-      raise DataError(f"{self.path} yields no {' / '.join(empty)} pairs (held out: German "
-                      f"sentences of >= {MIN_WORDS} words); give a complete Ding file "
+      raise DataError(f"{self.path} yields no {' / '.join(empty)} pairs "
+                      f"({self.builder_config.description}); give a complete Ding file "
                       "(`German :: English` lines)")
     return {name: self._generate_examples(texts) for name, texts in by_split.items()}
 
