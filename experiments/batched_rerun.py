@@ -3,11 +3,16 @@
 variant on the main metric, with the wall time of both.
 
     C=configs/cross_attention_ablation.py:task=g2p_cmudict
-    time encdec sweep --config $C --sweep variants --workdir runs/rerun/sequential
-    time encdec sweep --config $C --sweep variants --batch 3 --workdir runs/rerun/batched
+    encdec sweep --config $C --sweep variants --workdir runs/rerun/sequential > seq.log
+    encdec sweep --config $C --sweep variants --batch 3 --workdir runs/rerun/batched > bat.log
     python -m experiments.batched_rerun runs/rerun/sequential runs/rerun/batched \
-        --wall-sequential "..." --wall-batched "..." --hardware "..." \
+        --sequential-log seq.log --batched-log bat.log --hardware "..." \
         --out experiments/results/batched_rerun.md
+
+Wall time: from the sweeps' logs, each run's (each batch's) "finished in N s" line summed per
+variant (a sweep stopped and resumed counts only its runs' own time; a run cut off and resumed
+would count only its last part, so delete a cut-off run before resuming when timing), or as
+given by --wall-sequential / --wall-batched.
 
 Per variant: the main metric of every seed in both sweeps; the largest per-seed difference (a
 member of a batch is the same run as trained alone, up to float rounding that training can
@@ -19,8 +24,10 @@ difference across seeds.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import pathlib
+import re
 from typing import Sequence
 
 from encdec import machine, sweep
@@ -67,13 +74,59 @@ def compare(sequential_dir: pathlib.Path, batched_dir: pathlib.Path, metric: str
   return f"{split}/{name}", pairs
 
 
+# The sweep's line when a run (or a batch, named by its first member and "+N") ends.
+_FINISHED = re.compile(r"^\[sweep\] .*: (\S+?)(?:\+\d+)? finished in (\d+)s")
+
+
+def seconds_per_variant(log: pathlib.Path, runs: dict[str, str]) -> dict[str, float]:
+  """{variant label: seconds its finished runs or batches took} from a sweep's log; `runs` maps
+  run name -> variant label. A name finished twice (a log holding two sweeps) is an error."""
+  seconds, seen = collections.Counter(), set()
+  for line in log.read_text().splitlines():
+    match = _FINISHED.match(line)
+    if not match:
+      continue
+    name, s = match.groups()
+    if name in seen or name not in runs:
+      raise ConfigError(f"{log}: run {name} " + ("finished twice" if name in seen
+                                                    else "is not in the sweep"))
+    seen.add(name)
+    seconds[runs[name]] += float(s)
+  return dict(seconds)
+
+
+def run_labels(directory: pathlib.Path) -> dict[str, str]:
+  """{run name: its variant's label} of a sweep directory."""
+  _, runs = discovery.load_runs(directory)
+  return {r.name: g.label for g in discovery.group_runs(runs) for r in g.runs}
+
+
+def timing_table(sequential: dict[str, float], batched: dict[str, float],
+                 labels: Sequence[str]) -> list[str]:
+  """Per variant: seconds one at a time, batched, and the speed-up (one ÷ batched)."""
+  lines = ["| variant | one at a time (s) | batched (s) | runs/hour batched ÷ one at a time |",
+           "|---|---|---|---|"]
+  for label in labels:
+    one, many = sequential.get(label), batched.get(label)
+    ratio = f"{one / many:.2f}×" if one and many else ""
+    lines.append(f"| {label} | {one or 0:.0f} | {many or 0:.0f} | {ratio} |")
+  one, many = sum(sequential.values()), sum(batched.values())
+  lines.append(f"| all | {one:.0f} | {many:.0f} | {one / many:.2f}× |")
+  return lines
+
+
+def hours(seconds: float) -> str:
+  return f"{seconds / 3600:.2f} h ({seconds:.0f} s, the runs' own times summed)"
+
+
 def within_seed_noise(pair: Pair) -> str:
   if pair.test is None:
     return "not tested"
   return "no" if pair.test.verdict == stats.VERDICTS[0] else "yes"
 
 
-def markdown(main: str, pairs: Sequence[Pair], args: argparse.Namespace) -> str:
+def markdown(main: str, pairs: Sequence[Pair], args: argparse.Namespace,
+             timing: Sequence[str] = ()) -> str:
   seeds = sorted(pairs[0].sequential)
   head = ("| variant | " + " | ".join(f"seed {s}: one / batched" for s in seeds) +
           f" | max per-seed \\|Δ\\| | {main} one at a time | batched "
@@ -100,8 +153,10 @@ def markdown(main: str, pairs: Sequence[Pair], args: argparse.Namespace) -> str:
       f"- Main metric: {main} (each cell: mean ± std over seeds). Test: hierarchical paired "
       "bootstrap (seeds, then test examples) of batched − one at a time, "
       f"{args.resamples} resamples, Holm-adjusted over the {len(pairs)} variants.", "",
+      *([args.notes, ""] if args.notes else []),
       *lines, "",
-      f"{agree} of {len(pairs)} variants agree within seed noise.", ""])
+      f"{agree} of {len(pairs)} variants agree within seed noise.", "",
+      *(["## Wall time per variant", "", *timing, ""] if timing else [])])
 
 
 def main(argv=None) -> None:
@@ -109,8 +164,12 @@ def main(argv=None) -> None:
   p.add_argument("sequential", type=pathlib.Path, help="the sweep run one run at a time")
   p.add_argument("batched", type=pathlib.Path, help="the same sweep with --batch N")
   p.add_argument("--out", type=pathlib.Path, required=True, help="the markdown page to write")
-  p.add_argument("--wall-sequential", required=True)
-  p.add_argument("--wall-batched", required=True)
+  p.add_argument("--sequential-log", type=pathlib.Path, help="the sequential sweep's output")
+  p.add_argument("--batched-log", type=pathlib.Path, help="the batched sweep's output")
+  p.add_argument("--wall-sequential", help="wall time one at a time (default: from the log)")
+  p.add_argument("--wall-batched", help="wall time batched (default: from the log)")
+  p.add_argument("--notes", default="", help="a paragraph for the page (e.g. what shared the "
+                 "machine meanwhile)")
   p.add_argument("--hardware", default=machine.describe())
   p.add_argument("--metric", help="main metric (default: wer, bleu or exact_match)")
   p.add_argument("--resamples", type=int, default=1000)
@@ -118,12 +177,23 @@ def main(argv=None) -> None:
   args.sequential_command, args.batched_command = (
       (sweep.read_manifest(d) or {}).get("command", "") for d in (args.sequential,
                                                                           args.batched))
+  if (args.sequential_log is None) != (args.batched_log is None):
+    p.error("give both --sequential-log and --batched-log, or neither")
+  if args.sequential_log is None and not (args.wall_sequential and args.wall_batched):
+    p.error("give the sweeps' logs or both --wall-sequential and --wall-batched")
+  timing = []
   try:
     main_metric, pairs = compare(args.sequential, args.batched, args.metric, args.resamples)
-  except ConfigError as e:
+    if args.sequential_log:
+      seconds = [seconds_per_variant(log, run_labels(d)) for log, d in (
+          (args.sequential_log, args.sequential), (args.batched_log, args.batched))]
+      timing = timing_table(*seconds, [pair.label for pair in pairs])
+      args.wall_sequential = args.wall_sequential or hours(sum(seconds[0].values()))
+      args.wall_batched = args.wall_batched or hours(sum(seconds[1].values()))
+  except (ConfigError, OSError) as e:
     raise SystemExit(f"batched_rerun: {e}") from None
   args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.write_text(markdown(main_metric, pairs, args))
+  args.out.write_text(markdown(main_metric, pairs, args, timing))
   print(f"wrote {args.out}")
 
 

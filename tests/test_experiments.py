@@ -151,6 +151,34 @@ def test_batched_rerun_page_tells_a_matching_variant_from_a_differing_one(tmp_pa
   assert mha[6].startswith("+0.00") and mha[-1].strip(" |") == "yes"
   assert mqa[3] == "56.00" and mqa[6].startswith("-56.00") and mqa[-1].strip(" |") == "no"
   assert "1 of 2 variants agree within seed noise." in out.read_text()
+  # Wall time from the sweeps' logs: each run's (batch's) own seconds, summed per variant.
+  logs = {"sequential": ["[sweep] start cross_attention=mha.seed=0",
+                         "[sweep] 1/4 done, 0 failed or incomplete: cross_attention=mha.seed=0 "
+                         "finished in 10s; ETA 30s",
+                         "[sweep] 2/4 done, 0 failed or incomplete: cross_attention=mha.seed=1 "
+                         "finished in 20s; ETA 20s",
+                         "[sweep] 1/2 done, 0 failed or incomplete: cross_attention=mqa.seed=0 "
+                         "incomplete in 99s; ETA 9s",            # cut off: not a finished run
+                         "[sweep] 3/4 done, 0 failed or incomplete: cross_attention=mqa.seed=0 "
+                         "finished in 15s; ETA 9s",
+                         "[sweep] 4/4 done, 0 failed or incomplete: cross_attention=mqa.seed=1 "
+                         "finished in 15s"],
+          "batched": ["[sweep] 1/2 done, 0 failed or incomplete: cross_attention=mha.seed=0+1 "
+                      "finished in 12s; ETA 12s",
+                      "[sweep] 2/2 done, 0 failed or incomplete: cross_attention=mqa.seed=0+1 "
+                      "finished in 30s"]}
+  for name, lines in logs.items():
+    (tmp_path / f"{name}.log").write_text("\n".join(lines) + "\n")
+  timed = command[:7] + ["--sequential-log", str(tmp_path / "sequential.log"), "--batched-log",
+                         str(tmp_path / "batched.log"), "--hardware", "2 cores"]
+  subprocess.run(timed, check=True, cwd=ROOT)
+  text = out.read_text()
+  assert "| cross_attention=mha | 30 | 12 | 2.50× |" in text
+  assert "| cross_attention=mqa | 30 | 30 | 1.00× |" in text and "| all | 60 | 42 | 1.43× |" in text
+  assert "Wall time, one run at a time: 0.02 h (60 s" in text
+  (tmp_path / "batched.log").write_text("\n".join(logs["batched"] * 2) + "\n")
+  failed = subprocess.run(timed, cwd=ROOT, capture_output=True, text=True)
+  assert failed.returncode != 0 and "mha.seed=0 finished twice" in failed.stderr
   (tmp_path / "batched" / "cross_attention=mqa.seed=1" / "eval" / "test-100.json").unlink()
   failed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
   assert failed.returncode != 0 and "unfinished" in failed.stderr
