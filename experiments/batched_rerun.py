@@ -2,11 +2,9 @@
 (`encdec sweep --batch N`, each batch one `encdec train-batch` process), compared variant by
 variant on the main metric, with the wall time of both.
 
-    C=configs/cross_attention_ablation.py:task=g2p_cmudict
-    encdec sweep --config $C --sweep variants --workdir runs/rerun/sequential > seq.log
-    encdec sweep --config $C --sweep variants --batch 3 --workdir runs/rerun/batched > bat.log
+    bash experiments/batched_rerun.sh      # both sweeps side by side, a core each; resumable
     python -m experiments.batched_rerun runs/rerun/sequential runs/rerun/batched \
-        --sequential-log seq.log --batched-log bat.log --hardware "..." \
+        --sequential-log runs/rerun/sequential.log --batched-log runs/rerun/batched.log \
         --out experiments/results/batched_rerun.md
 
 Wall time: from the sweeps' logs, each run's (each batch's) "finished in N s" line summed per
