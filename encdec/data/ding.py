@@ -107,7 +107,7 @@ class DingDeEnTask:
     cfg = self.cfg
     pairs = parallel_text.evenly_spaced(
         [(de, en) for de, ens in self.texts("train") for en in ens], cfg.spm_max_sentences)
-    key = (file_hash(cfg.path), str(ding_de_en.DingDeEn.VERSION), cfg.held_out, len(pairs))
+    key = (file_hash(cfg.path), ding_de_en.HELD_OUT[cfg.held_out].since, len(pairs))
     return cached_sentencepiece(cfg.spm_dir, "ding_de_en-shared", key,
                                 lambda: [t for p in pairs for t in p], cfg.vocab_size,
                                 model_type=cfg.spm_model_type,

@@ -135,11 +135,14 @@ def is_phrase_pair(de: str, en: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class HeldOut:
   """A configuration's held-out groups: those whose every pair passes `is_pair`, sent to
-  validation or test by their bucket md5(key) % modulus (any other bucket: train)."""
+  validation or test by their bucket md5(key) % modulus (any other bucket: train). `since`:
+  the builder version that introduced the split; it names the split's vocabulary, so runs
+  trained before a later version keep theirs."""
   is_pair: Callable[[str, str], bool]
   modulus: int
   validation: range
   test: range
+  since: str
 
   def split(self, key: str) -> str:
     """The split ("train" / "validation" / "test") of a held-out group; stable across runs."""
@@ -149,8 +152,10 @@ class HeldOut:
 
 
 HELD_OUT = {
-    "sentences": HeldOut(is_sentence_pair, 100, validation=range(88, 94), test=range(94, 100)),
-    "phrases": HeldOut(is_phrase_pair, 1000, validation=range(970, 985), test=range(985, 1000)),
+    "sentences": HeldOut(is_sentence_pair, 100, validation=range(88, 94), test=range(94, 100),
+                         since="1.0.0"),
+    "phrases": HeldOut(is_phrase_pair, 1000, validation=range(970, 985), test=range(985, 1000),
+                       since="1.1.0"),
 }
 SPLITS = ("train", "validation", "test")
 
