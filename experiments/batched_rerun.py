@@ -57,10 +57,10 @@ def seed_values(group: discovery.Group, split: str, metric: str) -> dict[int, fl
   return {r.cfg.train.seed: r.scores[split][metric] for r in group.runs}
 
 
-def compare(sequential_dir: pathlib.Path, batched_dir: pathlib.Path, metric: str | None = None,
-            resamples: int = 1000) -> tuple[str, list[Pair]]:
-  """(main metric as split/metric, one Pair per variant in sweep order)."""
-  sequential, batched = finished_groups(sequential_dir), finished_groups(batched_dir)
+def compare(sequential: dict[str, discovery.Group], batched: dict[str, discovery.Group],
+            metric: str | None = None, resamples: int = 1000) -> tuple[str, list[Pair]]:
+  """(main metric as split/metric, one Pair per variant in sweep order) of two sweeps'
+  `finished_groups`."""
   if set(sequential) != set(batched):
     differing = sorted(set(sequential) ^ set(batched))
     raise ConfigError(f"the sweeps hold different variants: {differing}")
@@ -93,10 +93,9 @@ def seconds_per_variant(log: pathlib.Path, runs: dict[str, str]) -> dict[str, fl
   return dict(seconds)
 
 
-def run_labels(directory: pathlib.Path) -> dict[str, str]:
-  """{run name: its variant's label} of a sweep directory."""
-  _, runs = discovery.load_runs(directory)
-  return {r.name: g.label for g in discovery.group_runs(runs) for r in g.runs}
+def run_labels(groups: dict[str, discovery.Group]) -> dict[str, str]:
+  """{run name: its variant's label} of a sweep's `finished_groups`."""
+  return {r.name: label for label, g in groups.items() for r in g.runs}
 
 
 def timing_table(sequential: dict[str, float], batched: dict[str, float],
@@ -181,10 +180,11 @@ def main(argv=None) -> None:
     p.error("give the sweeps' logs or both --wall-sequential and --wall-batched")
   timing = []
   try:
-    main_metric, pairs = compare(args.sequential, args.batched, args.metric, args.resamples)
+    groups = finished_groups(args.sequential), finished_groups(args.batched)
+    main_metric, pairs = compare(*groups, args.metric, args.resamples)
     if args.sequential_log:
-      seconds = [seconds_per_variant(log, run_labels(d)) for log, d in (
-          (args.sequential_log, args.sequential), (args.batched_log, args.batched))]
+      seconds = [seconds_per_variant(log, run_labels(g))
+                 for log, g in zip((args.sequential_log, args.batched_log), groups)]
       timing = timing_table(*seconds, [pair.label for pair in pairs])
       args.wall_sequential = args.wall_sequential or hours(sum(seconds[0].values()))
       args.wall_batched = args.wall_batched or hours(sum(seconds[1].values()))

@@ -25,14 +25,13 @@ def get_config(arg=None):
   c = config.base()
   num_steps = config.choose(STEPS, arg.task, "task")
   c.task = tasks.default_config(arg.task)
-  if arg.task == "ding_de_en":
-    c.task.update(held_out="phrases", vocab_size=4000)
   real = arg.task in REAL
   c.model.update(d_model=64, num_heads=4, d_ff=256, num_encoder_layers=2, num_decoder_layers=2,
                  dropout_rate=0.1 if real else 0.0, cross_kv_heads=2, cross_latents=8)
   c.train.update(num_steps=num_steps, batch_size=64, pack=False,
                  label_smoothing=0.1 if real else 0.0)
-  if arg.task == "ding_de_en":   # phrases of a few tokens beside sentences of up to 64
+  if arg.task == "ding_de_en":   # held-out phrases; theirs are a few tokens, sentences up to 64
+    c.task.update(held_out="phrases", vocab_size=4000)
     c.train.bucket_width = 8
   c.optim.update(learning_rate=3e-3, warmup_steps=150, schedule="cosine")
   c.checkpoint.every_steps = 500
