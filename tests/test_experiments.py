@@ -311,3 +311,53 @@ def test_study_summary_tells_whether_a_variants_difference_depends_on_the_column
   variant_rows = [line.split("|")[1].strip() for line in text.splitlines()
                   if line.startswith("| ") and "−" not in line.split("|")[2]]
   assert "mla" not in variant_rows      # a costed variant no sweep ran gets no row
+
+
+def test_run_archive_carries_a_sweeps_results_without_checkpoints(tmp_path):
+  """pack keeps finished runs' result files only and is reproducible; unpack into a fresh
+  directory gives the same report; it never overwrites a run the directory holds; a corrupt
+  archive is a one-line error."""
+  from encdec import report  # pylint: disable=import-outside-toplevel
+  from experiments import run_archive  # pylint: disable=import-outside-toplevel
+  sweep_dir, archive = tmp_path / "sweep", tmp_path / "results" / "sweep.tar.xz"
+  write_variants_sweep(sweep_dir, {"mha": (20, 30), "mqa": (48, 50)})
+  (sweep_dir / "cross_attention=mqa.seed=1" / "checkpoints" / "100").mkdir(parents=True)
+  (sweep_dir / "cross_attention=mqa.seed=1" / "train.log").write_text("log\n")
+  manifest = json.loads((sweep_dir / "sweep.json").read_text())
+  unfinished = "cross_attention=gqa.seed=0"          # started, cut off before its final eval
+  manifest["runs"][unfinished] = {"model.cross_attention": "gqa", "train.seed": 0}
+  (sweep_dir / "sweep.json").write_text(json.dumps(manifest))
+  (sweep_dir / unfinished).mkdir()
+  (sweep_dir / unfinished / "config.json").write_text(
+      (sweep_dir / "cross_attention=mha.seed=0" / "config.json").read_text())
+  assert len(run_archive.pack(sweep_dir, archive)) == 4
+  first = archive.read_bytes()
+  members = run_archive.read_archive(archive)
+  assert not any("checkpoints" in m or "train.log" in m or m.startswith(unfinished)
+                 for m in members)
+  assert "cross_attention=mqa.seed=1/eval/test-100-predictions.tsv" in members
+  run_archive.pack(sweep_dir, archive)
+  assert archive.read_bytes() == first
+
+  copy = tmp_path / "copy"
+  assert len(run_archive.unpack(archive, copy)) == 4
+  def report_text(directory):                          # without its "Generated <time>" line
+    text = report.write_report(directory, measure_speed=False).read_text()
+    return [line for line in text.splitlines() if not line.startswith("Generated ")]
+  original = report_text(sweep_dir)
+  assert report_text(copy) == original
+  assert any(line.startswith("| cross_attention=mqa | 2 |") for line in original)
+
+  edited = copy / "cross_attention=mha.seed=0" / "metrics.jsonl"
+  edited.write_text("{}\n")
+  (copy / "cross_attention=mqa.seed=1" / "eval" / "test-100.json").unlink()
+  assert run_archive.unpack(archive, copy) == []       # both runs are there: left as they are
+  assert edited.read_text() == "{}\n"
+  assert not (copy / "cross_attention=mqa.seed=1" / "eval" / "test-100.json").exists()
+
+  archive.write_bytes(first[:100])
+  result = subprocess.run([sys.executable, "-m", "experiments.run_archive", "unpack",
+                           str(archive), str(tmp_path / "other")],
+                          cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode != 0 and "not a readable run archive" in result.stderr
+  assert "Traceback" not in result.stderr and not (tmp_path / "other").exists()
