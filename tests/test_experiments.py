@@ -314,12 +314,12 @@ def test_study_summary_tells_whether_a_variants_difference_depends_on_the_column
 
 
 def test_run_archive_carries_a_sweeps_results_without_checkpoints(tmp_path):
-  """pack keeps finished runs' result files only and is reproducible; unpack into a fresh
-  directory gives the same report; it never overwrites a run the directory holds; a corrupt
-  archive is a one-line error."""
+  """pack keeps finished runs' result files only, one reproducible file per run; unpack into a
+  fresh directory gives the same report; it never overwrites a run the directory holds; a
+  corrupt archive is a one-line error and writes nothing."""
   from encdec import report  # pylint: disable=import-outside-toplevel
   from experiments import run_archive  # pylint: disable=import-outside-toplevel
-  sweep_dir, archive = tmp_path / "sweep", tmp_path / "results" / "sweep.tar.xz"
+  sweep_dir, out = tmp_path / "sweep", tmp_path / "results" / "runs"
   write_variants_sweep(sweep_dir, {"mha": (20, 30), "mqa": (48, 50)})
   (sweep_dir / "cross_attention=mqa.seed=1" / "checkpoints" / "100").mkdir(parents=True)
   (sweep_dir / "cross_attention=mqa.seed=1" / "train.log").write_text("log\n")
@@ -330,17 +330,22 @@ def test_run_archive_carries_a_sweeps_results_without_checkpoints(tmp_path):
   (sweep_dir / unfinished).mkdir()
   (sweep_dir / unfinished / "config.json").write_text(
       (sweep_dir / "cross_attention=mha.seed=0" / "config.json").read_text())
-  assert len(run_archive.pack(sweep_dir, archive)) == 4
+  assert len(run_archive.pack(sweep_dir, out)) == 4
+  assert sorted(p.name for p in out.iterdir()) == sorted(
+      ["sweep.json"] + [f"cross_attention={v}.seed={s}.tar.xz" for v in ("mha", "mqa")
+                        for s in (0, 1)])
+  archive = out / "cross_attention=mqa.seed=1.tar.xz"
   first = archive.read_bytes()
-  members = run_archive.read_archive(archive)
-  assert not any("checkpoints" in m or "train.log" in m or m.startswith(unfinished)
-                 for m in members)
-  assert "cross_attention=mqa.seed=1/eval/test-100-predictions.tsv" in members
-  run_archive.pack(sweep_dir, archive)
+  assert sorted(run_archive.read_archive(archive)) == [
+      f"cross_attention=mqa.seed=1/{f}" for f in ("config.json", "decode_speed.json",
+                                                  "eval/test-100-predictions.tsv",
+                                                  "eval/test-100.json", "metrics.jsonl")]
+  run_archive.pack(sweep_dir, out)
   assert archive.read_bytes() == first
 
   copy = tmp_path / "copy"
-  assert len(run_archive.unpack(archive, copy)) == 4
+  assert len(run_archive.unpack(out, copy)) == 4
+
   def report_text(directory):                          # without its "Generated <time>" line
     text = report.write_report(directory, measure_speed=False).read_text()
     return [line for line in text.splitlines() if not line.startswith("Generated ")]
@@ -351,13 +356,13 @@ def test_run_archive_carries_a_sweeps_results_without_checkpoints(tmp_path):
   edited = copy / "cross_attention=mha.seed=0" / "metrics.jsonl"
   edited.write_text("{}\n")
   (copy / "cross_attention=mqa.seed=1" / "eval" / "test-100.json").unlink()
-  assert run_archive.unpack(archive, copy) == []       # both runs are there: left as they are
+  assert run_archive.unpack(out, copy) == []           # both runs are there: left as they are
   assert edited.read_text() == "{}\n"
   assert not (copy / "cross_attention=mqa.seed=1" / "eval" / "test-100.json").exists()
 
   archive.write_bytes(first[:100])
   result = subprocess.run([sys.executable, "-m", "experiments.run_archive", "unpack",
-                           str(archive), str(tmp_path / "other")],
+                           str(out), str(tmp_path / "other")],
                           cwd=ROOT, capture_output=True, text=True)
   assert result.returncode != 0 and "not a readable run archive" in result.stderr
   assert "Traceback" not in result.stderr and not (tmp_path / "other").exists()
