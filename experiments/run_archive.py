@@ -45,19 +45,11 @@ def run_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
 
 def finished_runs(directory: pathlib.Path) -> list[str]:
   """Names of the sweep's finished runs (their final evaluation written), in the sweep's order."""
-  manifest = sweep.read_manifest(directory)
+  from encdec.report import discovery  # pylint: disable=import-outside-toplevel (slow: jax)
+  manifest, runs = discovery.load_runs(directory)
   if manifest is None:
     raise ConfigError(f"{directory} holds no {MANIFEST}; pass the --workdir of `encdec sweep`")
-  return [name for name in manifest["runs"]
-          if (directory / name / "config.json").is_file() and is_finished(directory / name)]
-
-
-def is_finished(run_dir: pathlib.Path) -> bool:
-  """Whether the run wrote its final evaluation (what `encdec sweep` skips a run for)."""
-  from encdec import run as run_lib  # pylint: disable=import-outside-toplevel (slow: jax)
-  from encdec.report import discovery  # pylint: disable=import-outside-toplevel
-  step, _ = discovery.final_scores(run_dir, run_lib.load_config(run_dir))
-  return step is not None
+  return [run.name for run in runs if run.step is not None]
 
 
 def read_archive(path: pathlib.Path) -> dict[str, bytes]:
