@@ -488,3 +488,68 @@ def test_variant_benchmark_quick_compares_placements(tmp_path):
   assert result["overrides"] == {"model.num_decoder_layers": 4}
   # Cross-attention in 1 of 4 decoder layers caches a quarter of the bytes.
   assert result["variants"]["first"]["cache_bytes_per_source_token_ratio"] == pytest.approx(0.25)
+
+
+def test_layer_stack_benchmark_weighs_each_shape_by_its_share_of_the_data():
+  from benchmarks import layer_stack  # pylint: disable=import-outside-toplevel
+  batch = lambda s, t: {"src": np.zeros((4, s)), "tgt_in": np.zeros((4, t))}
+  shares = layer_stack.shape_shares([batch(8, 8), batch(16, 8), batch(8, 8), batch(8, 8)])
+  assert shares == {(8, 8): 0.75, (16, 8): 0.25} and list(shares)[0] == (8, 8)
+  assert layer_stack.parse_shapes("8x8,16x24") == {(8, 8): 0.5, (16, 24): 0.5}
+  for bad in ("8", "8x", "0x8", "8x8x8", ""):
+    with pytest.raises(ConfigError, match="--shapes"):
+      layer_stack.parse_shapes(bad)
+  results = [{"scanned": {"step_s": 0.04, "compile_s": 1.0},
+              "unrolled": {"step_s": 0.04, "compile_s": 2.0}},
+             {"scanned": {"step_s": 0.12, "compile_s": 1.0},
+              "unrolled": {"step_s": 0.06, "compile_s": 2.0}}]
+  overall = layer_stack.weighted(results, [0.75, 0.25])
+  assert overall["scanned_step_s"] == pytest.approx(0.06)    # 0.75 * 0.04 + 0.25 * 0.12
+  assert overall["unrolled_step_s"] == pytest.approx(0.045)
+  assert overall["unrolled_speedup"] == pytest.approx(0.06 / 0.045)
+  assert overall["unrolled_compile_s"] == 4.0
+
+
+def test_layer_stack_benchmark_alternates_which_stack_leads_a_round():
+  from benchmarks import layer_stack  # pylint: disable=import-outside-toplevel
+  order = []
+  class Fake:  # pylint: disable=too-few-public-methods
+    def __init__(self, name, seconds):
+      self.name, self.seconds = name, seconds
+    def median_step_s(self, steps):
+      order.append((self.name, steps))
+      return self.seconds
+  seconds = layer_stack.timed_rounds({"scanned": Fake("s", 2.0), "unrolled": Fake("u", 1.0)},
+                                     rounds=3, steps=7)
+  assert order == [("s", 7), ("u", 7), ("u", 7), ("s", 7), ("s", 7), ("u", 7)]
+  assert seconds == {"scanned": [2.0] * 3, "unrolled": [1.0] * 3}
+
+
+def test_layer_stack_benchmark_counts_the_shapes_of_bucketed_training_batches():
+  """A bucketed config's shapes come from its own training batches; an unbucketed one has its
+  config's one shape without reading data."""
+  from benchmarks import layer_stack, run  # pylint: disable=import-outside-toplevel
+  cfg = run.load_config(run.parse_args(["--config", "algorithmic:task=reverse"]),
+                        **{"train.bucket_width": 4})
+  shares = layer_stack.data_shapes(cfg, 40, seed=0)
+  assert sum(shares.values()) == pytest.approx(1.0) and len(shares) > 1
+  assert all(s % 4 == 0 or s == cfg.task.max_src_len + 1 for s, _ in shares)
+  cfg.train.bucket_width = 0
+  assert layer_stack.data_shapes(cfg, 40, seed=0) == {
+      (cfg.task.max_src_len + 1, cfg.task.max_tgt_len + 1): 1.0}
+
+
+@pytest.mark.slow
+def test_layer_stack_benchmark_quick_times_both_stacks(tmp_path):
+  out = tmp_path / "layer_stack.json"
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.layer_stack", "--quick", "--shapes",
+                         "8x8,16x8", "--rounds", "2", "--steps", "2", "--json", str(out)],
+                        cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(out.read_text())
+  assert [(s["src_len"], s["tgt_len"], s["share"]) for s in result["shapes"]] == [
+      (8, 8, 0.5), (16, 8, 0.5)]
+  for shape in result["shapes"]:
+    assert len(shape["scanned"]["step_s_rounds"]) == len(shape["unrolled"]["step_s_rounds"]) == 2
+    assert shape["unrolled_speedup"] == pytest.approx(
+        shape["scanned"]["step_s"] / shape["unrolled"]["step_s"])
