@@ -69,11 +69,11 @@ def get_config(arg=None):
                   extra_final_splits=",".join(s for s in ALGORITHMIC_SPLITS if s != final))
   c.model.cross_attention = "mha"
   if arg.task in cross_attention_ablation.REAL:
-    # Unrolled layers: this 2 + 2-layer model's G2P step runs 1.4x as fast on CPU as with
-    # nn.scan (the scanned loop's carries cost more than the layers at [64, 16]; README of
-    # the study). The same model and init distribution; runs begun before 2026-12-02 16:20 UTC
-    # (the budget curve, G2P seed 0 of all_layers .. mha) were scanned. The algorithmic arms
-    # stay as they ran.
+    # Unrolled layers: this 2 + 2-layer model's G2P step runs 1.18x as fast on one CPU core
+    # as with nn.scan, whose loop costs more than layers this small (benchmarks/RESULTS.md,
+    # benchmarks.layer_stack). The same model and init distribution; runs begun before
+    # 2026-12-02 16:20 UTC (the budget curve, G2P seed 0 of all_layers .. mha) were scanned.
+    # The algorithmic arms stay as they ran.
     c.model.scan_layers = False
   c.eval.every_steps = 1000
   c.checkpoint.every_steps = 1000
