@@ -80,14 +80,6 @@ def data_shapes(cfg, count: int, seed: int) -> dict[Shape, float]:
     batches.close()
 
 
-def random_batch(cfg, shape: Shape, seed: int) -> dict[str, np.ndarray]:
-  rng = np.random.default_rng(seed)
-  b, (s, t) = cfg.train.batch_size, shape
-  return {"src": run.random_tokens(rng, (b, s), cfg.model.src_vocab_size),
-          "tgt_in": run.random_tokens(rng, (b, t), cfg.model.tgt_vocab_size),
-          "tgt_out": run.random_tokens(rng, (b, t), cfg.model.tgt_vocab_size)}
-
-
 class Stack:
   """One stack's compiled train step at one shape, its state carried from call to call."""
 
@@ -119,7 +111,7 @@ def timed_rounds(stacks: dict[str, Any], rounds: int, steps: int) -> dict[str, l
 
 def bench_shape(args, configs: dict[str, Any], shape: Shape) -> dict[str, Any]:
   """Both stacks at one shape: compile seconds, round medians, FLOP rate, speed-up."""
-  batch = random_batch(next(iter(configs.values())), shape, args.seed)
+  batch = run.train_batch(next(iter(configs.values())), args.seed, shape)
   stacks = {name: Stack(cfg, batch, args.seed) for name, cfg in configs.items()}
   for stack in stacks.values():
     stack.median_step_s(args.warmup)

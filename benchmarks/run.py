@@ -146,9 +146,12 @@ def random_tokens(rng: np.random.Generator, shape, vocab: int) -> np.ndarray:
   return rng.integers(FIRST_REAL_TOKEN, vocab, size=shape, dtype=np.int32)
 
 
-def train_batch(cfg, seed: int) -> dict[str, np.ndarray]:
+def train_batch(cfg, seed: int, lengths: tuple[int, int] | None = None
+                ) -> dict[str, np.ndarray]:
+  """Random tokens in the config's batch shape; `lengths` (S, T) replaces its lengths."""
   rng = np.random.default_rng(seed)
-  b, s, t = cfg.train.batch_size, cfg.task.max_src_len + 1, cfg.task.max_tgt_len + 1
+  s, t = lengths or (cfg.task.max_src_len + 1, cfg.task.max_tgt_len + 1)
+  b = cfg.train.batch_size
   return {"src": random_tokens(rng, (b, s), cfg.model.src_vocab_size),
           "tgt_in": random_tokens(rng, (b, t), cfg.model.tgt_vocab_size),
           "tgt_out": random_tokens(rng, (b, t), cfg.model.tgt_vocab_size)}
