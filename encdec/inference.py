@@ -42,7 +42,7 @@ def evaluate_run(workdir: str | pathlib.Path, *, split: str | None = None, step:
   predictions = evaluate.decode_split(
       run.module, run.params, run.task, run.cfg.task, split, batch_size=batch_size,
       max_len_for=functools.partial(assembly.decode_max_len, run.cfg), max_examples=max_examples,
-      beam_size=beam_size, alpha=alpha, show_progress=True)
+      beam_size=beam_size, alpha=alpha, score_references=True, show_progress=True)
   scores = {**evaluate.score(run.task, predictions), "beam_size": beam_size, "step": run.step}
   if run.averaged_steps:
     scores["averaged_steps"] = list(run.averaged_steps)

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from encdec import machine, plots
+from encdec import machine, plots, predictions_tsv
 from encdec.model import schema
 from encdec.report import discovery, render, stats
 
@@ -38,13 +38,13 @@ REFERENCE = "sinusoidal"
 VARIANT_ORDER = ("mha", "local", "none")
 
 
-def predictions(run: discovery.RunResult, split: str) -> stats.Predictions:
+def predictions(run: discovery.RunResult, split: str) -> predictions_tsv.Predictions:
   """The run's predictions of `split` (each TSV read once: the table, the tests and the plot
   all use them)."""
   return _read(run.workdir / "eval" / f"{split}-{run.step}-predictions.tsv")
 
 
-_read = functools.lru_cache(maxsize=None)(stats.read_predictions)
+_read = functools.lru_cache(maxsize=None)(predictions_tsv.read)
 
 
 # Metric name -> (per-example statistics, reduce), as encdec.report.stats resamples them.
@@ -54,7 +54,7 @@ METRICS = {"exact match": stats.statistic("exact", "exact_match"),
 
 def per_example(runs: Sequence[discovery.RunResult], split: str, metric: str) -> np.ndarray:
   """`metric`'s statistics [seeds, N, 2] on `split` (every run decodes the same sources)."""
-  return np.stack([METRICS[metric][0](p.predictions, p.refs)
+  return np.stack([METRICS[metric][0](p)
                    for p in (predictions(r, split) for r in runs)])
 
 
@@ -72,7 +72,7 @@ def by_length(runs: Sequence[discovery.RunResult], metric: str) -> list[dict[int
     sums: dict[int, np.ndarray] = collections.defaultdict(lambda: np.zeros(2))
     for split in SPLITS:
       p = predictions(run, split)
-      for src, row in zip(p.sources, METRICS[metric][0](p.predictions, p.refs)):
+      for src, row in zip(p.sources, METRICS[metric][0](p)):
         sums[len(src)] += row
     curves.append({n: float(reduce(total)) for n, total in sorted(sums.items())})
   return curves

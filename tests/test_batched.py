@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from encdec import config, sweep
+from encdec import config, predictions_tsv, sweep
 from encdec.config import ConfigError
 from encdec.train import batched, loop, optim, step as step_lib
 
@@ -44,8 +44,12 @@ def eval_row(workdir, step: int = 10) -> dict[str, float]:
   return {k: v for r in rows if r["step"] == step for k, v in r.items() if k.startswith("eval/")}
 
 
-def predictions(workdir, step: int = 20) -> str:
-  return (workdir / "eval" / f"test-{step}-predictions.tsv").read_text()
+def assert_same_predictions(got, want, step: int = 20) -> None:
+  """Two runs' final evaluations: the same outputs, their references' NLL equal up to RTOL."""
+  got, want = (predictions_tsv.read(w / "eval" / f"test-{step}-predictions.tsv")
+               for w in (got, want))
+  assert (got.sources, got.refs, got.predictions) == (want.sources, want.refs, want.predictions)
+  np.testing.assert_allclose(got.reference_nll, want.reference_nll, rtol=RTOL)
 
 
 @pytest.fixture(scope="module", name="alone")
@@ -75,7 +79,7 @@ def test_a_batched_member_equals_its_lone_run(alone, tmp_path):
     got, want = losses(tmp_path / f"s{seed}"), losses(alone / f"s{seed}")
     assert list(got) == list(want) == [5, 10, 15, 20]
     np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=RTOL)
-    assert predictions(tmp_path / f"s{seed}") == predictions(alone / f"s{seed}")
+    assert_same_predictions(tmp_path / f"s{seed}", alone / f"s{seed}")
     assert (tmp_path / f"s{seed}" / "checkpoints" / "20").is_dir()
   # The seeds differ (data order, init, dropout): the members are not copies of each other.
   assert losses(tmp_path / "s0")[5] != losses(tmp_path / "s1")[5]
@@ -102,7 +106,7 @@ def test_members_differing_in_hyperparameters_equal_their_lone_runs(alone, tmp_p
       assert list(losses(got, key)) == [5, 10, 15, 20]
       np.testing.assert_allclose(list(losses(got, key).values()),
                                  list(losses(want, key).values()), rtol=RTOL)
-    assert predictions(got) == predictions(want)
+    assert_same_predictions(got, want)
     # The periodic evaluation at step 10, batched (teacher-forced loss with the member's own
     # label smoothing, accuracy, greedy decoding's scores): every number the lone run logged.
     want_eval, got_eval = eval_row(want), eval_row(got)
@@ -211,7 +215,7 @@ def test_sigterm_checkpoints_every_member_and_the_rerun_finishes_like_the_lone_r
   outcomes = batched.train([tiny(0), tiny(1)], workdirs)
   assert [o.error for o in outcomes] == [None, None]
   for seed, workdir in enumerate(workdirs):
-    assert predictions(workdir) == predictions(alone / f"s{seed}")
+    assert_same_predictions(workdir, alone / f"s{seed}")
     np.testing.assert_allclose(losses(workdir)[20], losses(alone / f"s{seed}")[20], rtol=RTOL)
 
 
@@ -223,5 +227,5 @@ def test_train_batch_command_line_trains_every_member(alone, tmp_path):
                    "--workdir", str(tmp_path / "s1"), "--workdir", str(tmp_path / "s0"),
                    "--seeds", "1,0", *overrides]) == 0
   for seed in (0, 1):
-    assert predictions(tmp_path / f"s{seed}") == predictions(alone / f"s{seed}")
+    assert_same_predictions(tmp_path / f"s{seed}", alone / f"s{seed}")
   assert json.loads((tmp_path / "s1" / "config.json").read_text())["train"]["seed"] == 1

@@ -7,9 +7,8 @@ import pathlib
 
 import pytest
 
-from encdec import metrics
+from encdec import metrics, predictions_tsv
 from encdec.data import base
-from encdec.report import stats
 from experiments.peers import phonetisaurus_g2p as peer
 
 CONSONANTS = {"b": "B", "d": "D", "k": "K", "l": "L", "m": "M", "n": "N", "p": "P", "s": "S",
@@ -108,7 +107,7 @@ def test_trains_tunes_and_decodes_a_tiny_lexicon(tiny_run):
 
 def test_predictions_tsv_round_trips_through_report_stats(tiny_run):
   _, summary, _ = tiny_run
-  read = stats.read_predictions(pathlib.Path(summary["predictions"]))
+  read = predictions_tsv.read(pathlib.Path(summary["predictions"]))
   task = TinyTask()
   assert read.sources == [w for w, _ in task.split["test"]]
   assert read.refs == [list(prons) for _, prons in task.split["test"]]

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from encdec import cli, config, metrics, report
+from encdec import cli, config, metrics, predictions_tsv, report
 from encdec.report import accounting, render, speed, stats
 from encdec.train import loop
 
@@ -20,10 +20,11 @@ SMALL = {"model.d_model": 16, "model.d_ff": 32, "model.num_heads": 4,
 NUM_EXAMPLES = 50
 
 
-def write_run(workdir: pathlib.Path, overrides: dict, correct: int, decode_tps: float
-              ) -> None:
+def write_run(workdir: pathlib.Path, overrides: dict, correct: int, decode_tps: float,
+              nll: float | None = None) -> None:
   """A finished run without checkpoints: config, metrics, final eval json and predictions TSV
-  (the first `correct` of NUM_EXAMPLES predictions right), a cached decode speed."""
+  (the first `correct` of NUM_EXAMPLES predictions right; with `nll`, every reference token
+  at that NLL), a cached decode speed."""
   cfg = config.load(ALGORITHMIC, {**SMALL, **overrides})
   workdir.mkdir(parents=True)
   (workdir / "config.json").write_text(cfg.to_json())
@@ -34,11 +35,13 @@ def write_run(workdir: pathlib.Path, overrides: dict, correct: int, decode_tps: 
   sources = [f"src{i}" for i in range(NUM_EXAMPLES)]
   preds = [s if i < correct else "wrong" for i, s in enumerate(sources)]
   scores = metrics.exact_match_metrics(preds, [[s] for s in sources])
+  if nll is not None:
+    scores.update(nll=nll, perplexity=float(np.exp(nll)))
   (workdir / "eval").mkdir()
   (workdir / "eval" / "test-100.json").write_text(json.dumps(scores))
-  (workdir / "eval" / "test-100-predictions.tsv").write_text(
-      "source\treferences\tprediction\n" + "".join(f"{s}\t{s}\t{p}\n"
-                                                   for s, p in zip(sources, preds)))
+  predictions_tsv.write(workdir / "eval" / "test-100-predictions.tsv",
+                        ((s, [s], p, None if nll is None else 2 * nll, 2)
+                         for s, p in zip(sources, preds)))
   (workdir / speed.SPEED_FILE).write_text(json.dumps(
       {"step": 100, "split": "test", "batch_size": speed.SPEED_BATCH, "tokens_per_s": decode_tps}))
 
@@ -87,6 +90,34 @@ def test_report_table_significance_and_plots(sweep_dir):
   assert "hierarchical) paired bootstrap" in text and "baseline: **cross_attention=mha**" in text
   for png in ("learning_curves.png", "main_metric.png", "quality_vs_speed.png"):
     assert (sweep_dir / png).stat().st_size > 1000 and f"]({png})" in text
+
+
+def test_the_references_nll_is_resampled_like_any_metric_and_partial_seeds_are_flagged(
+    tmp_path):
+  runs = {}
+  for variant, nlls in (("mha", (2.0, 2.2, None)), ("mqa", (1.0, 1.2, 1.1))):
+    for seed, nll in enumerate(nlls):
+      overrides = {"model.cross_attention": variant, "train.seed": seed}
+      name = f"cross_attention={variant}.seed={seed}"
+      write_run(tmp_path / name, overrides, 25, 100.0, nll=nll)
+      runs[name] = overrides
+  (tmp_path / "sweep.json").write_text(json.dumps({
+      "config": ALGORITHMIC, "sweep": "xattn", "overrides": {}, "runs": runs, "command": ""}))
+  rows = table_rows(report.write_report(tmp_path, metric="nll", measure_speed=False).read_text())
+  # mha's third seed wrote no NLL (an older run): its TSV has none, so nll cannot be tested.
+  # group, seeds, test/nll, test/exact_match, test/perplexity, test/symbol_accuracy, Δ, ...
+  assert rows["cross_attention=mha"][2] == "2.10 ± 0.14 (2 of 3 seeds)"
+  assert rows["cross_attention=mqa"][2] == "1.10 ± 0.10" and rows["cross_attention=mqa"][6] == "n/a"
+  (tmp_path / "cross_attention=mha.seed=2").rename(tmp_path / "gone")
+  del runs["cross_attention=mha.seed=2"]
+  (tmp_path / "sweep.json").write_text(json.dumps({
+      "config": ALGORITHMIC, "sweep": "xattn", "overrides": {}, "runs": runs, "command": ""}))
+  rows = table_rows(report.write_report(tmp_path, metric="nll", measure_speed=False).read_text())
+  mqa = rows["cross_attention=mqa"]
+  assert mqa[2] == "1.10 ± 0.10 *"             # lower is better: mqa's NLL is significantly lower
+  delta, low, high = (float(x) for x in mqa[6].replace("[", "").replace("]", "").replace(
+      ",", "").split())
+  assert delta == pytest.approx(-1.0) and -1.2 <= low < delta < high <= -0.8
 
 
 def test_baseline_choice_and_unknown_names(sweep_dir, capsys):
@@ -168,7 +199,8 @@ def test_per_example_statistics_sum_to_the_corpus_metric(family, metric):
   refs = [["HH AH L OW", "HH EH L OW"], ["W ER L D"], ["T EH S"], ["B IY"], ["K AE T"]]
   per_example, reduce = stats.statistic(family, metric)
   expected = metrics.compute(family, preds, refs)[metric]
-  assert float(reduce(per_example(preds, refs).sum(0))) == pytest.approx(expected)
+  tsv = predictions_tsv.Predictions(["a", "b", "c", "d", "e"], refs, preds)
+  assert float(reduce(per_example(tsv).sum(0))) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("variant, ratio", [("mqa", 4), ("gqa", 2), ("gated", 1)])

@@ -8,7 +8,7 @@ import pytest
 
 import jax
 
-from encdec import assembly, config, errors, writers
+from encdec import assembly, config, errors, predictions_tsv, writers
 from encdec.data import tasks
 from encdec.train import loop, preemption, step as step_lib
 
@@ -33,11 +33,10 @@ def test_learns_algorithmic_task_to_99_percent(tmp_path, task):
   assert dev[0]["eval/accuracy"] > 0.9 and dev[0]["eval/perplexity"] < 2.0
 
 
-def exact_match_of(predictions_tsv) -> float:
+def exact_match_of(path) -> float:
   """Exact match (%) recomputed from a predictions TSV: rows whose prediction is a reference."""
-  _, *rows = predictions_tsv.read_text().splitlines()
-  rows = [row.split("\t") for row in rows]
-  return 100.0 * sum(prediction in refs.split(" | ") for _, refs, prediction in rows) / len(rows)
+  tsv = predictions_tsv.read(path)
+  return 100.0 * sum(p in refs for p, refs in zip(tsv.predictions, tsv.refs)) / len(tsv.refs)
 
 
 class StopAt:
@@ -216,9 +215,17 @@ def test_a_trained_run_is_evaluated_and_decodes(tmp_path):
       exact_match_of(tmp_path / "eval" / "test-beam2-10-predictions.tsv"))
   # The trainer's final eval used the config's search: the same beam-2 outputs.
   final = json.loads((tmp_path / "eval" / "test-10.json").read_text())
-  trainer_rows = (tmp_path / "eval" / "test-10-predictions.tsv").read_text().splitlines()
-  eval_rows = (tmp_path / "eval" / "test-beam2-10-predictions.tsv").read_text().splitlines()
-  assert final["beam_size"] == 2 and trainer_rows[:17] == eval_rows
+  trainer = predictions_tsv.read(tmp_path / "eval" / "test-10-predictions.tsv")
+  evaluated = predictions_tsv.read(tmp_path / "eval" / "test-beam2-10-predictions.tsv")
+  assert final["beam_size"] == 2
+  assert (trainer.sources[:16], trainer.refs[:16], trainer.predictions[:16]) == (
+      evaluated.sources, evaluated.refs, evaluated.predictions)
+  # Both scored the references: the same NLL per example, and the scores' NLL is their mean.
+  np.testing.assert_allclose(trainer.reference_nll[:16], evaluated.reference_nll, rtol=1e-5)
+  nll = trainer.reference_nll.sum(0)
+  assert final["nll"] == pytest.approx(nll[0] / nll[1], rel=1e-5)
+  assert scores["perplexity"] == pytest.approx(np.exp(evaluated.reference_nll[:, 0].sum()
+                                                      / evaluated.reference_nll[:, 1].sum()))
   decoded = list(inference.decode_lines(tmp_path, ["abc", "", "hello"]))
   assert [source for source, _ in decoded] == ["abc", "hello"]
   assert all(isinstance(output, str) for _, output in decoded)
@@ -250,7 +257,8 @@ def test_cli_train_resume_eval_decode(tmp_path):
       exact_match_of(tmp_path / "eval" / "test-beam2-30-predictions.tsv"))
   assert len(list((tmp_path / "eval" / "attention-test").glob("*.png"))) == 2
   header, *lines = (tmp_path / "eval" / "test-beam2-30-predictions.tsv").read_text().splitlines()
-  assert header == "source\treferences\tprediction" and len(lines) == scores["num_examples"]
+  assert header == "source\treferences\tprediction\treference_nll\treference_tokens"
+  assert len(lines) == scores["num_examples"]
 
   decoded = encdec("decode", "--workdir", str(tmp_path), "abc", "hello")
   assert decoded.returncode == 0, decoded.stderr

@@ -340,3 +340,35 @@ def eval_batches(task, task_cfg, split: str, *, batch_size: int
       src[row, :len(x)] = x
       src[row, len(x)] = special.eos
     yield src, examples[start:start + batch_size]
+
+
+def reference_batches(task, task_cfg, split: str, *, batch_size: int, max_examples: int = 0
+                      ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+  """Teacher-forcing batches of every (example, reference) pair of the first `max_examples`
+  (0: all) examples of `split`, in order: ({"src" [batch_size, S], "tgt_in", "tgt_out"
+  [batch_size, T]}, owner [batch_size]: each row's example index, -1 for the last batch's PAD
+  rows).
+
+  Nothing is dropped or truncated: S = max(max_src_len, longest tokenized source) + 1 as in
+  eval_batches, T = max(max_tgt_len, longest tokenized reference) + 1.
+  """
+  if batch_size < 1:
+    raise ConfigError(f"eval batch_size={batch_size} must be positive; change eval.batch_size")
+  examples = task.eval_examples(split)
+  examples = examples[:max_examples] if max_examples else examples
+  pairs = [(index, ref) for index, example in enumerate(examples) for ref in example.refs]
+  src_ids = _encode_all(task.src_tokenizer, [e.src for e in examples])
+  tgt_ids = _encode_all(task.tgt_tokenizer, [ref for _, ref in pairs])
+  src_len = max([task_cfg.max_src_len] + [len(x) for x in src_ids]) + 1    # S
+  tgt_len = max([task_cfg.max_tgt_len] + [len(x) for x in tgt_ids]) + 1    # T
+  special = special_tokens(task)
+  pad = PadExample(src_len, tgt_len, special.pad)
+  filler = pad(example_arrays([], [], special))
+  filler["tgt_out"][:] = special.pad                                       # no token counts
+  for start in range(0, len(pairs), batch_size):
+    chunk = range(start, min(start + batch_size, len(pairs)))
+    rows = [pad(example_arrays(src_ids[pairs[k][0]], tgt_ids[k], special)) for k in chunk]
+    rows += [filler] * (batch_size - len(rows))
+    owner = np.full(batch_size, -1, np.int64)                               # [batch_size]
+    owner[:len(chunk)] = [pairs[k][0] for k in chunk]
+    yield {key: np.stack([row[key] for row in rows]) for key in rows[0]}, owner

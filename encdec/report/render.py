@@ -47,7 +47,10 @@ def table(rows: Sequence[Row], columns: Sequence[str], main: str, baseline: disc
     test = tests.get(row.group.label)
     cells = []
     for column in columns:
-      cell = fmt(row.scores.get(column, []))
+      values = row.scores.get(column, [])
+      cell = fmt(values)
+      if 0 < len(values) < len(row.group.runs):   # e.g. a metric older runs did not record
+        cell += f" ({len(values)} of {len(row.group.runs)} seeds)"
       if column == main and test is not None and test.verdict == stats.VERDICTS[0]:
         cell += " *"
       cells.append(cell)

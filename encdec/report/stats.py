@@ -16,6 +16,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from encdec import metrics as metrics_lib
+from encdec import predictions_tsv
 from encdec.errors import ConfigError
 from encdec.report import discovery
 
@@ -32,32 +33,15 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-@dataclasses.dataclass
-class Predictions:
-  sources: list[str]
-  refs: list[list[str]]
-  predictions: list[str]
-
-
 def predictions_path(run: discovery.RunResult) -> pathlib.Path:
   return run.workdir / "eval" / f"{run.cfg.eval.final_split}-{run.step}-predictions.tsv"
 
 
-def read_predictions(path: pathlib.Path) -> Predictions:
-  """evaluate.write_outputs' TSV: source, references joined by " | ", prediction."""
-  out = Predictions([], [], [])
-  for line in path.read_text().splitlines()[1:]:
-    src, refs, pred = (line.split("\t", 2) + ["", ""])[:3]
-    out.sources.append(src)
-    out.refs.append(refs.split(" | "))
-    out.predictions.append(pred)
-  return out
-
-
-# A per-example statistic: (predictions, refs) --> float [N, K]; and summed stats [..., K] -->
-# the metric [...]. Resampling examples sums the rows of the resample, so corpus metrics
-# (PER, BLEU) are recomputed exactly, not averaged per sentence.
-Statistic = tuple[Callable[[Sequence[str], Sequence[Sequence[str]]], np.ndarray],
+# A per-example statistic: a predictions TSV --> float [N, K] (None where the TSV lacks what it
+# needs); and summed stats [..., K] --> the metric [...]. Resampling examples sums the rows of
+# the resample, so corpus metrics (PER, BLEU, perplexity) are recomputed exactly, not averaged
+# per sentence.
+Statistic = tuple[Callable[[predictions_tsv.Predictions], np.ndarray | None],
                   Callable[[np.ndarray], np.ndarray]]
 
 
@@ -66,11 +50,11 @@ def ratio(sums: np.ndarray) -> np.ndarray:
   return sums[..., 0] / sums[..., 1]
 
 
-def _g2p_stats(preds, refs) -> np.ndarray:
+def _g2p_stats(tsv: predictions_tsv.Predictions) -> np.ndarray:
   """[word error %, 1, phoneme edits %, reference phonemes] per example (metrics.g2p_metrics)."""
   # pylint: disable=protected-access (the PER rule of metrics.g2p_metrics, per example)
   rows = []
-  for pred, example_refs in zip(preds, refs):
+  for pred, example_refs in zip(tsv.predictions, tsv.refs):
     hyp, ref_tokens = pred.split(), [r.split() for r in example_refs]
     dist, ref_len = metrics_lib._closest_reference(hyp, ref_tokens)
     rows.append([100.0 * (hyp not in ref_tokens), 1.0, 100.0 * dist, ref_len])
@@ -85,10 +69,10 @@ def _sacrebleu_statistic(metric: str, signature: str) -> Statistic:
   scorer = (sacrebleu.BLEU(tokenize=tok.group(1) if tok else None) if metric == "bleu"
             else sacrebleu.CHRF())
 
-  def stats(preds, refs):
-    width = max(len(r) for r in refs)
-    streams = [[r[i] if i < len(r) else None for r in refs] for i in range(width)]
-    return np.array(scorer._extract_corpus_statistics(list(preds), streams), float)
+  def stats(tsv: predictions_tsv.Predictions):
+    width = max(len(r) for r in tsv.refs)
+    streams = [[r[i] if i < len(r) else None for r in tsv.refs] for i in range(width)]
+    return np.array(scorer._extract_corpus_statistics(list(tsv.predictions), streams), float)
 
   def reduce(sums):
     flat = sums.reshape(-1, sums.shape[-1])
@@ -100,9 +84,10 @@ def _sacrebleu_statistic(metric: str, signature: str) -> Statistic:
 
 def statistic(family: str, metric: str, signature: str = "") -> Statistic | None:
   """How to resample `metric` of a task's metric family; None where it is not supported."""
-  exact = (lambda p, r: np.array([[100.0 * (x in refs), 1.0] for x, refs in zip(p, r)]), ratio)
-  symbols = (lambda p, r: np.array([[100.0 * max(metrics_lib.symbol_accuracy(x, y) for y in ys),
-                                     1.0] for x, ys in zip(p, r)]), ratio)
+  exact = (lambda t: np.array([[100.0 * (x in refs), 1.0]
+                               for x, refs in zip(t.predictions, t.refs)]), ratio)
+  symbols = (lambda t: np.array([[100.0 * max(metrics_lib.symbol_accuracy(x, y) for y in ys),
+                                  1.0] for x, ys in zip(t.predictions, t.refs)]), ratio)
   table: dict[tuple[str, str], Statistic] = {
       ("exact", "exact_match"): exact,
       ("exact", "symbol_accuracy"): symbols,
@@ -112,6 +97,9 @@ def statistic(family: str, metric: str, signature: str = "") -> Statistic | None
   }
   if family == "text" and metric in ("bleu", "chrf"):
     return _sacrebleu_statistic(metric, signature)
+  if metric in ("nll", "perplexity"):     # any task: the references' NLL per token (nats)
+    nll = lambda t: t.reference_nll                                        # [N, 2] or None
+    return (nll, ratio) if metric == "nll" else (nll, lambda s: np.exp(ratio(s)))
   return table.get((family, metric))
 
 
@@ -205,17 +193,18 @@ def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:
 
 def group_stats(group: discovery.Group, stat: Statistic) -> tuple[list[str], np.ndarray] | None:
   """(sources, per-example statistics [seeds, N, K]) of a group; None if any TSV is missing
-  or the seeds decoded different examples."""
+  or lacks the statistic's columns, or the seeds decoded different examples."""
   sources, rows = None, []
   for run in group.runs:
     path = predictions_path(run)
     if not path.exists():
       return None
-    pred = read_predictions(path)
-    if sources is not None and pred.sources != sources:
+    tsv = predictions_tsv.read(path)
+    per_example = stat[0](tsv)
+    if per_example is None or (sources is not None and tsv.sources != sources):
       return None
-    sources = pred.sources
-    rows.append(stat[0](pred.predictions, pred.refs))
+    sources = tsv.sources
+    rows.append(per_example)
   return sources, np.stack(rows)
 
 

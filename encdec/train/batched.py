@@ -155,18 +155,20 @@ class BatchedTrainer:
     for i, state in zip(active, finals):   # every final checkpoint before any decoding
       self.members[i].finish_training(state)
     beam_size = self.members[0].cfg.decode.beam_size
-    decoded = functools.cache(lambda split: self.decode(stacked.params, split, 0, beam_size))
+    decoded = functools.cache(lambda split: self.decode(stacked.params, split, 0, beam_size,
+                                                         score_references=True))
     for slot, (i, state) in enumerate(zip(active, finals)):
       outcomes[i].scores = self.members[i].finish_eval(
           state, lambda split, slot=slot: decoded(split)[slot])
     return outcomes
 
-  def decode(self, stacked_params: Any, split: str, max_examples: int,
-             beam_size: int = 1) -> list[list]:
+  def decode(self, stacked_params: Any, split: str, max_examples: int, beam_size: int = 1,
+             score_references: bool = False) -> list[list]:
     """loop.Trainer.decode for every active member at once: one list of predictions each."""
     lead = self.members[0]
-    return evaluate.decode_split_members(lead.module, stacked_params, lead.task, lead.cfg.task,
-                                         split, **lead.decode_options(max_examples, beam_size))
+    return evaluate.decode_split_members(
+        lead.module, stacked_params, lead.task, lead.cfg.task, split,
+        **lead.decode_options(max_examples, beam_size, score_references))
 
   def periodic_scores(self, stacked: state_lib.TrainState, hparams) -> list[dict[str, Any]]:
     """Every active member's periodic evaluation (loop.Trainer.periodic_scores), computed

@@ -304,16 +304,21 @@ class Trainer:
     self.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"},
                     **{f"train/{k}": v for k, v in rates.items()}})
 
-  def decode_options(self, max_examples: int, beam_size: int = 1) -> dict[str, Any]:
+  def decode_options(self, max_examples: int, beam_size: int = 1,
+                     score_references: bool = False) -> dict[str, Any]:
     """evaluate.decode_split's options (also decode_split_members')."""
     return dict(batch_size=self.cfg.eval.batch_size, max_examples=max_examples,
                 max_len_for=functools.partial(assembly.decode_max_len, self.cfg),
-                beam_size=beam_size, alpha=self.cfg.decode.alpha)
+                beam_size=beam_size, alpha=self.cfg.decode.alpha,
+                score_references=score_references)
 
-  def decode(self, params, split: str, max_examples: int, beam_size: int = 1) -> list:
-    """`split`'s predictions (greedy, or beam search with decode.alpha)."""
+  def decode(self, params, split: str, max_examples: int, beam_size: int = 1,
+             score_references: bool = False) -> list:
+    """`split`'s predictions (greedy, or beam search with decode.alpha), with their
+    references' NLL if `score_references`."""
     return evaluate.decode_split(self.module, params, self.task, self.cfg.task, split,
-                                 **self.decode_options(max_examples, beam_size))
+                                 **self.decode_options(max_examples, beam_size,
+                                                       score_references))
 
   def evaluate(self, state, split: str, max_examples: int, beam_size: int = 1):
     """Decode `split` and score it."""
@@ -360,10 +365,11 @@ class Trainer:
 
   def final_eval_split(self, state, split: str, predictions: list | None = None
                        ) -> dict[str, Any]:
-    """The whole split with the config's search (decode.beam_size; periodic evals are greedy)."""
+    """The whole split with the config's search (decode.beam_size; periodic evals are greedy),
+    and its references' NLL."""
     step, beam_size = int(state.step), self.cfg.decode.beam_size
     if predictions is None:
-      predictions = self.decode(state.params, split, 0, beam_size)
+      predictions = self.decode(state.params, split, 0, beam_size, score_references=True)
     scores = {**evaluate.score(self.task, predictions), "beam_size": beam_size}
     logging.info("final %s @ %d: %s\n%s", split, step, _fmt(scores),
                  evaluate.format_samples(predictions, self.cfg.eval.num_samples_to_print))

@@ -79,15 +79,21 @@ def first_argmax(x: jax.Array) -> jax.Array:
   return jnp.where(first == size, -1, first)
 
 
-def batch_sums(module: nn.Module, params: Any, batch: dict[str, jax.Array], *, train: bool,
-               rng: jax.Array | None, label_smoothing) -> tuple[jax.Array, dict]:
-  """Summed loss over real target tokens (those that are not the model's PAD id), and summed
-  statistics for logging."""
+def teacher_forced(module: nn.Module, params: Any, batch: dict[str, jax.Array], *, train: bool,
+                   rng: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(logits [B, T, V], targets [B, T], weights [B, T]: 1 on real target tokens, those that
+  are not the model's PAD id) of a batch under teacher forcing."""
   extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
   logits = module.apply({"params": params}, batch["src"], batch["tgt_in"], train=train,
                         rngs={"dropout": rng} if train else None, **extra)   # [B, T, V]
   targets = batch["tgt_out"]
-  weights = (targets != module.config.pad_id).astype(jnp.float32)
+  return logits, targets, (targets != module.config.pad_id).astype(jnp.float32)
+
+
+def batch_sums(module: nn.Module, params: Any, batch: dict[str, jax.Array], *, train: bool,
+               rng: jax.Array | None, label_smoothing) -> tuple[jax.Array, dict]:
+  """Summed loss over real target tokens, and summed statistics for logging."""
+  logits, targets, weights = teacher_forced(module, params, batch, train=train, rng=rng)
   loss, nll = token_losses(logits, targets, label_smoothing)
   correct = (first_argmax(logits) == targets).astype(jnp.float32)
   sums = {"loss": jnp.sum(loss * weights), "nll": jnp.sum(nll * weights),
@@ -199,6 +205,14 @@ def eval_step_fn(module: nn.Module, *, label_smoothing: float):
     return batch_sums(module, params, batch, train=False, rng=None,
                       label_smoothing=hparams.get("label_smoothing", label_smoothing))[1]
   return eval_step
+
+
+def row_nll(module: nn.Module, params: Any, batch: dict[str, jax.Array]) -> jax.Array:
+  """[B, 2]: per row, the NLL (nats) of its target tokens under teacher forcing, summed, and
+  how many there are; pure (no smoothing, no dropout)."""
+  logits, targets, weights = teacher_forced(module, params, batch, train=False, rng=None)
+  nll = token_losses(logits, targets, 0)[1]                                # [B, T]
+  return jnp.stack([jnp.sum(nll * weights, axis=-1), jnp.sum(weights, axis=-1)], axis=-1)
 
 
 def make_eval_step(module: nn.Module, *, label_smoothing: float):

@@ -337,16 +337,17 @@ def compare(peer_tsv: pathlib.Path, other_tsv: pathlib.Path, resamples: int = 10
   """Scores of both and a paired bootstrap of Δ = other − peer (WER and PER, points; negative:
   the other system is better) over the same test words, with stats.paired_bootstrap."""
   from encdec import metrics  # pylint: disable=import-outside-toplevel
+  from encdec import predictions_tsv  # pylint: disable=import-outside-toplevel
   from encdec.report import stats  # pylint: disable=import-outside-toplevel
-  peer = stats.read_predictions(peer_tsv)
-  other = aligned(peer, stats.read_predictions(other_tsv), str(other_tsv))
+  peer = predictions_tsv.read(peer_tsv)
+  other = aligned(peer, predictions_tsv.read(other_tsv), str(other_tsv))
   out = {"predictions": str(other_tsv), "words": len(peer.sources), "resamples": resamples,
          "peer": metrics.g2p_metrics(peer.predictions, peer.refs),
          "other": metrics.g2p_metrics(other, peer.refs)}
   for metric in ("wer", "per"):
     per_example, reduce = stats.statistic("g2p", metric)
-    delta, p = stats.paired_bootstrap(per_example(peer.predictions, peer.refs)[None],
-                                      per_example(other, peer.refs)[None], reduce,
+    mine = dataclasses.replace(peer, predictions=other)
+    delta, p = stats.paired_bootstrap(per_example(peer)[None], per_example(mine)[None], reduce,
                                       resamples, seed)
     out[f"delta_{metric}"], out[f"p_{metric}"] = delta, p
   return out
