@@ -135,7 +135,8 @@ def _add_report_parser(sub) -> None:
                       help="group name or model.cross_attention value to test against "
                            "(default: the mha group, else the first)")
   report.add_argument("--metric", default=None,
-                      help="main metric key of the eval json (default: wer, bleu or exact_match)")
+                      help="main metric key of the eval json (default: wer, bleu or exact_match; "
+                           "nll / perplexity: the references' under teacher forcing)")
   report.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
   report.add_argument("--no-decode-speed", action="store_true",
                       help="do not measure decode speed (use only measurements cached earlier)")

@@ -209,6 +209,15 @@ def test_parallel_runs_are_bound_to_disjoint_cpus_and_the_sweep_shows_its_eta(
   assert "1/3 done" in out and "; ETA " in out.split("3/3 done")[0]     # the sweep's ETA
 
 
+def test_the_sweep_eta_counts_the_runs_in_flight_and_the_jobs():
+  # Two at a time; the first run took 100 s, its partner has run 100 s: 45 runs left (the
+  # partner included) of 100 s each, 2 at a time, less the partner's 100 s done.
+  assert jobs.sweep_eta([100.0], [100.0], 45, 2) == pytest.approx((45 * 100 - 100) / 2)
+  assert jobs.sweep_eta([100.0, 300.0], [], 3, 4) == pytest.approx(3 * 200 / 3)  # < jobs left
+  assert jobs.sweep_eta([50.0], [80.0], 1, 2) == 0.0        # running longer than the mean
+  assert jobs.sweep_eta([], [10.0], 5, 2) is None           # nothing finished: no pace yet
+
+
 @pytest.mark.parametrize("user_cache", [None, "/elsewhere/jax_cache"])
 def test_runs_share_a_compilation_cache_in_the_sweep_directory(config_file, tmp_path, capsys,
                                                                monkeypatch, user_cache):

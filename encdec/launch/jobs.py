@@ -101,6 +101,17 @@ def _start(run: Run, cpus: frozenset[int] | None) -> subprocess.Popen:
   return proc
 
 
+def sweep_eta(finished_s: Sequence[float], running_s: Sequence[float], left: int,
+              jobs: int) -> float | None:
+  """Seconds until the last of `left` runs (those running included) ends, `jobs` at a time,
+  if each takes the mean of the finished runs' `finished_s` and the running ones have run
+  `running_s` already; None before any run finished."""
+  if not finished_s or left <= 0:
+    return None
+  work = left * sum(finished_s) / len(finished_s) - sum(running_s)
+  return max(0.0, work) / min(jobs, left)
+
+
 def run_local(runs: Sequence[Run], jobs: int) -> list[Outcome]:
   """Run up to `jobs` `encdec train` processes at once; output to WORKDIR/<name>/train.log.
 
@@ -109,7 +120,6 @@ def run_local(runs: Sequence[Run], jobs: int) -> list[Outcome]:
   running run holds one of `cpu_slots` of this process's CPUs.
   """
   pending, running, outcomes, stopping = list(runs), {}, [], []
-  began = time.monotonic()
   ours = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
   free = cpu_slots(ours, jobs)                                  # shares not held by a run
 
@@ -136,9 +146,12 @@ def run_local(runs: Sequence[Run], jobs: int) -> list[Outcome]:
         status = "failed" if code else ("finished" if run.finished else "incomplete")
         outcomes.append(Outcome(name, status, code, time.monotonic() - start))
         failed = sum(o.status != "finished" for o in outcomes)
-        left = len(runs) - len(outcomes)       # at the sweep's pace so far: wall time per run
-        eta_s = (time.monotonic() - began) / len(outcomes) * left
-        eta = f"; ETA {progress.format_duration(eta_s)}" if left else ""
+        left = len(runs) - len(outcomes)
+        now = time.monotonic()
+        eta_s = sweep_eta([o.seconds for o in outcomes if o.status == "finished"],
+                          [now - began_run for _, _, began_run, _ in running.values()],
+                          left, jobs)
+        eta = f"; ETA {progress.format_duration(eta_s)}" if left and eta_s is not None else ""
         _print(f"{len(outcomes)}/{len(runs)} done, {failed} failed or incomplete: {name} "
                f"{status}" + (f" (exit {code})" if code else "") +
                f" in {outcomes[-1].seconds:.0f}s{eta}")
