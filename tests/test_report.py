@@ -281,6 +281,18 @@ def simulated_rejections(seeds: int, seed_spread: float, effect: float, studies:
           np.mean([c.mde for c in results]))
 
 
+def test_one_seed_says_nothing_across_seeds_however_large_the_difference():
+  rng = np.random.default_rng(0)
+  errors = lambda rate, seeds: np.stack([np.stack([100.0 * (rng.random(300) < rate),
+                                                   np.ones(300)], -1) for _ in range(seeds)])
+  one = stats.compare(errors(0.3, 1), errors(0.6, 3), stats.ratio, resamples=200)
+  assert one.p_seeds is None and one.p_examples < 0.001
+  assert one.verdict == "only across test examples"
+  two = stats.compare(errors(0.3, 2), errors(0.6, 2), stats.ratio, resamples=200)
+  assert two.p_seeds < 0.05 and two.verdict == "significant across seeds"
+  assert stats.holm({"one": one.p_seeds, "two": two.p_seeds})["one"] is None
+
+
 @pytest.mark.slow
 def test_hierarchical_test_is_calibrated_where_the_example_test_is_not():
   # No true difference, training seeds that matter (sd 3 points): the hierarchical test rejects

@@ -31,7 +31,10 @@ def fmt(values: Sequence[float], digits: int = 2) -> str:
   return f"{mean:,.{digits}f}" + (f" ± {std:,.{digits}f}" if len(values) > 1 else "")
 
 
-def p_value(p: float) -> str:
+def p_value(p: float | None) -> str:
+  """A p for a table; "n/a" where none was computed (stats.MIN_SEEDS)."""
+  if p is None:
+    return "n/a"
   return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
