@@ -140,18 +140,33 @@ def differences_vs_cost(panels: Mapping[str, Mapping[str, tuple[float, float, fl
                         xlabel: str, path: str | pathlib.Path) -> pathlib.Path:
   """One panel per title: label -> (cost x, difference Δ, interval low, interval high, whether
   the difference is significant), Δ with its interval as a vertical bar; filled markers are
-  significant, hollow ones not. x on a log scale (cost ratios), a line at Δ = 0."""
+  significant, hollow ones not. x on a log scale (cost ratios), a line at Δ = 0.
+
+  A label whose Δ is `off_scale` (a control tens of points away) does not set the Δ axis: it
+  is a triangle at the panel's edge, its Δ and interval written beside it, so the differences
+  that matter are not squeezed into a line."""
   from matplotlib.ticker import FormatStrFormatter  # pylint: disable=import-outside-toplevel
   labels = sorted({label for points in panels.values() for label in points})
   colour = colours(labels)
   fig = _figure(5.0 * len(panels), 4.5)
   axes = np.atleast_1d(fig.subplots(1, len(panels)))
   for ax, (title, points) in zip(axes, panels.items()):
+    outside = off_scale({label: p[1] for label, p in points.items()})
     for label, (x, delta, low, high, significant) in points.items():
+      if label in outside:
+        continue
       ax.errorbar([x], [delta], yerr=[[delta - low], [high - delta]], fmt="o", capsize=3,
                   color=colour[label], markerfacecolor=colour[label] if significant else "white")
       ax.annotate(label, (x, delta), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.axhline(0.0, color="grey", lw=0.8)
+    bottom, top = ax.get_ylim()
+    for label in sorted(outside):
+      x, delta, low, high, _ = points[label]
+      edge, marker = (top, "^") if delta > top else (bottom, "v")
+      ax.plot([x], [edge], marker=marker, color=colour[label], clip_on=False)
+      ax.annotate(f"{label}: {delta:+.1f} [{low:+.1f}, {high:+.1f}] (off scale)", (x, edge),
+                  textcoords="offset points", xytext=(6, -10 if delta > top else 4), fontsize=7)
+    ax.set_ylim(bottom, top)
     ax.set_xscale("log")
     for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
       axis(FormatStrFormatter("%.1f"))        # ratios as 0.6, 0.8, 1.0, not 6 x 10^-1

@@ -136,13 +136,17 @@ def ratio(costs: Mapping[str, Mapping[str, Any]], variant: str, key: str, invert
   return f"{1 / value if invert else value:.2f}"
 
 
+def better(main: str) -> str:
+  """Which way the main metric (split/name) improves: "lower" or "higher"."""
+  return "lower" if main.split("/")[-1] in render.LOWER_IS_BETTER else "higher"
+
+
 def markdown(tasks: Mapping[str, tuple[str, int, dict]], costs: Mapping[str, Mapping[str, Any]],
              machine: Mapping[str, Any], commands: str,
              found: Mapping[tuple[str, str, str], Interaction]) -> str:
   variants = sorted({v for _, _, c in tasks.values() for v in c})
-  head = " | ".join(f"{t}: Δ {main.split('/')[-1]} ({seeds} seeds, "
-                    f"{'lower' if main.split('/')[-1] in render.LOWER_IS_BETTER else 'higher'}"
-                    " is better)" for t, (main, seeds, _) in tasks.items())
+  head = " | ".join(f"{t}: Δ {main.split('/')[-1]} ({seeds} seeds, {better(main)} is better)"
+                    for t, (main, seeds, _) in tasks.items())
   lines = [f"| variant | {head} | beam-4 decode time × mha | K/V cache × mha "
            "| train speed × mha |",
            "|---|" + "---|" * (len(tasks) + 3)]
@@ -193,7 +197,7 @@ def main(argv=None) -> None:
   except ConfigError as e:
     parser.exit(2, f"study_v2_summary: error: {e}\n")
   args.out.mkdir(parents=True, exist_ok=True)
-  panels = {f"{name}: {main}": {v: (1 / costs[v][COST], c.delta, *c.ci, c.verdict ==
+  panels = {f"{name}: {main} ({better(main)} is better)": {v: (1 / costs[v][COST], c.delta, *c.ci, c.verdict ==
                                     stats.VERDICTS[0])
                                 for v, c in comparisons.items()
                                 if c is not None and costs.get(v, {}).get(COST)}

@@ -203,6 +203,25 @@ def test_per_example_statistics_sum_to_the_corpus_metric(family, metric):
   assert float(reduce(per_example(tsv).sum(0))) == pytest.approx(expected)
 
 
+def test_a_control_far_off_is_drawn_at_the_edge_without_squeezing_the_rest(tmp_path,
+                                                                          monkeypatch):
+  from encdec import plots  # pylint: disable=import-outside-toplevel
+  saved = []
+  monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig) or path)
+  points = {"mqa": (0.75, 1.4, 0.6, 2.1, True), "gqa": (0.75, 0.6, -0.1, 1.3, False),
+            "latent": (0.63, 1.0, 0.3, 1.8, False), "local": (1.0, -0.1, -0.9, 0.6, False),
+            "none": (0.27, 64.4, 63.3, 65.6, True)}
+  plots.differences_vs_cost({"G2P": points}, "cost", tmp_path / "x.png")
+  ax = saved[0].axes[0]
+  bottom, top = ax.get_ylim()
+  assert -1.2 < bottom < -0.9 and 2.1 < top < 3.0            # the variants' intervals set it
+  assert [t.get_text() for t in ax.texts if "none" in t.get_text()] == [
+      "none: +64.4 [+63.3, +65.6] (off scale)"]
+  del points["local"], points["latent"]                        # too few to call one off scale
+  plots.differences_vs_cost({"G2P": points}, "cost", tmp_path / "y.png")
+  assert saved[1].axes[0].get_ylim()[1] > 65
+
+
 @pytest.mark.parametrize("variant, ratio", [("mqa", 4), ("gqa", 2), ("gated", 1)])
 def test_cache_bytes_per_source_token_shrink_with_kv_heads(variant, ratio):
   mha = config.load(ALGORITHMIC, SMALL)
