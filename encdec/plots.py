@@ -177,6 +177,41 @@ def differences_vs_cost(panels: Mapping[str, Mapping[str, tuple[float, float, fl
   return _save(fig, path)
 
 
+def differences_by_bin(series: Mapping[str, Sequence[tuple[float, float, float, bool] | None]],
+                       bins: Sequence[str], xlabel: str, ylabel: str,
+                       path: str | pathlib.Path) -> pathlib.Path:
+  """Label -> per bin (Δ, interval low, interval high, significant) or None: each label's Δ
+  with its interval across the bins, the labels side by side within a bin; filled markers are
+  significant, hollow ones not. A label `off_scale` in every bin (a control far away) is named
+  instead of drawn."""
+  labels = list(series)
+  colour = colours(labels)
+  typical = {label: float(np.median([p[0] for p in points if p])) for label, points in
+             series.items() if any(points)}
+  outside = off_scale(typical)
+  drawn = [label for label in labels if label in typical and label not in outside]
+  fig = _figure(max(6.0, 1.2 * len(bins) + 2.5), 4.5)
+  ax = fig.subplots()
+  width = 0.8 / max(len(drawn), 1)
+  for i, label in enumerate(drawn):
+    x = np.arange(len(bins)) - 0.4 + width * (i + 0.5)
+    points = [(xi, p) for xi, p in zip(x, series[label]) if p is not None]
+    for xi, (delta, low, high, significant) in points:
+      ax.errorbar([xi], [delta], yerr=[[delta - low], [high - delta]], fmt="o", capsize=2,
+                  ms=4, color=colour[label],
+                  markerfacecolor=colour[label] if significant else "white")
+    ax.plot([xi for xi, _ in points], [p[0] for _, p in points], color=colour[label], lw=0.8,
+            alpha=0.6, label=label)
+  ax.axhline(0.0, color="grey", lw=0.8)
+  _note_off_scale(ax, sorted(outside))
+  ax.set_xticks(range(len(bins)), bins, fontsize=8)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel, fontsize=8)
+  ax.legend(fontsize=7, ncol=2, loc="best")
+  ax.grid(axis="y", alpha=0.3)
+  return _save(fig, path)
+
+
 def metric_bars(values: Mapping[str, tuple[float, float]], ylabel: str,
                 path: str | pathlib.Path, highlight: str | None = None) -> pathlib.Path:
   """A bar per group: label -> (mean, std), std as an error bar; `highlight` gets hatching."""

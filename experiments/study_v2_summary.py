@@ -59,13 +59,13 @@ class Interaction:
   p_holm: float | None = None      # Holm-adjusted over every interaction on the page
 
 
-def bootstrap_differences(sweep: stats.BaselineTests, metric: str | None, resamples: int
+def bootstrap_differences(sweep: stats.BaselineTests, resamples: int
                           ) -> tuple[list[str], dict[str, tuple[float, np.ndarray]]] | None:
   """(the test examples, variant -> (observed Δ against mha, Δ of each bootstrap resample [R]))
   of a tested sweep: `encdec report`'s hierarchical bootstrap with its fixed resampling seed,
   so two sweeps on the same examples draw the same examples in each resample. None when a
   predictions file is missing."""
-  _, _, stat = stats.main_statistic(sweep.baseline.runs[0], metric)
+  stat = sweep.statistic
   base = stats.group_stats(sweep.baseline, stat) if stat else None
   if base is None:
     return None
@@ -191,7 +191,7 @@ def main(argv=None) -> None:
                                            args.resamples) for name, d in sweeps.items()}
     tasks = {name: task_comparisons(sweep) for name, sweep in tested.items()}
     costs, machine = read_costs(args.cost)
-    differences = {name: bootstrap_differences(sweep, metrics.get(name), args.resamples)
+    differences = {name: bootstrap_differences(sweep, args.resamples)
                    for name, sweep in tested.items()} if len(sweeps) > 1 else {}
     found = interactions({k: v for k, v in differences.items() if v is not None})
   except ConfigError as e:

@@ -4,6 +4,8 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -366,3 +368,40 @@ def test_run_archive_carries_a_sweeps_results_without_checkpoints(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
   assert result.returncode != 0 and "not a readable run archive" in result.stderr
   assert "Traceback" not in result.stderr and not (tmp_path / "other").exists()
+
+
+def test_differences_by_source_length_find_a_loss_on_long_sources_only(tmp_path):
+  """latent right on every short source and wrong on most long ones, gqa = mha: latent's Δ is
+  significant in the long bin alone; bins parse, split by quantiles, and a bad one is a
+  one-line error."""
+  from encdec import predictions_tsv  # pylint: disable=import-outside-toplevel
+  from experiments import by_source_length  # pylint: disable=import-outside-toplevel
+  write_variants_sweep(tmp_path / "sweep", {v: (50, 50) for v in ("mha", "gqa", "latent")})
+  sources = [f"{i:02d}ab" for i in range(25)] + [f"{i:02d}abcdefghij" for i in range(25)]
+  wrong = {("mha", 1): {3, 40}, ("gqa", 1): {3, 40}, ("latent", 0): set(range(30, 48)),
+           ("latent", 1): set(range(26, 44)) | {3}}
+  for run in (tmp_path / "sweep").glob("cross_attention=*"):
+    key = (run.name.split("=")[1].split(".")[0], int(run.name[-1]))
+    predictions_tsv.write(run / "eval" / "test-100-predictions.tsv",
+                          ((s, [s], "x" if i in wrong.get(key, ()) else s, None, None)
+                           for i, s in enumerate(sources)))
+  out = tmp_path / "out" / "by_length"
+  command = [sys.executable, "-m", "experiments.by_source_length", str(tmp_path / "sweep"),
+             "--out", str(out), "--bins", "1-5,6-", "--resamples", "300"]
+  subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+  text = out.with_suffix(".md").read_text()
+  rows = {line.split(" | ")[0].strip("| "): [c.strip(" |") for c in line.split(" | ")]
+          for line in text.splitlines() if line.startswith("| ")}
+  assert rows["group"][1:] == ["1-5 (25)", "6+ (25)"]
+  assert rows["mha (baseline: exact_match)"][1:] == ["98.00", "98.00"]
+  short, long = rows["latent"][1:]
+  assert not short.endswith("*") and long.startswith("-70.00 [") and long.endswith("*")
+  assert all(c.startswith("+0.00 [") and not c.endswith("*") for c in rows["gqa"][1:])
+  assert out.with_suffix(".png").stat().st_size > 10_000
+  lengths = np.array([1, 1, 2, 2, 2, 3, 7, 8, 9, 10])
+  assert by_source_length.quantile_bins(lengths, 2) == [(1, 2), (3, 10)]
+  assert by_source_length.parse_bins("1-5,6-")[1] == (6, by_source_length.OPEN)
+  failed = subprocess.run(command[:-4] + ["--bins", "5-3"], cwd=ROOT, capture_output=True,
+                          text=True)
+  assert failed.returncode == 2 and "--bins: expected LOW-HIGH" in failed.stderr
+  assert "Traceback" not in failed.stderr

@@ -228,13 +228,15 @@ def main_statistic(run: discovery.RunResult, metric: str | None
   return split, name, statistic(tasks.build(run.cfg.task).metric_family, name, signature)
 
 
-def paired_tests(pairs: Mapping[str, tuple[discovery.Group, discovery.Group]],
-                 stat: Statistic | None, resamples: int) -> dict[str, Comparison | None]:
-  """Label -> the Comparison of a pair's second group against its first on the main metric
-  (`stat`: main_statistic's), Holm-adjusted over every tested pair; None where it cannot be
-  tested (a predictions TSV missing, or the groups decoded different examples)."""
-  if stat is None:
-    return {label: None for label in pairs}
+# A tested pair: (the test examples' sources, per-example statistics [seeds, N, K] of the first
+# group, of the second); None where it cannot be tested.
+Pair = tuple[list[str], np.ndarray, np.ndarray] | None
+
+
+def load_pairs(pairs: Mapping[str, tuple[discovery.Group, discovery.Group]], stat: Statistic
+               ) -> dict[str, Pair]:
+  """Label -> the Pair of two groups' per-example statistics; None where a predictions TSV is
+  missing or the groups decoded different examples. Each group's TSVs are read once."""
   per_group: dict[int, tuple[list[str], np.ndarray] | None] = {}   # id(group) -> group_stats
 
   def examples(group: discovery.Group):
@@ -242,36 +244,64 @@ def paired_tests(pairs: Mapping[str, tuple[discovery.Group, discovery.Group]],
       per_group[id(group)] = group_stats(group, stat)
     return per_group[id(group)]
 
-  out: dict[str, Comparison | None] = {}
+  out: dict[str, Pair] = {}
   for label, (first, second) in pairs.items():
     a, b = examples(first), examples(second)
-    tested = a is not None and b is not None and a[0] == b[0]
-    out[label] = compare(a[1], b[1], stat[1], resamples) if tested else None
+    out[label] = (a[0], a[1], b[1]) if a is not None and b is not None and a[0] == b[0] else None
+  return out
+
+
+def test_pairs(pairs: Mapping[str, Pair], reduce: Callable[[np.ndarray], np.ndarray],
+               resamples: int) -> dict[str, Comparison | None]:
+  """Label -> the Comparison of a pair's second group against its first, Holm-adjusted over
+  every tested pair; None for an untested pair."""
+  out = {label: pair and compare(pair[1], pair[2], reduce, resamples)
+         for label, pair in pairs.items()}
   adjusted = holm({label: c.p_seeds if c else None for label, c in out.items()})
   return {label: c and dataclasses.replace(c, p_seeds_holm=adjusted[label])
           for label, c in out.items()}
 
 
+def paired_tests(pairs: Mapping[str, tuple[discovery.Group, discovery.Group]],
+                 stat: Statistic | None, resamples: int) -> dict[str, Comparison | None]:
+  """Label -> the Comparison of a pair's second group against its first on the main metric
+  (`stat`: main_statistic's), Holm-adjusted over every tested pair; None where it cannot be
+  tested (a predictions TSV missing, or the groups decoded different examples)."""
+  if stat is None:
+    return {label: None for label in pairs}
+  return test_pairs(load_pairs(pairs, stat), stat[1], resamples)
+
+
 @dataclasses.dataclass
-class BaselineTests:
-  """A sweep directory's finished runs grouped, and every group tested against the baseline."""
+class Sweep:
+  """A sweep directory's finished runs grouped, with its baseline group and main metric."""
   manifest: dict | None                      # DIR/sweep.json, None for a plain directory
   groups: list[discovery.Group]              # finished runs only
   unfinished: list[str]                      # names of the runs without a final evaluation
   baseline: discovery.Group
   split: str                                 # the final split
   metric: str                                # the main metric
-  tests: dict[str, Comparison | None]        # group label -> against the baseline (its own: None)
+  statistic: Statistic | None                # how to resample it; None: it cannot be
 
   @property
   def main(self) -> str:
     return f"{self.split}/{self.metric}"
 
+  def pairs(self) -> dict[str, tuple[discovery.Group, discovery.Group]]:
+    """Group label -> (baseline, group) for every other group."""
+    return {g.label: (self.baseline, g) for g in self.groups if g is not self.baseline}
 
-def against_baseline(directory: pathlib.Path, baseline: str | None = None,
-                     metric: str | None = None, resamples: int = 1000) -> BaselineTests:
+
+@dataclasses.dataclass
+class BaselineTests(Sweep):
+  """A Sweep with every group tested against the baseline."""
+  tests: dict[str, Comparison | None]        # group label -> against the baseline (its own: None)
+
+
+def load_sweep(directory: pathlib.Path, baseline: str | None = None,
+               metric: str | None = None) -> Sweep:
   """Group DIR's finished runs, pick the baseline group (`baseline`: its label, else the
-  standard one) and the main metric, and test every other group against the baseline."""
+  standard one) and the main metric."""
   manifest, runs = discovery.load_runs(directory)
   finished = [r for r in runs if r.step is not None]
   if not finished:
@@ -280,6 +310,13 @@ def against_baseline(directory: pathlib.Path, baseline: str | None = None,
   groups = discovery.group_runs(finished)
   base = discovery.pick_baseline(groups, baseline)
   split, name, stat = main_statistic(base.runs[0], metric)
-  tests = paired_tests({g.label: (base, g) for g in groups if g is not base}, stat, resamples)
-  return BaselineTests(manifest, groups, [r.name for r in runs if r.step is None], base, split,
-                       name, {g.label: tests.get(g.label) for g in groups})
+  return Sweep(manifest, groups, [r.name for r in runs if r.step is None], base, split, name,
+               stat)
+
+
+def against_baseline(directory: pathlib.Path, baseline: str | None = None,
+                     metric: str | None = None, resamples: int = 1000) -> BaselineTests:
+  """`load_sweep`, then every other group tested against the baseline."""
+  sweep = load_sweep(directory, baseline, metric)
+  tests = paired_tests(sweep.pairs(), sweep.statistic, resamples)
+  return BaselineTests(**vars(sweep), tests={g.label: tests.get(g.label) for g in sweep.groups})
