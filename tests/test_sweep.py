@@ -4,6 +4,7 @@ other runs."""
 import json
 import os
 import pathlib
+import re
 import shlex
 import signal
 import sys
@@ -174,10 +175,13 @@ def test_failed_runs_do_not_stop_the_others(config_file, tmp_path, capsys, monke
   assert manifest["runs"] == {"seed=0": {"train.seed": 0}, "seed=1": {"train.seed": 1},
                               "seed=2": {"train.seed": 2}}
   assert manifest["command"] == "encdec " + shlex.join(argv)
-  # Again: the two finished runs are skipped, the failed one is retried.
+  # Again: the two finished runs are skipped, the failed one is retried (from its checkpoints:
+  # a part of a run, which the ETA does not take for a whole one).
+  (workdir / "seed=1" / "checkpoints").mkdir()
   assert cli.main(argv) == 1
   out = capsys.readouterr().out
   assert out.count("[sweep] skip") == 2 and "start seed=1" in out and "start seed=0" not in out
+  assert re.search(r"seed=1 failed \(exit 3\) in \d+s \(resumed\)", out)
 
 
 def test_cpu_slots_split_the_cpus_into_disjoint_shares():
@@ -212,10 +216,16 @@ def test_parallel_runs_are_bound_to_disjoint_cpus_and_the_sweep_shows_its_eta(
 def test_the_sweep_eta_counts_the_runs_in_flight_and_the_jobs():
   # Two at a time; the first run took 100 s, its partner has run 100 s: 45 runs left (the
   # partner included) of 100 s each, 2 at a time, less the partner's 100 s done.
-  assert jobs.sweep_eta([100.0], [100.0], 45, 2) == pytest.approx((45 * 100 - 100) / 2)
-  assert jobs.sweep_eta([100.0, 300.0], [], 3, 4) == pytest.approx(3 * 200 / 3)  # < jobs left
-  assert jobs.sweep_eta([50.0], [80.0], 1, 2) == 0.0        # running longer than the mean
-  assert jobs.sweep_eta([], [10.0], 5, 2) is None           # nothing finished: no pace yet
+  done = lambda *seconds, resumed=False: [jobs.Outcome("r", "finished", 0, s, resumed)
+                                          for s in seconds]
+  assert jobs.sweep_eta(done(100.0), [100.0], 45, 2) == pytest.approx((45 * 100 - 100) / 2)
+  assert jobs.sweep_eta(done(100.0, 300.0), [], 3, 4) == pytest.approx(3 * 200 / 3)  # < jobs
+  assert jobs.sweep_eta(done(50.0), [80.0], 1, 2) == 0.0     # running longer than the mean
+  assert jobs.sweep_eta([], [10.0], 5, 2) is None            # nothing finished: no pace yet
+  # A run resumed near its end took 20 s of a 100 s run: the pace is the whole runs' only.
+  both = done(20.0, resumed=True) + done(100.0)
+  assert jobs.sweep_eta(both, [], 4, 2) == pytest.approx(4 * 100 / 2)
+  assert jobs.sweep_eta(done(20.0, resumed=True), [], 4, 2) == pytest.approx(4 * 20 / 2)
 
 
 @pytest.mark.parametrize("user_cache", [None, "/elsewhere/jax_cache"])

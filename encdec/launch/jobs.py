@@ -50,6 +50,12 @@ class Outcome:
   status: str
   returncode: int
   seconds: float
+  resumed: bool = False   # it started from an earlier start's checkpoints: a part of a run
+
+
+def resumes(run: Run) -> bool:
+  """Whether `run`'s directory holds checkpoints of an earlier start (it will resume)."""
+  return (run.workdir / "checkpoints").is_dir()
 
 
 def _print(line: str) -> None:
@@ -101,11 +107,14 @@ def _start(run: Run, cpus: frozenset[int] | None) -> subprocess.Popen:
   return proc
 
 
-def sweep_eta(finished_s: Sequence[float], running_s: Sequence[float], left: int,
+def sweep_eta(finished: Sequence[Outcome], running_s: Sequence[float], left: int,
               jobs: int) -> float | None:
   """Seconds until the last of `left` runs (those running included) ends, `jobs` at a time,
-  if each takes the mean of the finished runs' `finished_s` and the running ones have run
-  `running_s` already; None before any run finished."""
+  if each takes the mean time of the `finished` runs that trained from the start (of all the
+  finished ones while none has) and the running ones have run `running_s` already; None before
+  any run finished."""
+  whole = [o.seconds for o in finished if not o.resumed]
+  finished_s = whole or [o.seconds for o in finished]
   if not finished_s or left <= 0:
     return None
   work = left * sum(finished_s) / len(finished_s) - sum(running_s)
@@ -135,8 +144,9 @@ def run_local(runs: Sequence[Run], jobs: int) -> list[Outcome]:
     while running or (pending and not stopping):
       while pending and len(running) < jobs and not stopping:
         run, cpus = pending.pop(0), (free.pop(0) if free else None)
-        running[run.name] = (_start(run, cpus), run, time.monotonic(), cpus)
-      for name, (proc, run, start, cpus) in list(running.items()):
+        resumed = resumes(run)
+        running[run.name] = (_start(run, cpus), run, time.monotonic(), cpus, resumed)
+      for name, (proc, run, start, cpus, resumed) in list(running.items()):
         if proc.poll() is None:
           continue
         del running[name]
@@ -144,17 +154,17 @@ def run_local(runs: Sequence[Run], jobs: int) -> list[Outcome]:
           free.append(cpus)
         code = proc.returncode
         status = "failed" if code else ("finished" if run.finished else "incomplete")
-        outcomes.append(Outcome(name, status, code, time.monotonic() - start))
+        outcomes.append(Outcome(name, status, code, time.monotonic() - start, resumed))
         failed = sum(o.status != "finished" for o in outcomes)
         left = len(runs) - len(outcomes)
         now = time.monotonic()
-        eta_s = sweep_eta([o.seconds for o in outcomes if o.status == "finished"],
-                          [now - began_run for _, _, began_run, _ in running.values()],
+        eta_s = sweep_eta([o for o in outcomes if o.status == "finished"],
+                          [now - began_run for _, _, began_run, *_ in running.values()],
                           left, jobs)
         eta = f"; ETA {progress.format_duration(eta_s)}" if left and eta_s is not None else ""
         _print(f"{len(outcomes)}/{len(runs)} done, {failed} failed or incomplete: {name} "
                f"{status}" + (f" (exit {code})" if code else "") +
-               f" in {outcomes[-1].seconds:.0f}s{eta}")
+               f" in {outcomes[-1].seconds:.0f}s" + (" (resumed)" if resumed else "") + eta)
       time.sleep(POLL_S)
   finally:
     for signum, handler in previous.items():
