@@ -97,6 +97,15 @@ def test_report_table_significance_and_plots(sweep_dir):
   assert "hierarchical) paired bootstrap" in text and "baseline: **cross_attention=mha**" in text
   for png in ("learning_curves.png", "main_metric.png", "quality_vs_speed.png"):
     assert (sweep_dir / png).stat().st_size > 1000 and f"]({png})" in text
+  # report.json: the same numbers, per run, for analysis elsewhere.
+  results = json.loads((sweep_dir / report.RESULTS).read_text())
+  assert (results["main"], results["baseline"]) == ("test/exact_match", "cross_attention=mha")
+  mqa_json = results["groups"]["cross_attention=mqa"]
+  assert mqa_json["runs"]["cross_attention=mqa.seed=0"]["test/exact_match"] == 96.0
+  assert mqa_json["against_baseline"]["verdict"] == "significant across seeds"
+  assert f"{mqa_json['against_baseline']['delta']:+.2f}" == mqa[4].split(" [")[0]
+  assert results["groups"]["cross_attention=mha"]["against_baseline"] is None
+  assert mqa_json["cache_bytes_per_source_token"] == 64
 
 
 def test_the_references_nll_is_resampled_like_any_metric_and_partial_seeds_are_flagged(

@@ -7,9 +7,10 @@ config keys that differ between the runs. Runs are grouped by their overrides wi
 (ddof 1) over a group's seeds. Columns:
 
 - final metrics of every split evaluated at the last step (WORKDIR/eval/<split>-<step>.json);
-- Δ and p of the main metric against the baseline group: a paired bootstrap over test examples
-  (per-example statistics from the predictions TSVs, each group's metric averaged over its
-  seeds, two-sided);
+- Δ of the main metric against the baseline group with its 95% interval, p and a verdict from
+  a hierarchical paired bootstrap (each group's seeds, then the test examples, paired; the
+  per-example statistics from the predictions TSVs), Holm-adjusted over the groups, the
+  minimum detectable effect, and the example-only bootstrap's p (stats);
 - parameters, total and in modules whose path has a component containing "cross_attention";
 - decode-time K/V cache bytes per source token: the variant's own account from the model
   config (`cache_bytes` of its class; tests check it against the cache decoding allocates);
@@ -19,20 +20,24 @@ config keys that differ between the runs. Runs are grouped by their overrides wi
   decode_max_len steps, best of a few repeats after a warm-up, measured once per run and
   cached in WORKDIR/decode_speed.json.
 
+DIR/report.json holds the same numbers per seed (and each comparison) for analysis elsewhere.
+
 One module per concern: discovery (runs, groups, baseline, main metric), accounting (parameters
 and K/V cache from the config), speed (train and decode tokens/s), stats (mean ± std, paired
 bootstrap), render (markdown table and page, plots). None imports the training loop.
 """
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 
 from encdec.errors import ConfigError
 from encdec.report import accounting, discovery, render, speed, stats
 
-__all__ = ["write_report", "REPORT"]
+__all__ = ["write_report", "REPORT", "RESULTS"]
 REPORT = "report.md"
+RESULTS = "report.json"
 
 
 def group_row(group: discovery.Group, measure_speed: bool) -> render.Row:
@@ -53,7 +58,7 @@ def group_row(group: discovery.Group, measure_speed: bool) -> render.Row:
 def write_report(directory: str | pathlib.Path, *, baseline: str | None = None,
                  metric: str | None = None, resamples: int = 1000,
                  measure_speed: bool = True) -> pathlib.Path:
-  """Write DIR/report.md and its PNGs; returns the path of report.md."""
+  """Write DIR/report.md, its PNGs and DIR/report.json; returns the path of report.md."""
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     raise ConfigError(f"{directory} is not a directory; pass the --workdir of `encdec sweep`")
@@ -70,6 +75,8 @@ def write_report(directory: str | pathlib.Path, *, baseline: str | None = None,
                if jobs and int(jobs.group(1)) > 1 else "")
   text = render.markdown(title, (manifest or {}).get("command", ""), rows, columns, main, base,
                          sweep.tests, sweep.unfinished, figures, resamples, jobs_note)
+  (directory / RESULTS).write_text(json.dumps(
+      render.results_json(rows, main, base, sweep.tests, resamples), indent=1) + "\n")
   path = directory / REPORT
   path.write_text(text)
   return path

@@ -23,6 +23,26 @@ class Row:
   decode_tps: list[float]
 
 
+def results_json(rows: Sequence[Row], main: str, baseline: discovery.Group,
+                 tests: Mapping[str, stats.Comparison | None], resamples: int) -> dict:
+  """The table's numbers, for analysis elsewhere (report.json): per group its overrides, each
+  run's final scores ("split/metric" -> value), the accounting, the speeds (per seed measured)
+  and its comparison with the baseline (null for the baseline and untested groups)."""
+  def comparison(c: stats.Comparison | None) -> dict | None:
+    return c and {**dataclasses.asdict(c), "ci": list(c.ci), "verdict": c.verdict}
+  return {
+      "main": main, "baseline": baseline.label, "resamples": resamples,
+      "lower_is_better": main.split("/")[-1] in LOWER_IS_BETTER,
+      "groups": {r.group.label: {
+          "overrides": r.group.overrides,
+          "runs": {run.name: {f"{split}/{key}": value for split, values in run.scores.items()
+                              for key, value in values.items()} for run in r.group.runs},
+          "params": r.params[0], "cross_attention_params": r.params[1],
+          "cache_bytes_per_source_token": r.cache_per_token,
+          "train_tokens_per_s": r.train_tps, "decode_tokens_per_s": r.decode_tps,
+          "against_baseline": comparison(tests.get(r.group.label))} for r in rows}}
+
+
 def fmt(values: Sequence[float], digits: int = 2) -> str:
   """"mean ± std" over seeds ("mean" alone for one value, "n/a" for none)."""
   if not values:
