@@ -89,14 +89,15 @@ def markdown(sweep: stats.Sweep, unit: str, found, names: Mapping[str, str],
              command: str, image: str) -> str:
   bins = list(found)
   head = " | ".join(f"{bin_label(b)} ({found[b][0]})" for b in bins)
-  base = " | ".join(f"{found[b][1]:.2f}" for b in bins)
+  mdes = [c.mde for b in bins for c in found[b][2].values() if c and c.mde > 0]
+  base = " | ".join(f"{found[b][1]:.{render.decimals(min(mdes, default=None))}f}" for b in bins)
   lines = [f"| group | {head} |", "|---|" + "---|" * len(bins),
            f"| {names[sweep.baseline.label]} (baseline: {sweep.metric}) | {base} |"]
   for label in (g.label for g in sweep.groups if g is not sweep.baseline):
     cells = []
     for b in bins:
       c = found[b][2].get(label)
-      cells.append("–" if c is None else f"{c.delta:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
+      cells.append("–" if c is None else render.delta_text(c)
                    + (" *" if c.verdict == stats.VERDICTS[0] else ""))
     lines.append(f"| {names[label]} | {' | '.join(cells)} |")
   seeds = min(len(g.runs) for g in sweep.groups)

@@ -126,7 +126,7 @@ def read_costs(path: pathlib.Path) -> tuple[dict[str, dict[str, Any]], dict[str,
 def cell(c: stats.Comparison | None) -> str:
   if c is None:
     return "–"
-  return f"{c.delta:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}] {c.verdict}"
+  return f"{render.delta_text(c)} {c.verdict}"
 
 
 def ratio(costs: Mapping[str, Mapping[str, Any]], variant: str, key: str, invert=False) -> str:

@@ -346,3 +346,13 @@ def test_hierarchical_test_detects_an_effect_of_its_minimum_detectable_size():
   power, _, _ = simulated_rejections(seeds=5, seed_spread=0.03, effect=mde / 100)
   assert 7.0 < mde < 12.0      # error-rate points: 5 seeds, 300 examples, sd 3 points
   assert power >= 0.7          # 80% nominal (0.875 measured)
+
+
+def test_differences_are_written_with_the_decimals_their_mde_needs():
+  """WER points keep 2 decimals; an NLL difference of a few thousandths of a nat gets 4, so
+  a significant Δ is not printed as +0.00 [+0.00, +0.01]."""
+  assert [render.decimals(m) for m in (1.2, 0.3, 0.0041, 0.013, 0.0, None)] == [2, 2, 4, 3, 2, 2]
+  nll = stats.Comparison(0.0036, (0.0009, 0.0066), 0.01, 0.001, 0.0041)
+  wer = stats.Comparison(1.275, (0.52, 2.07), 0.01, 0.001, 1.08)
+  assert render.delta_text(nll) == "+0.0036 [+0.0009, +0.0066]"
+  assert render.delta_text(wer) == "+1.27 [+0.52, +2.07]"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import pathlib
 from typing import Mapping, Sequence
 
@@ -43,6 +44,20 @@ def results_json(rows: Sequence[Row], main: str, baseline: discovery.Group,
           "against_baseline": comparison(tests.get(r.group.label))} for r in rows}}
 
 
+def decimals(scale: float | None, least: int = 2, most: int = 5) -> int:
+  """Decimals that show a difference of `scale` (e.g. a comparison's MDE) with two significant
+  digits: 2 for WER points, 4 for an NLL difference of 0.003 nats."""
+  if not scale or not math.isfinite(scale) or scale <= 0:
+    return least
+  return min(most, max(least, 1 - math.floor(math.log10(scale))))
+
+
+def delta_text(c: stats.Comparison) -> str:
+  """"Δ [low, high]" at the decimals its MDE needs."""
+  d = decimals(c.mde)
+  return f"{c.delta:+.{d}f} [{c.ci[0]:+.{d}f}, {c.ci[1]:+.{d}f}]"
+
+
 def fmt(values: Sequence[float], digits: int = 2) -> str:
   """"mean ± std" over seeds ("mean" alone for one value, "n/a" for none)."""
   if not values:
@@ -66,12 +81,13 @@ def table(rows: Sequence[Row], columns: Sequence[str], main: str, baseline: disc
           "verdict", "MDE", "params", "cross-attn params", "K/V cache B / src token",
           "train tok/s", "decode tok/s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  main_digits = decimals(min((t.mde for t in tests.values() if t and t.mde > 0), default=None))
   for row in rows:
     test = tests.get(row.group.label)
     cells = []
     for column in columns:
       values = row.scores.get(column, [])
-      cell = fmt(values)
+      cell = fmt(values, main_digits if column == main else 2)
       if 0 < len(values) < len(row.group.runs):   # e.g. a metric older runs did not record
         cell += f" ({len(values)} of {len(row.group.runs)} seeds)"
       if column == main and test is not None and test.verdict == stats.VERDICTS[0]:
@@ -82,9 +98,9 @@ def table(rows: Sequence[Row], columns: Sequence[str], main: str, baseline: disc
     elif test is None:
       reading = ["n/a"] * 5
     else:
-      reading = [f"{test.delta:+.2f} [{test.ci[0]:+.2f}, {test.ci[1]:+.2f}]",
+      reading = [delta_text(test),
                  p_value(test.p_seeds if test.p_seeds_holm is None else test.p_seeds_holm),
-                 p_value(test.p_examples), test.verdict, f"{test.mde:.2f}"]
+                 p_value(test.p_examples), test.verdict, f"{test.mde:.{decimals(test.mde)}f}"]
     label = f"**{row.group.label}**" if row.group is baseline else row.group.label
     lines.append("| " + " | ".join([
         label, str(len(row.group.runs)), *cells, *reading, f"{row.params[0]:,}",
