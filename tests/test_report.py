@@ -350,8 +350,10 @@ def test_hierarchical_test_detects_an_effect_of_its_minimum_detectable_size():
 
 def test_differences_are_written_with_the_decimals_their_mde_needs():
   """WER points keep 2 decimals; an NLL difference of a few thousandths of a nat gets 4, so
-  a significant Δ is not printed as +0.00 [+0.00, +0.01]."""
+  a significant Δ is not printed as +0.00 [+0.00, +0.01] (the cells: one digit of the seeds'
+  spread)."""
   assert [render.decimals(m) for m in (1.2, 0.3, 0.0041, 0.013, 0.0, None)] == [2, 2, 4, 3, 2, 2]
+  assert render.decimals(0.00075, significant=1) == 4     # a cell's ± for seeds 0.0008 apart
   nll = stats.Comparison(0.0036, (0.0009, 0.0066), 0.01, 0.001, 0.0041)
   wer = stats.Comparison(1.275, (0.52, 2.07), 0.01, 0.001, 1.08)
   assert render.delta_text(nll) == "+0.0036 [+0.0009, +0.0066]"

@@ -5,6 +5,7 @@ import dataclasses
 import datetime
 import math
 import pathlib
+import statistics
 from typing import Mapping, Sequence
 
 from encdec import machine, plots, writers
@@ -44,12 +45,20 @@ def results_json(rows: Sequence[Row], main: str, baseline: discovery.Group,
           "against_baseline": comparison(tests.get(r.group.label))} for r in rows}}
 
 
-def decimals(scale: float | None, least: int = 2, most: int = 5) -> int:
-  """Decimals that show a difference of `scale` (e.g. a comparison's MDE) with two significant
-  digits: 2 for WER points, 4 for an NLL difference of 0.003 nats."""
+def decimals(scale: float | None, significant: int = 2, least: int = 2, most: int = 5) -> int:
+  """Decimals that show a number of size `scale` (e.g. a comparison's MDE) with `significant`
+  digits, at least `least`: 2 for WER points, 4 for an NLL difference of 0.003 nats."""
   if not scale or not math.isfinite(scale) or scale <= 0:
     return least
-  return min(most, max(least, 1 - math.floor(math.log10(scale))))
+  return min(most, max(least, significant - 1 - math.floor(math.log10(scale))))
+
+
+def spread(rows: Sequence[Row], column: str) -> float | None:
+  """The median over groups of the seeds' standard deviation of a column (None without one):
+  the scale its cells need decimals for."""
+  stds = [stats.mean_std(v)[1] for r in rows if len(v := r.scores.get(column, [])) > 1]
+  stds = [s for s in stds if s > 0]
+  return statistics.median(stds) if stds else None
 
 
 def delta_text(c: stats.Comparison) -> str:
@@ -81,13 +90,13 @@ def table(rows: Sequence[Row], columns: Sequence[str], main: str, baseline: disc
           "verdict", "MDE", "params", "cross-attn params", "K/V cache B / src token",
           "train tok/s", "decode tok/s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  main_digits = decimals(min((t.mde for t in tests.values() if t and t.mde > 0), default=None))
+  digits = {column: decimals(spread(rows, column), significant=1) for column in columns}
   for row in rows:
     test = tests.get(row.group.label)
     cells = []
     for column in columns:
       values = row.scores.get(column, [])
-      cell = fmt(values, main_digits if column == main else 2)
+      cell = fmt(values, digits[column])
       if 0 < len(values) < len(row.group.runs):   # e.g. a metric older runs did not record
         cell += f" ({len(values)} of {len(row.group.runs)} seeds)"
       if column == main and test is not None and test.verdict == stats.VERDICTS[0]:
