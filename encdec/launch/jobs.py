@@ -110,14 +110,13 @@ def _start(run: Run, cpus: frozenset[int] | None) -> subprocess.Popen:
 def sweep_eta(finished: Sequence[Outcome], running_s: Sequence[float], left: int,
               jobs: int) -> float | None:
   """Seconds until the last of `left` runs (those running included) ends, `jobs` at a time,
-  if each takes the mean time of the `finished` runs that trained from the start (of all the
-  finished ones while none has) and the running ones have run `running_s` already; None before
-  any run finished."""
+  if each takes the mean time of the `finished` runs that trained from the start and the
+  running ones have run `running_s` already; None before such a run finished (a resumed run's
+  time is a part of a run's: it would make a 10-hour remainder read minutes)."""
   whole = [o.seconds for o in finished if not o.resumed]
-  finished_s = whole or [o.seconds for o in finished]
-  if not finished_s or left <= 0:
+  if not whole or left <= 0:
     return None
-  work = left * sum(finished_s) / len(finished_s) - sum(running_s)
+  work = left * sum(whole) / len(whole) - sum(running_s)
   return max(0.0, work) / min(jobs, left)
 
 
