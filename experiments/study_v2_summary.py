@@ -15,8 +15,9 @@ bootstrap over seeds, then test examples; Holm over the variants of a task). The
 source token and train speed, each relative to `mha`, measured in one run.
 
 Given two or more sweeps, the page also asks whether a variant's difference depends on the
-column (the architecture arm: one sweep per preset, the same test set): for each variant and
-each pair of columns, Δ_A − Δ_B with its 95% interval and a two-sided p, Holm-adjusted over all
+column (the architecture arm: one sweep per preset, the same test set and metric; columns of
+different tasks or metrics are not comparable and are not paired): for each variant and each
+pair of such columns, Δ_A − Δ_B with its 95% interval and a two-sided p, Holm-adjusted over all
 of them. Both Δs come from the same bootstrap resamples of the test examples (paired; seeds are
 resampled within each column), so the interval carries both columns' seed spread.
 
@@ -59,9 +60,12 @@ class Interaction:
   p_holm: float | None = None      # Holm-adjusted over every interaction on the page
 
 
+Scored = tuple[str, list[str]]     # (main metric as split/name, the test examples)
+
+
 def bootstrap_differences(sweep: stats.BaselineTests, resamples: int
-                          ) -> tuple[list[str], dict[str, tuple[float, np.ndarray]]] | None:
-  """(the test examples, variant -> (observed Δ against mha, Δ of each bootstrap resample [R]))
+                          ) -> tuple[Scored, dict[str, tuple[float, np.ndarray]]] | None:
+  """(what was scored, variant -> (observed Δ against mha, Δ of each bootstrap resample [R]))
   of a tested sweep: `encdec report`'s hierarchical bootstrap with its fixed resampling seed,
   so two sweeps on the same examples draw the same examples in each resample. None when a
   predictions file is missing."""
@@ -76,17 +80,18 @@ def bootstrap_differences(sweep: stats.BaselineTests, resamples: int
       continue
     out[group.runs[0].cfg.model.cross_attention] = stats.bootstrap_deltas(
         base[1], other[1], stat[1], resamples, resample_seeds=True)
-  return base[0], out
+  return (sweep.main, base[0]), out
 
 
-def interactions(columns: Mapping[str, tuple[list[str], dict[str, tuple[float, np.ndarray]]]]
+def interactions(columns: Mapping[str, tuple[Scored, dict[str, tuple[float, np.ndarray]]]]
                  ) -> dict[tuple[str, str, str], Interaction]:
   """(variant, column A, column B) -> Δ_A − Δ_B for every variant in both columns of every pair
-  of columns that scored the same test examples; p two-sided, Holm over all of them."""
+  of columns that scored the same test examples on the same metric; p two-sided, Holm over all
+  of them."""
   out = {}
-  for (a, (examples_a, deltas_a)), (b, (examples_b, deltas_b)) in itertools.combinations(
+  for (a, (scored_a, deltas_a)), (b, (scored_b, deltas_b)) in itertools.combinations(
       columns.items(), 2):
-    if examples_a != examples_b:
+    if scored_a != scored_b:
       continue
     for variant in sorted(set(deltas_a) & set(deltas_b)):
       difference = deltas_a[variant][1] - deltas_b[variant][1]                 # [R]
@@ -109,7 +114,9 @@ def interaction_lines(found: Mapping[tuple[str, str, str], Interaction]) -> list
            "| variant | A − B | Δ_A − Δ_B [95% interval] | p (Holm) |", "|---|---|---|---|"]
   for (variant, a, b), c in found.items():
     verdict = " significant" if c.p_holm < stats.SIGNIFICANCE else ""
-    lines.append(f"| {variant} | {a} − {b} | {c.delta:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}] "
+    d = render.decimals((c.ci[1] - c.ci[0]) / 2)       # as a comparison's, from its spread
+    low, high = c.ci
+    lines.append(f"| {variant} | {a} − {b} | {c.delta:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}] "
                  f"| {render.p_value(c.p_holm)}{verdict} |")
   return lines + [""]
 

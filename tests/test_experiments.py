@@ -289,7 +289,8 @@ def test_study_summary_puts_each_variants_difference_beside_its_cost(tmp_path):
 
 def test_study_summary_tells_whether_a_variants_difference_depends_on_the_column(tmp_path):
   """Two columns on the same examples: mqa far above mha in one and equal to it in the other
-  (its verdict depends on the column), gqa equal to mha in both (it does not)."""
+  (its verdict depends on the column), gqa equal to mha in both (it does not). A third column
+  on the same examples but another metric is not paired with either."""
   write_variants_sweep(tmp_path / "a", {"mha": (20, 30), "mqa": (48, 50), "gqa": (20, 30)})
   write_variants_sweep(tmp_path / "b", {"mha": (20, 30), "mqa": (20, 30), "gqa": (20, 30)})
   ratios = {"decode_beam4_tokens_per_s_ratio": 1.0, "cache_bytes_per_source_token_ratio": 1.0,
@@ -298,6 +299,7 @@ def test_study_summary_tells_whether_a_variants_difference_depends_on_the_column
       v: ratios for v in ("mha", "mqa", "gqa", "mla")}}))
   subprocess.run([sys.executable, "-m", "experiments.study_v2_summary",
                   "--sweep", f"A={tmp_path / 'a'}", "--sweep", f"B={tmp_path / 'b'}",
+                  "--sweep", f"C={tmp_path / 'a'}", "--metric", "C=exact_match",
                   "--metric", "A=symbol_accuracy", "--metric", "B=symbol_accuracy",
                   "--cost", str(tmp_path / "cost.json"), "--out", str(tmp_path / "out"),
                   "--resamples", "300"], check=True, cwd=ROOT, capture_output=True)
