@@ -157,14 +157,13 @@ def differences_vs_cost(panels: Mapping[str, Mapping[str, tuple[float, float, fl
         continue
       ax.errorbar([x], [delta], yerr=[[delta - low], [high - delta]], fmt="o", capsize=3,
                   color=colour[label], markerfacecolor=colour[label] if significant else "white")
-      ax.annotate(label, (x, delta), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.axhline(0.0, color="grey", lw=0.8)
     bottom, top = ax.get_ylim()
     for label in sorted(outside):
       x, delta, low, high, _ = points[label]
       edge, marker = (top, "^") if delta > top else (bottom, "v")
       ax.plot([x], [edge], marker=marker, color=colour[label], clip_on=False)
-      ax.annotate(f"{label}: {delta:+.1f} [{low:+.1f}, {high:+.1f}] (off scale)", (x, edge),
+      ax.annotate(f"{label}: {delta:+.3g} [{low:+.3g}, {high:+.3g}] (off scale)", (x, edge),
                   textcoords="offset points", xytext=(6, -10 if delta > top else 4), fontsize=7)
     ax.set_ylim(bottom, top)
     ax.set_xscale("log")
@@ -174,7 +173,35 @@ def differences_vs_cost(panels: Mapping[str, Mapping[str, tuple[float, float, fl
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("Δ against standard multi-head (95% interval)")
+  fig.tight_layout()                          # the axes' final place, which the labels follow
+  for ax, points in zip(axes, panels.values()):
+    outside = off_scale({label: p[1] for label, p in points.items()})
+    _label_points(ax, {label: p[:2] for label, p in points.items() if label not in outside})
   return _save(fig, path)
+
+
+def _label_points(ax, anchors: Mapping[str, tuple[float, float]], fontsize: float = 7) -> None:
+  """Each label to the upper right of its point (data x, y), raised just enough that it does
+  not overlap a label placed before it (lowest points first); a raised label gets a leader
+  line to its point. Call it once the axes' limits and place are final."""
+  to_pixels, dpi = ax.transData.transform, ax.figure.dpi
+  points_per_pixel = 72 / dpi
+  height = 1.25 * fontsize / points_per_pixel                # a line of text, in pixels
+  placed: list[tuple[float, float, float]] = []               # (left, bottom, right) in pixels
+  gap = 3 / points_per_pixel
+  for label, (x, y) in sorted(anchors.items(), key=lambda kv: to_pixels(kv[1])[1]):
+    px, py = to_pixels((x, y))
+    left, right = px + gap, px + gap + 0.62 * fontsize * len(label) / points_per_pixel
+    bottom = py + gap
+    while clash := [other_bottom for other_left, other_bottom, other_right in placed
+                    if other_left < right and left < other_right
+                    and abs(other_bottom - bottom) < height - 0.5]:   # 0.5: float rounding
+      bottom = max(clash) + height
+    placed.append((left, bottom, right))
+    raised = bottom - py > 2 * gap
+    ax.annotate(label, (x, y), textcoords="offset points", fontsize=fontsize,
+                xytext=(gap * points_per_pixel, (bottom - py) * points_per_pixel),
+                arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5") if raised else None)
 
 
 def differences_by_bin(series: Mapping[str, Sequence[tuple[float, float, float, bool] | None]],

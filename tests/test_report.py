@@ -1,6 +1,7 @@
 """`encdec report`: seeds aggregated per variant, a paired bootstrap that marks a clear win and
 not a tie, exact per-example statistics for corpus metrics, K/V cache bytes per source token,
 and PNGs, on synthetic run directories (plus one pair of real tiny runs)."""
+import itertools
 import json
 import pathlib
 import subprocess
@@ -358,3 +359,29 @@ def test_differences_are_written_with_the_decimals_their_mde_needs():
   wer = stats.Comparison(1.275, (0.52, 2.07), 0.01, 0.001, 1.08)
   assert render.delta_text(nll) == "+0.0036 [+0.0009, +0.0066]"
   assert render.delta_text(wer) == "+1.27 [+0.52, +2.07]"
+
+
+def test_the_labels_of_points_close_together_do_not_overlap(tmp_path, monkeypatch):
+  """The G2P panel at 3 seeds: five variants within 0.9-1.0 of mha's decode time and 0.4
+  points of each other; each label is drawn apart from the others and names its own point."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.text import Text  # pylint: disable=import-outside-toplevel
+  from encdec import plots  # pylint: disable=import-outside-toplevel
+  saved = []
+  monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig) or path)
+  points = {"all_layers": (0.98, 0.10, -0.57, 0.81, False), "local": (1.0, -0.25, -0.87, 0.36, False),
+            "merged": (0.93, 0.11, -0.72, 0.91, False), "parallel": (0.95, 0.33, -0.27, 0.92, False),
+            "shared_kv": (0.92, 0.27, -0.36, 0.85, False), "gated": (0.91, 1.42, 0.79, 2.12, True),
+            "mqa": (0.75, 0.91, 0.17, 1.61, False), "none": (0.27, 64.4, 63.4, 65.5, True)}
+  plots.differences_vs_cost({"G2P": points}, "cost", tmp_path / "x.png")
+  fig = saved[0]
+  renderer = FigureCanvasAgg(fig).get_renderer()
+  fig.draw(renderer)
+  texts = {t.get_text(): t for t in fig.axes[0].texts if "off scale" not in t.get_text()}
+  assert sorted(texts) == sorted(set(points) - {"none"})
+  # The text's own box (an annotation's window extent includes its leader line).
+  boxes = {label: Text.get_window_extent(t, renderer) for label, t in texts.items()}
+  for a, b in itertools.combinations(boxes, 2):
+    assert not boxes[a].overlaps(boxes[b]), (a, b)
+  for label, t in texts.items():
+    assert t.xy == points[label][:2]                 # each label still points at its own point
