@@ -359,6 +359,11 @@ def test_differences_are_written_with_the_decimals_their_mde_needs():
   wer = stats.Comparison(1.275, (0.52, 2.07), 0.01, 0.001, 1.08)
   assert render.delta_text(nll) == "+0.0036 [+0.0009, +0.0066]"
   assert render.delta_text(wer) == "+1.27 [+0.52, +2.07]"
+  row = lambda **scores: render.Row(None, scores, (0, 0), 0.0, [], [])
+  one_seed = [row(nll=[0.2832], wer=[35.69]), row(nll=[0.2874], wer=[36.11])]
+  assert [render.column_decimals(one_seed, c) for c in ("nll", "wer")] == [3, 2]
+  seeds = [row(nll=[0.28320, 0.28328], wer=[35.69, 36.4])]     # the seeds' spread decides
+  assert [render.column_decimals(seeds, c) for c in ("nll", "wer")] == [5, 2]
 
 
 def test_the_labels_of_points_close_together_do_not_overlap(tmp_path, monkeypatch):

@@ -61,6 +61,16 @@ def spread(rows: Sequence[Row], column: str) -> float | None:
   return statistics.median(stds) if stds else None
 
 
+def column_decimals(rows: Sequence[Row], column: str) -> int:
+  """Decimals for a column's cells: one digit of its seeds' spread, or, where no group has two
+  seeds, three significant digits of its typical value (one run's NLL 0.283, not 0.28)."""
+  scale = spread(rows, column)
+  if scale is not None:
+    return decimals(scale, significant=1)
+  values = [abs(v) for r in rows for v in r.scores.get(column, []) if v]
+  return decimals(statistics.median(values) if values else None, significant=3)
+
+
 def delta_text(c: stats.Comparison) -> str:
   """"Δ [low, high]" at the decimals its MDE needs."""
   d = decimals(c.mde)
@@ -90,7 +100,7 @@ def table(rows: Sequence[Row], columns: Sequence[str], main: str, baseline: disc
           "verdict", "MDE", "params", "cross-attn params", "K/V cache B / src token",
           "train tok/s", "decode tok/s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  digits = {column: decimals(spread(rows, column), significant=1) for column in columns}
+  digits = {column: column_decimals(rows, column) for column in columns}
   for row in rows:
     test = tests.get(row.group.label)
     cells = []
