@@ -150,8 +150,10 @@ def differences_vs_cost(panels: Mapping[str, Mapping[str, tuple[float, float, fl
   colour = colours(labels)
   fig = _figure(5.0 * len(panels), 4.5)
   axes = np.atleast_1d(fig.subplots(1, len(panels)))
+  outside_of = {title: off_scale({label: p[1] for label, p in points.items()})
+                for title, points in panels.items()}
   for ax, (title, points) in zip(axes, panels.items()):
-    outside = off_scale({label: p[1] for label, p in points.items()})
+    outside = outside_of[title]
     for label, (x, delta, low, high, significant) in points.items():
       if label in outside:
         continue
@@ -174,9 +176,9 @@ def differences_vs_cost(panels: Mapping[str, Mapping[str, tuple[float, float, fl
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("Δ against standard multi-head (95% interval)")
   fig.tight_layout()                          # the axes' final place, which the labels follow
-  for ax, points in zip(axes, panels.values()):
-    outside = off_scale({label: p[1] for label, p in points.items()})
-    _label_points(ax, {label: p[:2] for label, p in points.items() if label not in outside})
+  for ax, (title, points) in zip(axes, panels.items()):
+    _label_points(ax, {label: p[:2] for label, p in points.items()
+                       if label not in outside_of[title]})
   return _save(fig, path)
 
 
