@@ -10,25 +10,44 @@
 #
 #   nohup experiments/study_v2_arms.sh >/dev/null 2>&1 &      # logs: runs/study_v2/*.log
 #   JOBS=1 experiments/study_v2_arms.sh                         # one run at a time
+#   pkill -TERM -f study_v2_arms.sh     # stop: the runs save checkpoints, what finished is packed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENCDEC=${ENCDEC:-.venv/bin/encdec}
 PYTHON=${PYTHON:-.venv/bin/python}
+RUNS=${RUNS:-runs/study_v2}
+RESULTS=${RESULTS:-experiments/results/cross_attention_study_v2}
 CONFIG=encdec/configs/cross_attention_study_v2.py
-RESULTS=experiments/results/cross_attention_study_v2
 ARCHIVE=$RESULTS/archive
 COST=benchmarks/results-variants-study-cpu-2026-12-01.json
 
+# SIGTERM / SIGINT: during a sweep, pass it on (its runs save checkpoints and exit), pack what
+# finished and exit; between sweeps, exit once the step in progress is done.
+SWEEP_PID="" STOPPING=""
+on_signal() {
+  if [ -n "$SWEEP_PID" ]; then STOPPING=1; kill -TERM "$SWEEP_PID" 2>/dev/null || true
+  else exit 143; fi
+}
+trap on_signal TERM INT
+
 arm() {  # arm NAME TASK_ARGS [OVERRIDES...]
-  local name=$1 task=$2; shift 2
-  local dir=runs/study_v2/variants/$name
-  mkdir -p runs/study_v2
+  local name=$1 task=$2 status; shift 2
+  local dir=$RUNS/variants/$name
+  mkdir -p "$RUNS"
   if [ -d "$ARCHIVE/variants_$name" ]; then
     "$PYTHON" -m experiments.run_archive unpack "$ARCHIVE/variants_$name" "$dir"
   fi
   "$ENCDEC" sweep --config "$CONFIG:$task" --sweep variants --workdir "$dir" \
-      --jobs "${JOBS:-2}" "$@" >> "runs/study_v2/${name}_variants.log" 2>&1
+      --jobs "${JOBS:-2}" "$@" >> "$RUNS/${name}_variants.log" 2>&1 &
+  SWEEP_PID=$!
+  while true; do                     # `wait` also returns when a signal comes to this script
+    status=0; wait "$SWEEP_PID" || status=$?
+    kill -0 "$SWEEP_PID" 2>/dev/null || break
+  done
+  SWEEP_PID=""
   "$PYTHON" -m experiments.run_archive pack "$dir" "$ARCHIVE/variants_$name"
+  if [ -n "$STOPPING" ]; then exit 143; fi
+  return "$status"                   # a failed run stops the script (after packing the others)
 }
 
 page() {  # page SWEEP_DIR OUT_DIR [REPORT_ARGS...]: encdec report, copied with its plots to OUT_DIR
@@ -51,7 +70,7 @@ summary() {  # summary "TASK=DIR=METRIC"...: the table and figure of every varia
   "$PYTHON" -m experiments.study_v2_summary "${args[@]}" --cost "$COST" --out "$RESULTS"
 }
 
-V=runs/study_v2/variants
+V=$RUNS/variants
 G2P="G2P=$V/g2p_cmudict=wer"
 REVERSE="reverse, 17-32 symbols=$V/reverse_alibi=symbol_accuracy"
 DE_EN="de-en=$V/ding_de_en=nll"

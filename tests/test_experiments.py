@@ -1,8 +1,11 @@
 """experiments/: the results pages (G2P, German -> English) from a run directory."""
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -407,3 +410,83 @@ def test_differences_by_source_length_find_a_loss_on_long_sources_only(tmp_path)
                           text=True)
   assert failed.returncode == 2 and "--bins: expected LOW-HIGH" in failed.stderr
   assert "Traceback" not in failed.stderr
+
+
+STUB = """#!/usr/bin/env bash
+printf '%s|' "$(basename "$0")" "$@" >> "$CALLS"; echo >> "$CALLS"
+if [ "$1" = sweep ] && [ -n "${SWEEP_SLEEP:-}" ]; then
+  trap 'echo "sweep stopped|" >> "$CALLS"; exit 0' TERM
+  sleep 60 & wait
+elif [ "$1" = sweep ] && [ -n "${SWEEP_FAILS:-}" ]; then
+  exit 1
+elif [ "$1" = report ]; then
+  mkdir -p "$2"
+  touch "$2/report.md" "$2/report.json" "$2/learning_curves.png" "$2/main_metric.png"
+fi
+"""
+
+
+def run_arms(tmp_path, sweep_sleep=False, sweep_fails=False) -> subprocess.Popen:
+  """experiments/study_v2_arms.sh with `encdec` and `python` stubs that log their arguments."""
+  for name in ("encdec", "python"):
+    (tmp_path / name).write_text(STUB)
+    (tmp_path / name).chmod(0o755)
+  env = dict(os.environ, ENCDEC=str(tmp_path / "encdec"), PYTHON=str(tmp_path / "python"),
+             RUNS=str(tmp_path / "runs"), RESULTS=str(tmp_path / "results"),
+             CALLS=str(tmp_path / "calls"), SWEEP_SLEEP="1" if sweep_sleep else "",
+             SWEEP_FAILS="1" if sweep_fails else "")
+  return subprocess.Popen(["bash", str(ROOT / "experiments" / "study_v2_arms.sh")], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def logged_calls(tmp_path) -> list[list[str]]:
+  path = tmp_path / "calls"
+  return [line.split("|")[:-1] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_the_study_arms_script_sweeps_packs_and_writes_each_arms_pages_in_order(tmp_path):
+  """G2P (WER and NLL reports, by word length), the length arm, the summary of both, de-en,
+  the summary of all three; each arm's sweep is packed before its pages are written."""
+  assert run_arms(tmp_path).wait(timeout=60) == 0
+  calls = logged_calls(tmp_path)
+  steps = [c[1] if c[0] == "encdec" else c[2].split(".")[-1] for c in calls]
+  assert steps == ["sweep", "run_archive", "report", "report", "by_source_length",
+                   "by_source_length", "sweep", "run_archive", "report", "study_v2_summary",
+                   "sweep", "run_archive", "report", "by_source_length", "study_v2_summary"]
+  sweeps = [c[c.index("--config") + 1].split(":")[1] for c in calls if c[1] == "sweep"]
+  assert sweeps == ["task=g2p_cmudict", "task=reverse,positions=alibi", "task=ding_de_en"]
+  runs, results = tmp_path / "runs" / "variants", tmp_path / "results"
+  assert calls[1][3:] == ["pack", str(runs / "g2p_cmudict"),
+                          str(results / "archive" / "variants_g2p_cmudict")]
+  assert calls[3][-2:] == ["--metric", "nll"] and calls[8][-2:] == ["--metric", "symbol_accuracy"]
+  summary = calls[-1]
+  assert [summary[i + 1] for i, a in enumerate(summary) if a == "--sweep"] == [
+      f"G2P={runs / 'g2p_cmudict'}", f"de-en={runs / 'ding_de_en'}",
+      f"reverse, 17-32 symbols={runs / 'reverse_alibi'}"]
+  assert [summary[i + 1] for i, a in enumerate(summary) if a == "--metric"] == [
+      "G2P=wer", "de-en=nll", "reverse, 17-32 symbols=symbol_accuracy"]
+  for page in ("variants_g2p_cmudict", "variants_g2p_cmudict/nll", "variants_reverse_alibi",
+               "variants_ding_de_en"):
+    assert sorted(p.name for p in (results / page).glob("*.*")) == [
+        "learning_curves.png", "main_metric.png", "report.json", "report.md"]
+
+
+def test_stopping_the_study_arms_script_stops_the_sweep_and_packs_what_finished(tmp_path):
+  """SIGTERM during a sweep reaches the sweep (whose runs save checkpoints), then what finished
+  is packed and the script exits 143 without writing pages."""
+  script = run_arms(tmp_path, sweep_sleep=True)
+  deadline = time.monotonic() + 30
+  while not logged_calls(tmp_path) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  time.sleep(0.5)                                   # the sweep stub has set its trap
+  script.send_signal(signal.SIGTERM)
+  assert script.wait(timeout=30) == 143
+  calls = logged_calls(tmp_path)
+  assert [c[1] for c in calls[:1]] == ["sweep"] and calls[1] == ["sweep stopped"]
+  assert calls[2][2:4] == ["experiments.run_archive", "pack"] and len(calls) == 3  # no pages
+
+
+def test_a_failed_run_stops_the_study_arms_script_after_packing_the_others(tmp_path):
+  """`encdec sweep` exits non-zero when a run failed: the finished ones are packed first."""
+  assert run_arms(tmp_path, sweep_fails=True).wait(timeout=30) == 1
+  assert [c[1] for c in logged_calls(tmp_path)] == ["sweep", "-m"]        # sweep, then pack
