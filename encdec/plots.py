@@ -98,13 +98,18 @@ def learning_curves(panels: Mapping[str, Mapping[str, Sequence[Curve]]],
               linestyle=("-", "--")[i // 10 % 2], label=f"{name[label]} (n={len(groups[label])})")
       if len(groups[label]) > 1:
         ax.fill_between(steps, low, high, color=colour[label], alpha=0.2, linewidth=0)
-    if hidden:
-      low, high = _limits([v for label, band in bands.items() if label not in hidden
-                           for v in (*band[2], *band[3])])
+    # The others' whole curves set the range, or, where their first values (a loss at step 0)
+    # already reach the hidden groups' ends, the curves past their first tenth.
+    for skip in (0.0, 0.1) if hidden else ():
+      low, high = _limits([v for label, (steps, _, lows, highs) in bands.items()
+                           if label not in hidden
+                           for keep in [steps >= steps[0] + skip * (steps[-1] - steps[0])]
+                           for v in (*lows[keep], *highs[keep])])
       outside = sorted(k for k in hidden if not low <= bands[k][1][-1] <= high)
-      if outside:   # (an early-steps range may already hold them)
+      if outside:
         ax.set_ylim(low, high)
         _note_off_scale(ax, [f"{name[k]} (ends at {bands[k][1][-1]:.3g})" for k in outside])
+        break
     if title in (xmarks or {}):
       ax.axvline(xmarks[title], color="0.4", linestyle=":", linewidth=1)
     ax.set_title(title)

@@ -285,6 +285,25 @@ def test_plot_labels_colours_and_off_scale_groups():
   assert plots.off_scale({"a": 1.0, "b": 50.0, "c": 99.0}) == set()   # too few to call one off
 
 
+@pytest.mark.parametrize("first", [2.2, 0.9])
+def test_a_curve_far_off_at_its_end_is_named_not_drawn_into_the_range(first, tmp_path,
+                                                                        monkeypatch):
+  """G2P's train loss: every group starts near 2.2 (or 0.9), the control without
+  cross-attention stays at 2.0 while the others fall to 0.2: the axis shows the others' range
+  (past their first steps when those reach 2.0) and names the control."""
+  from encdec import plots  # pylint: disable=import-outside-toplevel
+  saved = []
+  monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig) or path)
+  steps = range(0, 1100, 100)
+  falling = lambda end: {s: first if s == 0 else end + 0.5 / (1 + s / 100) for s in steps}
+  groups = {v: [falling(0.2 + i / 100)] for i, v in enumerate(("mha", "mqa", "gqa", "local"))}
+  groups["none"] = [{s: first if s == 0 else 2.0 for s in steps}]
+  plots.learning_curves({"train loss": groups}, tmp_path / "x.png")
+  ax = saved[0].axes[0]
+  assert ax.get_ylim()[1] < 1.0
+  assert [t.get_text() for t in ax.texts] == ["off scale: none (ends at 2)"]
+
+
 def test_the_report_does_not_import_the_training_loop_nor_pyplot(sweep_dir):
   """A library call: no training loop, and no pyplot (which would pick a process-wide
   matplotlib backend); the PNGs are drawn all the same."""
