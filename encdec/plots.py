@@ -246,23 +246,35 @@ def differences_by_bin(series: Mapping[str, Sequence[tuple[float, float, float, 
   return _save(fig, path)
 
 
-def metric_bars(values: Mapping[str, tuple[float, float]], ylabel: str,
-                path: str | pathlib.Path, highlight: str | None = None) -> pathlib.Path:
-  """A bar per group: label -> (mean, std), std as an error bar; `highlight` gets hatching."""
+def metric_points(values: Mapping[str, Sequence[float]], ylabel: str,
+                  path: str | pathlib.Path, baseline: str | None = None) -> pathlib.Path:
+  """Each group's seeds as dots and their mean ± std as a bar with its value written: label ->
+  one value per seed. The axis spans the groups (not zero, where differences of a point would
+  vanish), a group `off_scale` (a control far away) is named instead; `baseline`'s mean is a
+  dashed line across."""
   labels = list(values)
   colour, name = colours(labels), short_labels(labels)
+  means = {k: float(np.mean(v)) for k, v in values.items()}
+  hidden = off_scale(means)
   fig = _figure(max(4.0, 0.8 * len(labels) + 1.5), 4)
   ax = fig.subplots()
-  bars = ax.bar(range(len(labels)), [values[k][0] for k in labels],
-                yerr=[values[k][1] for k in labels], capsize=4,
-                color=[colour[k] for k in labels])
-  if highlight in values:
-    bars[labels.index(highlight)].set_hatch("//")
-  for bar, label in zip(bars, labels):   # the value on each bar: differences can be small
-    ax.annotate(f"{values[label][0]:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
-  ax.set_xticks(range(len(labels)), [name[k] for k in labels], rotation=30, ha="right",
-                fontsize=8)
+  for i, label in enumerate(labels):
+    if label in hidden:
+      continue
+    seeds = np.asarray(values[label], float)
+    jitter = np.linspace(-0.12, 0.12, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    ax.plot(i + jitter, seeds, "o", color=colour[label], alpha=0.5, markersize=4)
+    std = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else 0.0
+    ax.errorbar([i + 0.3], [means[label]], yerr=[std], fmt="D", color=colour[label], capsize=4,
+                markersize=6, markerfacecolor="white" if label == baseline else colour[label])
+    ax.annotate(f"{means[label]:.4g}", (i + 0.3, means[label]), textcoords="offset points",
+                xytext=(5, 0), va="center", fontsize=7)
+  if baseline in means and baseline not in hidden:
+    ax.axhline(means[baseline], color="0.4", linestyle="--", linewidth=0.8)
+  _note_off_scale(ax, [f"{name[k]} ({means[k]:.3g})" for k in labels if k in hidden])
+  ax.set_xlim(-0.6, len(labels) - 0.2)
+  ax.set_xticks(range(len(labels)), [name[k] + (" (baseline)" if k == baseline else "")
+                                     for k in labels], rotation=30, ha="right", fontsize=8)
   ax.set_ylabel(ylabel)
   ax.grid(axis="y", alpha=0.3)
   return _save(fig, path)

@@ -304,6 +304,30 @@ def test_a_curve_far_off_at_its_end_is_named_not_drawn_into_the_range(first, tmp
   assert [t.get_text() for t in ax.texts] == ["off scale: none (ends at 2)"]
 
 
+def test_the_main_metric_plot_shows_each_seed_on_the_groups_range(tmp_path, monkeypatch):
+  """Differences of a point between groups at 35-37% WER stay visible: the axis spans them
+  (not 0-100), the no-source control at 100% is named instead of drawn, every seed is a dot
+  and the baseline's mean a line across."""
+  from encdec import plots  # pylint: disable=import-outside-toplevel
+  saved = []
+  monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig) or path)
+  seeds = {"gated": [37.2, 36.8, 37.0], "local": [35.4, 35.2, 35.3], "mha": [35.8, 35.6, 35.4],
+           "mqa": [36.9, 36.3, 36.2], "none": [100.0, 100.0, 100.0]}
+  plots.metric_points(seeds, "test/wer", tmp_path / "x.png", baseline="mha")
+  ax = saved[0].axes[0]
+  bottom, top = ax.get_ylim()
+  assert 34.5 < bottom < 35.2 and 37.2 < top < 38.0
+  notes = [t.get_text() for t in ax.texts if "off scale" in t.get_text()]
+  assert notes == ["off scale: none (100)"]
+  dots = [line for line in ax.lines
+          if line.get_linestyle() == "None" and len(line.get_ydata()) == 3]
+  assert sorted(float(y) for line in dots for y in line.get_ydata()) == sorted(
+      y for k, v in seeds.items() if k != "none" for y in v)
+  assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == pytest.approx(35.6)
+             for line in ax.lines)
+  assert "mha (baseline)" in [t.get_text() for t in ax.get_xticklabels()]
+
+
 def test_the_report_does_not_import_the_training_loop_nor_pyplot(sweep_dir):
   """A library call: no training loop, and no pyplot (which would pick a process-wide
   matplotlib backend); the PNGs are drawn all the same."""

@@ -148,10 +148,11 @@ def make_plots(directory: pathlib.Path, rows: Sequence[Row], main: str, baseline
     panels[f"dev {metric_name} (periodic eval)"] = dev
   out = [("Learning curves: mean over seeds, band = min–max over seeds",
           plots.learning_curves(panels, directory / "learning_curves.png").name)]
-  bars = {r.group.label: stats.mean_std(r.scores[main]) for r in rows if r.scores.get(main)}
-  out.append((f"{main} per group (error bars: std over seeds; hatched: baseline)",
-              plots.metric_bars(bars, main, directory / "main_metric.png",
-                                highlight=baseline.label).name))
+  seeds = {r.group.label: r.scores[main] for r in rows if r.scores.get(main)}
+  out.append((f"{main} per group: each seed (dots), mean ± std over seeds (diamonds; hollow and "
+              "dashed across: the baseline)",
+              plots.metric_points(seeds, main, directory / "main_metric.png",
+                                  baseline=baseline.label).name))
   points = {r.group.label: (*stats.mean_std(r.decode_tps), *stats.mean_std(r.scores[main]))
             for r in rows if r.decode_tps and r.scores.get(main)}
   if points:
