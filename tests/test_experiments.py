@@ -416,6 +416,7 @@ STUB = """#!/usr/bin/env bash
 printf '%s|' "$(basename "$0")" "$@" >> "$CALLS"; echo >> "$CALLS"
 if [ "$1" = sweep ] && [ -n "${SWEEP_SLEEP:-}" ]; then
   trap 'echo "sweep stopped|" >> "$CALLS"; exit 0' TERM
+  echo "sweep ready|" >> "$CALLS"
   sleep 60 & wait
 elif [ "$1" = sweep ] && [ -n "${SWEEP_FAILS:-}" ]; then
   exit 1
@@ -475,15 +476,14 @@ def test_stopping_the_study_arms_script_stops_the_sweep_and_packs_what_finished(
   """SIGTERM during a sweep reaches the sweep (whose runs save checkpoints), then what finished
   is packed and the script exits 143 without writing pages."""
   script = run_arms(tmp_path, sweep_sleep=True)
-  deadline = time.monotonic() + 30
-  while not logged_calls(tmp_path) and time.monotonic() < deadline:
-    time.sleep(0.1)
-  time.sleep(0.5)                                   # the sweep stub has set its trap
+  deadline = time.monotonic() + 60
+  while ["sweep ready"] not in logged_calls(tmp_path) and time.monotonic() < deadline:
+    time.sleep(0.1)                                 # until the sweep stub has set its trap
   script.send_signal(signal.SIGTERM)
   assert script.wait(timeout=30) == 143
   calls = logged_calls(tmp_path)
-  assert [c[1] for c in calls[:1]] == ["sweep"] and calls[1] == ["sweep stopped"]
-  assert calls[2][2:4] == ["experiments.run_archive", "pack"] and len(calls) == 3  # no pages
+  assert calls[0][1] == "sweep" and calls[1:3] == [["sweep ready"], ["sweep stopped"]]
+  assert calls[3][2:4] == ["experiments.run_archive", "pack"] and len(calls) == 4  # no pages
 
 
 def test_a_failed_run_stops_the_study_arms_script_after_packing_the_others(tmp_path):
