@@ -130,13 +130,14 @@ def quality_vs_speed(points: Mapping[str, tuple[float, float, float, float]], xl
   for label, (x, x_std, y, y_std) in shown.items():
     ax.errorbar([x], [y], xerr=[x_std], yerr=[y_std], fmt="o", color=colour[label], capsize=3,
                 label=name[label])
-    ax.annotate(name[label], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
   _note_off_scale(ax, [f"{name[k]} ({ylabel} {points[k][2]:.3g}, {xlabel} {points[k][0]:.3g})"
                        for k in sorted(hidden)])
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="best")
+  fig.tight_layout()                          # the axes' final place, which the labels follow
+  _label_points(ax, {name[label]: (p[0], p[2]) for label, p in shown.items()}, fontsize=8)
   return _save(fig, path)
 
 
