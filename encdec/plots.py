@@ -75,6 +75,13 @@ def seed_band(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarr
   return np.array(steps), values.mean(0), values.min(0), values.max(0)
 
 
+def _band_values_past(band, fraction: float) -> list[float]:
+  """A seed band's min and max values from `fraction` of its step range on."""
+  steps, _, lows, highs = band
+  keep = steps >= steps[0] + fraction * (steps[-1] - steps[0])
+  return [*lows[keep], *highs[keep]]
+
+
 def learning_curves(panels: Mapping[str, Mapping[str, Sequence[Curve]]],
                     path: str | pathlib.Path, *, xlabel: str = "step",
                     xmarks: Mapping[str, float] | None = None,
@@ -101,10 +108,8 @@ def learning_curves(panels: Mapping[str, Mapping[str, Sequence[Curve]]],
     # The others' whole curves set the range, or, where their first values (a loss at step 0)
     # already reach the hidden groups' ends, the curves past their first tenth.
     for skip in (0.0, 0.1) if hidden else ():
-      low, high = _limits([v for label, (steps, _, lows, highs) in bands.items()
-                           if label not in hidden
-                           for keep in [steps >= steps[0] + skip * (steps[-1] - steps[0])]
-                           for v in (*lows[keep], *highs[keep])])
+      low, high = _limits([v for label, band in bands.items() if label not in hidden
+                           for v in _band_values_past(band, skip)])
       outside = sorted(k for k in hidden if not low <= bands[k][1][-1] <= high)
       if outside:
         ax.set_ylim(low, high)
