@@ -228,15 +228,17 @@ def budget_curve_module():
 
 
 def test_study_architecture_arm_runs_the_best_variants_under_each_preset():
-  """`best` is mha and the 4 chosen variants, seed-major; `preset=` applies the preset's fields
+  """`best` is mha and the 4 chosen variants, seed-major (as is `recheck`, mha and the variants
+  the G2P arm found different); `preset=` applies the preset's fields
   over the study's model (its own position scheme replaces positions=alibi)."""
   from encdec import config, model, sweep  # pylint: disable=import-outside-toplevel
   from encdec.configs import cross_attention_study_v2 as study  # pylint: disable=import-outside-toplevel
-  runs = sweep.sweep_runs("cross_attention_study_v2:task=reverse", "best")
-  variants = ("mha",) + study.BEST
-  assert len(set(variants)) == 5 and set(variants) <= set(model.CROSS_ATTENTION)
-  assert runs[:5] == [{"model.cross_attention": v, "train.seed": 0} for v in variants]
-  assert [r["train.seed"] for r in runs] == [s for s in study.SEEDS for _ in variants]
+  for name, chosen in (("best", study.BEST), ("recheck", study.G2P_DIFFERENT)):
+    runs = sweep.sweep_runs("cross_attention_study_v2:task=reverse", name)
+    variants = ("mha",) + chosen
+    assert len(set(variants)) == 5 and set(variants) <= set(model.CROSS_ATTENTION)
+    assert runs[:5] == [{"model.cross_attention": v, "train.seed": 0} for v in variants]
+    assert [r["train.seed"] for r in runs] == [s for s in study.SEEDS for _ in variants]
   plain = config.load("cross_attention_study_v2:task=reverse,positions=alibi")
   assert (plain.model.position_encoding, plain.model.preset) == ("alibi", "")
   for preset, positions, norm in (("vaswani", "sinusoidal", "post"),
@@ -427,8 +429,9 @@ fi
 """
 
 
-def run_arms(tmp_path, sweep_sleep=False, sweep_fails=False) -> subprocess.Popen:
-  """experiments/study_v2_arms.sh with `encdec` and `python` stubs that log their arguments."""
+def run_arms(tmp_path, *arms, sweep_sleep=False, sweep_fails=False) -> subprocess.Popen:
+  """experiments/study_v2_arms.sh ARMS... with `encdec` and `python` stubs that log their
+  arguments."""
   for name in ("encdec", "python"):
     (tmp_path / name).write_text(STUB)
     (tmp_path / name).chmod(0o755)
@@ -436,8 +439,8 @@ def run_arms(tmp_path, sweep_sleep=False, sweep_fails=False) -> subprocess.Popen
              RUNS=str(tmp_path / "runs"), RESULTS=str(tmp_path / "results"),
              CALLS=str(tmp_path / "calls"), SWEEP_SLEEP="1" if sweep_sleep else "",
              SWEEP_FAILS="1" if sweep_fails else "")
-  return subprocess.Popen(["bash", str(ROOT / "experiments" / "study_v2_arms.sh")], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  return subprocess.Popen(["bash", str(ROOT / "experiments" / "study_v2_arms.sh"), *arms],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def logged_calls(tmp_path) -> list[list[str]]:
@@ -470,6 +473,31 @@ def test_the_study_arms_script_sweeps_packs_and_writes_each_arms_pages_in_order(
                "variants_ding_de_en"):
     assert sorted(p.name for p in (results / page).glob("*.*")) == [
         "learning_curves.png", "main_metric.png", "report.json", "report.md"]
+
+
+def test_the_study_arms_script_runs_the_named_arms_only(tmp_path):
+  """`g2p_64k` sweeps `recheck` (mha and the variants the G2P arm found different) at 64k steps
+  into its own directory and archive, then writes its WER and NLL pages; an unknown arm name is
+  a one-line error before anything runs."""
+  assert run_arms(tmp_path, "g2p_64k").wait(timeout=60) == 0
+  calls = logged_calls(tmp_path)
+  assert [c[1] if c[0] == "encdec" else c[2].split(".")[-1] for c in calls] == [
+      "sweep", "run_archive", "report", "report"]
+  sweep_call = calls[0]
+  assert sweep_call[sweep_call.index("--sweep") + 1] == "recheck"
+  assert "--config.train.num_steps=64000" in sweep_call
+  runs, results = tmp_path / "runs" / "recheck" / "g2p_cmudict_64k", tmp_path / "results"
+  assert sweep_call[sweep_call.index("--workdir") + 1] == str(runs)
+  assert calls[1][3:] == ["pack", str(runs), str(results / "archive" / "recheck_g2p_cmudict_64k")]
+  assert calls[3][-2:] == ["--metric", "nll"]
+  for page in ("recheck_g2p_cmudict_64k", "recheck_g2p_cmudict_64k/nll"):
+    assert (results / page / "report.md").exists()
+  (tmp_path / "calls").unlink()
+  script = run_arms(tmp_path, "g2p", "g2p_128k")
+  _, stderr = script.communicate(timeout=30)
+  assert script.returncode == 2 and logged_calls(tmp_path) == []
+  assert stderr.strip() == ("study_v2_arms.sh: unknown arm 'g2p_128k'; valid: g2p reverse de_en "
+                            "g2p_64k")
 
 
 def test_stopping_the_study_arms_script_stops_the_sweep_and_packs_what_finished(tmp_path):

@@ -19,6 +19,11 @@
         --sweep variants --workdir runs/study_v2/variants/reverse_alibi
     encdec report runs/study_v2/variants/reverse_alibi --metric symbol_accuracy
 
+    # do the G2P arm's differences hold nearer convergence? (experiments/study_v2_arms.sh g2p_64k)
+    encdec sweep --config configs/cross_attention_study_v2.py:task=g2p_cmudict --sweep recheck \
+        --workdir runs/study_v2/recheck/g2p_cmudict --config.train.num_steps=64000 \
+        --config.train.bucket_width=8
+
     # the architecture arm: mha and the best 4 variants under each preset (one sweep each),
     # positions kept at ALiBi (the presets' own schemes do not extrapolate: a floor)
     for p in vaswani t5_v1_1 modern; do
@@ -35,6 +40,8 @@ report's baseline group, `base`), for a budget given on the command line (copy a
 in about 300 steps, so the transfer shows in fewer). Gheini et al. (2021) found
 cross-attention-only fine-tuning close to full fine-tuning for new language pairs; reverse ->
 copy keeps the vocabulary and the symbols' representations and changes only the alignment.
+`recheck`: `mha` and G2P_DIFFERENT, for a longer budget given on the command line (do the G2P
+arm's differences hold nearer convergence?).
 `best`: `mha` and BEST, the 4 variants nearest to or above it in the length arm (none of them
 differs from `mha` across seeds there), to be run under each preset: does a variant's verdict
 depend on the architecture around it?
@@ -50,6 +57,10 @@ PRETRAINED = "runs/study_v2/pretrain/reverse/seed={seed}"   # the pretrain sweep
 # The length arm's (reverse, ALiBi) 4 best variants by mean symbol accuracy against mha: +1.3,
 # +0.0, -0.3, -0.5 points (experiments/results/cross_attention_study_v2/variants_summary.md).
 BEST = ("all_layers", "mqa", "gqa", "shared_kv")
+# The variants the G2P arm (32k steps) found worse than mha across seeds: the references' NLL
+# of mqa, gqa, latent and gated, and gating's test WER before Holm (experiments/results/
+# cross_attention_study_v2/README.md). The `recheck` sweep runs them again nearer convergence.
+G2P_DIFFERENT = ("mqa", "gqa", "latent", "gated")
 
 
 def get_config(arg=None):
@@ -99,6 +110,7 @@ SWEEPS = {
     "budget": lambda: sweep.grid(**{"train.num_steps": list(BUDGETS)}),
     "variants": lambda: seed_major(sorted(model.CROSS_ATTENTION)),
     "best": lambda: seed_major(("mha",) + BEST),
+    "recheck": lambda: seed_major(("mha",) + G2P_DIFFERENT),
     # Fewer cross-attention layers, in a 6-layer decoder (standard multi-head).
     "placement": lambda: sweep.union(*(
         sweep.grid(seeds=(seed,), **{"model.num_decoder_layers": [6],
