@@ -229,8 +229,8 @@ def budget_curve_module():
 
 def test_study_architecture_arm_runs_the_best_variants_under_each_preset():
   """`best` is mha and the 4 chosen variants, seed-major (as is `recheck`, mha and the variants
-  the G2P arm found different); `preset=` applies the preset's fields
-  over the study's model (its own position scheme replaces positions=alibi)."""
+  the G2P arm found different); `preset=` applies the preset's fields over the study's model
+  (its own position scheme replaces positions=alibi)."""
   from encdec import config, model, sweep  # pylint: disable=import-outside-toplevel
   from encdec.configs import cross_attention_study_v2 as study  # pylint: disable=import-outside-toplevel
   for name, chosen in (("best", study.BEST), ("recheck", study.G2P_DIFFERENT)):

@@ -21,7 +21,7 @@
 
     # do the G2P arm's differences hold nearer convergence? (experiments/study_v2_arms.sh g2p_64k)
     encdec sweep --config configs/cross_attention_study_v2.py:task=g2p_cmudict --sweep recheck \
-        --workdir runs/study_v2/recheck/g2p_cmudict --config.train.num_steps=64000 \
+        --workdir runs/study_v2/recheck/g2p_cmudict_64k --config.train.num_steps=64000 \
         --config.train.bucket_width=8
 
     # the architecture arm: mha and the best 4 variants under each preset (one sweep each),
